@@ -1,0 +1,110 @@
+//! The store's typed errors.
+
+use std::fmt;
+
+/// One broken field rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// The field, as named on the wire (`title`, `tags[2]`, `cursor`, …).
+    pub field: String,
+    /// What is wrong, in words a client can show.
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Everything a store operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No such task for this user (another user's task is "not found" too).
+    #[error("task not found")]
+    NotFound,
+    /// The expected version did not match; nothing was changed.
+    #[error("version conflict: the task is at version {current}")]
+    Conflict {
+        /// The task's current version.
+        current: i64,
+    },
+    /// Input broke one or more field rules; nothing was written.
+    #[error("invalid input: {}", join(.0))]
+    Invalid(Vec<FieldError>),
+    /// The database cannot be reached right now (connection lost, pool exhausted, timeout).
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    /// A database error that is not about reachability: a bug or a broken schema.
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+    /// Applying schema migrations failed.
+    #[error("migration failed: {0}")]
+    Migration(String),
+    /// The connection URL or options are not usable.
+    #[error("configuration error: {0}")]
+    Config(String),
+}
+
+fn join(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl StoreError {
+    /// An [`Invalid`](StoreError::Invalid) error about one field.
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        StoreError::Invalid(vec![FieldError {
+            field: field.to_owned(),
+            message: message.into(),
+        }])
+    }
+
+    /// The broken field rules, when this is an [`Invalid`](StoreError::Invalid) error.
+    pub fn field_errors(&self) -> &[FieldError] {
+        match self {
+            StoreError::Invalid(e) => e,
+            _ => &[],
+        }
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        if is_unavailable(&e) {
+            StoreError::Unavailable(e)
+        } else {
+            StoreError::Database(e)
+        }
+    }
+}
+
+/// Whether an error means "the database is not reachable right now" rather than a bug.
+fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code();
+            let code = code.as_deref().unwrap_or("");
+            // PostgreSQL: 08 connection exception, 53 insufficient resources, 57 operator
+            // intervention (statement timeout, admin shutdown), 40001/40P01 retryable.
+            // SQLite: 5 SQLITE_BUSY, 6 SQLITE_LOCKED.
+            code.starts_with("08")
+                || code.starts_with("53")
+                || code.starts_with("57")
+                || code == "40001"
+                || code == "40P01"
+                || code == "5"
+                || code == "6"
+        }
+        _ => false,
+    }
+}

@@ -1,0 +1,458 @@
+//! A user-scoped task store on PostgreSQL or embedded SQLite.
+//!
+//! - **Isolation by construction**: tasks are reached only through [`Store::for_user`], and every
+//!   statement starts from a builder that already carries `user_id = ?`.
+//! - **One query path**: filters, search, sort and keyset paging are built once with sea-query and
+//!   rendered for either backend, with the same results on both.
+//! - **Rules in the domain**: every field rule is checked here, and a broken one is a typed
+//!   [`StoreError::Invalid`] naming the field; nothing is half-written.
+//! - **Migrations that run themselves**: [`Store::migrate`] applies the SQL files under
+//!   `migrations/` with refinery, safely from several processes at once.
+//!
+//! ```
+//! use todo_store::{Store, TaskInput, TaskQuery};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), todo_store::StoreError> {
+//! let store = Store::connect("sqlite::memory:").await?;
+//! store.migrate().await?;
+//!
+//! let alice = store.for_user("alice")?;
+//! let task = alice
+//!     .create(TaskInput {
+//!         tags: vec![" Home ".into()],
+//!         ..TaskInput::titled("  Buy milk ")
+//!     })
+//!     .await?;
+//! assert_eq!(task.title, "Buy milk");
+//! assert_eq!(task.tags, ["home"]);
+//!
+//! let page = alice.list(&TaskQuery::default()).await?;
+//! assert_eq!(page.total, 1);
+//!
+//! // Another user cannot see it.
+//! let bob = store.for_user("bob")?;
+//! assert!(bob.get(task.id).await.is_err());
+//! # Ok(())
+//! # }
+//! ```
+
+mod backend;
+mod cursor;
+mod error;
+mod migrate;
+pub mod query;
+pub mod task;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use backend::Pool;
+pub use error::{FieldError, StoreError};
+pub use query::{Dialect, Order, Page, SortKey, Status, TaskQuery};
+pub use task::{Patch, Priority, TagCount, Task, TaskInput, TaskPatch};
+
+/// Connection settings beyond the URL.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Most pooled connections (SQLite in-memory databases always use one).
+    pub max_connections: u32,
+    /// How long a request waits for a pooled connection before [`StoreError::Unavailable`].
+    pub acquire_timeout: Duration,
+    /// Longest a single statement may run (PostgreSQL `statement_timeout`); `None` for no limit.
+    pub statement_timeout: Option<Duration>,
+    /// How long SQLite waits on a locked database file before giving up.
+    pub sqlite_busy_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(5),
+            statement_timeout: Some(Duration::from_secs(10)),
+            sqlite_busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A handle to the task database. Cheap to clone; clones share one pool.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: Pool,
+}
+
+impl Store {
+    /// Connects with default [`StoreOptions`]. Accepts `postgres://…` / `postgresql://…`
+    /// (including `?sslmode=require`), `sqlite://path` (created if missing) and `sqlite::memory:`.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        Self::connect_with(url, &StoreOptions::default()).await
+    }
+
+    /// Connects with explicit options. The connection is made lazily, so this succeeds even while
+    /// a PostgreSQL server is down; the first query reports [`StoreError::Unavailable`].
+    pub async fn connect_with(url: &str, opts: &StoreOptions) -> Result<Store, StoreError> {
+        let scheme = url.split(':').next().unwrap_or("");
+        match scheme {
+            #[cfg(feature = "postgres")]
+            "postgres" | "postgresql" => {
+                use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+                let mut o = PgConnectOptions::from_str(url)
+                    .map_err(|e| StoreError::Config(format!("bad PostgreSQL URL: {e}")))?;
+                if let Some(t) = opts.statement_timeout {
+                    o = o.options([("statement_timeout", format!("{}ms", t.as_millis()))]);
+                }
+                let pool = PgPoolOptions::new()
+                    .max_connections(opts.max_connections.max(1))
+                    .acquire_timeout(opts.acquire_timeout)
+                    .connect_lazy_with(o);
+                Ok(Self::from_pg_pool(pool))
+            }
+            #[cfg(feature = "sqlite")]
+            "sqlite" => {
+                use sqlx::sqlite::{
+                    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+                };
+                let memory = url.contains(":memory:") || url.contains("mode=memory");
+                let o = SqliteConnectOptions::from_str(url)
+                    .map_err(|e| StoreError::Config(format!("bad SQLite URL: {e}")))?
+                    .create_if_missing(true)
+                    .foreign_keys(true)
+                    .busy_timeout(opts.sqlite_busy_timeout);
+                let o = if memory {
+                    o
+                } else {
+                    o.journal_mode(SqliteJournalMode::Wal)
+                        .synchronous(SqliteSynchronous::Normal)
+                };
+                let mut po = SqlitePoolOptions::new().acquire_timeout(opts.acquire_timeout);
+                if memory {
+                    // Each connection to ":memory:" is its own database: keep exactly one.
+                    po = po
+                        .max_connections(1)
+                        .min_connections(1)
+                        .idle_timeout(None)
+                        .max_lifetime(None);
+                } else {
+                    po = po.max_connections(opts.max_connections.max(1));
+                }
+                let pool = po.connect_with(o).await?;
+                Ok(Self::from_sqlite_pool(pool))
+            }
+            _ => Err(StoreError::Config(format!(
+                "unsupported database URL scheme {scheme:?} (expected {})",
+                SUPPORTED_SCHEMES
+            ))),
+        }
+    }
+
+    /// Uses a PostgreSQL pool the host application already has.
+    #[cfg(feature = "postgres")]
+    pub fn from_pg_pool(pool: sqlx::PgPool) -> Store {
+        Store {
+            pool: Pool::Postgres(pool),
+        }
+    }
+
+    /// Uses a SQLite pool the host application already has. Writes through this store are
+    /// serialised in-process and start with `BEGIN IMMEDIATE`.
+    #[cfg(feature = "sqlite")]
+    pub fn from_sqlite_pool(pool: sqlx::SqlitePool) -> Store {
+        Store {
+            pool: Pool::Sqlite(pool, Default::default()),
+        }
+    }
+
+    /// Applies pending schema migrations; returns the names of those applied now (empty when
+    /// the schema is current). Safe to call from several processes at once.
+    pub async fn migrate(&self) -> Result<Vec<String>, StoreError> {
+        migrate::run(&self.pool).await
+    }
+
+    /// The SQL dialect of this store's database.
+    pub fn dialect(&self) -> Dialect {
+        self.pool.dialect()
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.pool.ping().await
+    }
+
+    /// Closes the pool, waiting for checked-out connections to come back.
+    pub async fn close(&self) {
+        self.pool.close().await
+    }
+
+    /// The tasks of one user: the only way to reach tasks. Fails with
+    /// [`StoreError::Invalid`] (field `user_id`) when the id breaks the user id rule.
+    pub fn for_user(&self, user_id: &str) -> Result<UserTasks, StoreError> {
+        task::validate_user_id(user_id)?;
+        Ok(UserTasks {
+            pool: self.pool.clone(),
+            user_id: user_id.to_owned(),
+        })
+    }
+}
+
+#[cfg(all(feature = "postgres", feature = "sqlite"))]
+const SUPPORTED_SCHEMES: &str = "postgres://, postgresql:// or sqlite:";
+#[cfg(all(feature = "postgres", not(feature = "sqlite")))]
+const SUPPORTED_SCHEMES: &str = "postgres:// or postgresql://";
+#[cfg(all(not(feature = "postgres"), feature = "sqlite"))]
+const SUPPORTED_SCHEMES: &str = "sqlite:";
+
+/// Replaces the password of a database URL with `****`, for logs.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            let masked = if userinfo.contains(':') {
+                format!("{user}:****")
+            } else {
+                user.to_owned()
+            };
+            let tail = redact_query_password(tail);
+            format!("{scheme}://{masked}@{host}{tail}")
+        }
+        None => format!("{scheme}://{authority}{}", redact_query_password(tail)),
+    }
+}
+
+fn redact_query_password(tail: &str) -> String {
+    let Some((path, query)) = tail.split_once('?') else {
+        return tail.to_owned();
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=****"),
+            _ => kv.to_owned(),
+        })
+        .collect();
+    format!("{path}?{}", query.join("&"))
+}
+
+/// One user's tasks. Obtained from [`Store::for_user`]; every operation is confined to this user.
+///
+/// Writes take an optional expected version (`If-Match`): when it differs from the stored one the
+/// write fails with [`StoreError::Conflict`] and changes nothing. Without it the write applies.
+/// Every successful write adds 1 to `version` and moves `updated_at` strictly forward.
+#[derive(Debug, Clone)]
+pub struct UserTasks {
+    pool: Pool,
+    user_id: String,
+}
+
+impl UserTasks {
+    /// The user these tasks belong to.
+    pub fn user_id(&self) -> &str {
+        &self.user_id
+    }
+
+    fn scope(&self) -> query::Scope<'_> {
+        query::Scope::new(&self.user_id, self.pool.dialect())
+    }
+
+    /// Creates a task (version 1) after validating and normalising the input.
+    pub async fn create(&self, input: TaskInput) -> Result<Task, StoreError> {
+        let (content, completed) = input.validate()?;
+        let now = task::now_ms();
+        let mut t = Task {
+            id: Uuid::now_v7(),
+            user_id: self.user_id.clone(),
+            title: String::new(),
+            description: None,
+            completed: false,
+            completed_at: None,
+            priority: Priority::Medium,
+            tags: Vec::new(),
+            due_at: None,
+            created_at: now,
+            updated_at: now,
+            version: 1,
+        };
+        t.apply_content(content);
+        t.set_completed(completed.unwrap_or(false), now);
+        let scope = self.scope();
+        let mut tx = self.pool.begin().await?;
+        tx.execute(&scope.insert(&t)).await?;
+        if !t.tags.is_empty() {
+            tx.execute(&scope.insert_tags(t.id, &t.tags)).await?;
+        }
+        tx.commit().await?;
+        Ok(t)
+    }
+
+    /// One task; [`StoreError::NotFound`] when it does not exist for this user.
+    pub async fn get(&self, id: Uuid) -> Result<Task, StoreError> {
+        self.pool
+            .fetch_task(&self.scope().get(id))
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+
+    /// One page of the user's tasks. See [`TaskQuery`].
+    pub async fn list(&self, query: &TaskQuery) -> Result<Page, StoreError> {
+        let q = query.validate()?;
+        let scope = self.scope();
+        let (mut tasks, total) = self.pool.fetch_tasks(&scope.page(&q)).await?;
+        let total = match total {
+            Some(t) => t,
+            // An empty page (past the end) carries no count column: ask for it.
+            None => self.pool.fetch_i64(&scope.count(&q)).await?,
+        };
+        let limit = q.limit as usize;
+        let next_cursor = if tasks.len() > limit {
+            tasks.truncate(limit);
+            tasks.last().map(|last| {
+                cursor::Cursor {
+                    sort: q.sort,
+                    order: q.order,
+                    key: q.sort.key_of(last),
+                    id: last.id,
+                }
+                .encode()
+            })
+        } else {
+            None
+        };
+        Ok(Page {
+            tasks,
+            limit: q.limit,
+            next_cursor,
+            total,
+        })
+    }
+
+    /// Replaces a task's content. Absent optional fields are cleared or reset to their
+    /// defaults; completion changes only when `input.completed` is given.
+    pub async fn replace(
+        &self,
+        id: Uuid,
+        input: TaskInput,
+        expected_version: Option<i64>,
+    ) -> Result<Task, StoreError> {
+        let (content, completed) = input.validate()?;
+        self.write(id, expected_version, move |t, now| {
+            t.apply_content(content);
+            if let Some(c) = completed {
+                t.set_completed(c, now);
+            }
+        })
+        .await
+    }
+
+    /// Applies a merge patch.
+    pub async fn patch(
+        &self,
+        id: Uuid,
+        patch: TaskPatch,
+        expected_version: Option<i64>,
+    ) -> Result<Task, StoreError> {
+        let patch = patch.validate()?;
+        self.write(id, expected_version, move |t, now| patch.apply(t, now))
+            .await
+    }
+
+    /// Sets completion to `completed`, or toggles it when `None`.
+    pub async fn set_completed(
+        &self,
+        id: Uuid,
+        completed: Option<bool>,
+        expected_version: Option<i64>,
+    ) -> Result<Task, StoreError> {
+        self.write(id, expected_version, move |t, now| {
+            let c = completed.unwrap_or(!t.completed);
+            t.set_completed(c, now);
+        })
+        .await
+    }
+
+    /// Deletes a task and its tags.
+    pub async fn delete(&self, id: Uuid, expected_version: Option<i64>) -> Result<(), StoreError> {
+        let scope = self.scope();
+        if self
+            .pool
+            .execute(&scope.delete(id, expected_version))
+            .await?
+            == 1
+        {
+            return Ok(());
+        }
+        if expected_version.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        // Nothing deleted at that version: tell "gone" from "changed".
+        match self.pool.fetch_i64(&scope.version_of(id)).await {
+            Ok(current) => Err(StoreError::Conflict { current }),
+            Err(StoreError::Database(sqlx::Error::RowNotFound)) => Err(StoreError::NotFound),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Tags in use with their task counts, most used first, then by name.
+    pub async fn tags(&self) -> Result<Vec<TagCount>, StoreError> {
+        self.pool.fetch_tag_counts(&self.scope().tag_counts()).await
+    }
+
+    /// Read-modify-write of one task inside a transaction holding its row lock: the check of
+    /// the expected version, the change, the version bump and the tag rows commit together.
+    async fn write(
+        &self,
+        id: Uuid,
+        expected_version: Option<i64>,
+        change: impl FnOnce(&mut Task, chrono::DateTime<chrono::Utc>),
+    ) -> Result<Task, StoreError> {
+        let scope = self.scope();
+        let mut tx = self.pool.begin().await?;
+        let mut t = tx
+            .fetch_task(&scope.get_for_update(id))
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        if let Some(v) = expected_version
+            && v != t.version
+        {
+            return Err(StoreError::Conflict { current: t.version });
+        }
+        let old_tags = t.tags.clone();
+        let now = task::now_ms();
+        change(&mut t, now);
+        t.bump(now);
+        tx.execute(&scope.update(&t)).await?;
+        if t.tags != old_tags {
+            tx.execute(&scope.delete_tags(id)).await?;
+            if !t.tags.is_empty() {
+                tx.execute(&scope.insert_tags(id, &t.tags)).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact_url("postgres://me:s3cret@db.example:5432/app?sslmode=require"),
+            "postgres://me:****@db.example:5432/app?sslmode=require"
+        );
+        assert_eq!(
+            redact_url("postgres://db/app?user=me&password=s3cret"),
+            "postgres://db/app?user=me&password=****"
+        );
+        assert_eq!(redact_url("sqlite://todo.db"), "sqlite://todo.db");
+        assert_eq!(redact_url("postgres://me@h/db"), "postgres://me@h/db");
+    }
+}

@@ -1,0 +1,720 @@
+//! Listing queries and the user-scoped statement builders.
+//!
+//! Every statement the store runs is built here, from [`Scope`], which already carries
+//! `user_id = ?`. Filters, search, sort and keyset paging are built once with sea-query and
+//! rendered for PostgreSQL or SQLite.
+
+use chrono::{DateTime, Utc};
+use sea_query::{
+    Asterisk, DeleteStatement, Expr, ExprTrait, Func, InsertStatement, LikeExpr, LockType,
+    NullOrdering, Order as SqlOrder, Query, SelectStatement, SimpleExpr, UpdateStatement, Value,
+};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::cursor::{Cursor, KeyValue};
+use crate::error::StoreError;
+use crate::task::{Checker, Priority, Task, normalize_tag};
+
+/// Largest page.
+pub const LIMIT_MAX: u32 = 100;
+/// Page size when none is given.
+pub const LIMIT_DEFAULT: u32 = 50;
+/// Longest search string, in code points.
+pub const Q_MAX: usize = 200;
+
+pub(crate) const TASKS: &str = "tasks";
+pub(crate) const TASK_TAGS: &str = "task_tags";
+
+/// Columns of `tasks`, in the order rows are decoded.
+pub(crate) const COLUMNS: [&str; 13] = [
+    "id",
+    "user_id",
+    "title",
+    "description",
+    "completed",
+    "completed_at",
+    "priority",
+    "tags",
+    "due_at",
+    "created_at",
+    "updated_at",
+    "version",
+    "title_lc",
+];
+
+/// Which task state a listing includes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Every task.
+    #[default]
+    All,
+    /// Tasks not completed.
+    Pending,
+    /// Completed tasks.
+    Completed,
+}
+
+/// What a listing sorts by. Ties always break on `id`, in the same direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SortKey {
+    /// Creation time (the default).
+    #[default]
+    CreatedAt,
+    /// Last write.
+    UpdatedAt,
+    /// Due date; tasks without one come last in both directions.
+    DueAt,
+    /// Priority rank (`low < medium < high`).
+    Priority,
+    /// Title, case-insensitively.
+    Title,
+}
+
+impl SortKey {
+    /// Every sort key.
+    pub const ALL: [SortKey; 5] = [
+        SortKey::CreatedAt,
+        SortKey::UpdatedAt,
+        SortKey::DueAt,
+        SortKey::Priority,
+        SortKey::Title,
+    ];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SortKey::CreatedAt => "created_at",
+            SortKey::UpdatedAt => "updated_at",
+            SortKey::DueAt => "due_at",
+            SortKey::Priority => "priority",
+            SortKey::Title => "title",
+        }
+    }
+
+    fn column(self) -> &'static str {
+        match self {
+            SortKey::CreatedAt => "created_at",
+            SortKey::UpdatedAt => "updated_at",
+            SortKey::DueAt => "due_at",
+            SortKey::Priority => "priority",
+            SortKey::Title => "title_lc",
+        }
+    }
+
+    /// The cursor key of a row under this sort.
+    pub(crate) fn key_of(self, t: &Task) -> KeyValue {
+        match self {
+            SortKey::CreatedAt => KeyValue::Int(Some(t.created_at.timestamp_millis())),
+            SortKey::UpdatedAt => KeyValue::Int(Some(t.updated_at.timestamp_millis())),
+            SortKey::DueAt => KeyValue::Int(t.due_at.map(|d| d.timestamp_millis())),
+            SortKey::Priority => KeyValue::Int(Some(i64::from(t.priority.rank()))),
+            SortKey::Title => KeyValue::Text(t.title.to_lowercase()),
+        }
+    }
+}
+
+impl std::str::FromStr for SortKey {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s).ok_or(())
+    }
+}
+
+/// Sort direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Order {
+    /// Ascending.
+    Asc,
+    /// Descending (the default).
+    #[default]
+    Desc,
+}
+
+impl Order {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Order::Asc => "asc",
+            Order::Desc => "desc",
+        }
+    }
+}
+
+/// A listing request: filters, search, sort and a page. Values are raw input; the store checks
+/// them (a bad one is [`StoreError::Invalid`] naming the query parameter).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskQuery {
+    /// Completion filter.
+    pub status: Status,
+    /// Any of these priorities (empty: all).
+    pub priorities: Vec<Priority>,
+    /// Every one of these tags (normalised like stored tags).
+    pub tags: Vec<String>,
+    /// Case-insensitive substring of title or description; `%`, `_`, `\` are literal.
+    pub q: Option<String>,
+    /// Inclusive lower bound on `due_at`.
+    pub due_after: Option<DateTime<Utc>>,
+    /// Exclusive upper bound on `due_at`.
+    pub due_before: Option<DateTime<Utc>>,
+    /// Sort key.
+    pub sort: SortKey,
+    /// Sort direction.
+    pub order: Order,
+    /// Page size, 1–100.
+    pub limit: u32,
+    /// Opaque cursor from a previous page's [`Page::next_cursor`].
+    pub cursor: Option<String>,
+}
+
+impl Default for TaskQuery {
+    fn default() -> Self {
+        Self {
+            status: Status::All,
+            priorities: Vec::new(),
+            tags: Vec::new(),
+            q: None,
+            due_after: None,
+            due_before: None,
+            sort: SortKey::CreatedAt,
+            order: Order::Desc,
+            limit: LIMIT_DEFAULT,
+            cursor: None,
+        }
+    }
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    /// The tasks, in order.
+    pub tasks: Vec<Task>,
+    /// The page size asked for.
+    pub limit: u32,
+    /// Cursor for the next page; `None` exactly when no row follows.
+    pub next_cursor: Option<String>,
+    /// How many tasks match the filters (the cursor ignored).
+    pub total: i64,
+}
+
+/// A checked query.
+#[derive(Debug, Clone)]
+pub(crate) struct ValidQuery {
+    status: Status,
+    priorities: Vec<Priority>,
+    tags: Vec<String>,
+    pattern: Option<String>,
+    due_after: Option<DateTime<Utc>>,
+    due_before: Option<DateTime<Utc>>,
+    pub sort: SortKey,
+    pub order: Order,
+    pub limit: u32,
+    cursor: Option<Cursor>,
+}
+
+impl TaskQuery {
+    pub(crate) fn validate(&self) -> Result<ValidQuery, StoreError> {
+        let mut c = Checker::default();
+        if !(1..=LIMIT_MAX).contains(&self.limit) {
+            c.fail("limit", format!("must be between 1 and {LIMIT_MAX}"));
+        }
+        let mut tags: Vec<String> = Vec::new();
+        for raw in &self.tags {
+            match normalize_tag(raw) {
+                Ok(t) if !tags.contains(&t) => tags.push(t),
+                Ok(_) => {}
+                Err(m) => c.fail("tag", m),
+            }
+        }
+        let pattern = match self.q.as_deref() {
+            None | Some("") => None,
+            Some(q) if q.chars().count() > Q_MAX => {
+                c.fail("q", format!("must be at most {Q_MAX} characters"));
+                None
+            }
+            Some(q) if q.contains('\0') => {
+                c.fail("q", "must not contain NUL characters");
+                None
+            }
+            Some(q) => Some(like_pattern(&q.to_lowercase())),
+        };
+        let due_after = self.due_after.map(|t| c.timestamp("due_after", t));
+        let due_before = self.due_before.map(|t| c.timestamp("due_before", t));
+        let mut priorities = self.priorities.clone();
+        priorities.sort();
+        priorities.dedup();
+        let cursor = match &self.cursor {
+            None => None,
+            Some(raw) => match Cursor::decode(raw, self.sort, self.order) {
+                Ok(cur) => Some(cur),
+                Err(e) => {
+                    for f in e.field_errors() {
+                        c.fail(&f.field, f.message.clone());
+                    }
+                    None
+                }
+            },
+        };
+        c.finish()?;
+        Ok(ValidQuery {
+            status: self.status,
+            priorities,
+            tags,
+            pattern,
+            due_after,
+            due_before,
+            sort: self.sort,
+            order: self.order,
+            limit: self.limit,
+            cursor,
+        })
+    }
+}
+
+/// `%` + the text with `\`, `%` and `_` escaped + `%`, for `LIKE … ESCAPE '\'`.
+fn like_pattern(q: &str) -> String {
+    let mut p = String::with_capacity(q.len() + 2);
+    p.push('%');
+    for ch in q.chars() {
+        if matches!(ch, '\\' | '%' | '_') {
+            p.push('\\');
+        }
+        p.push(ch);
+    }
+    p.push('%');
+    p
+}
+
+/// The SQL dialect a statement is rendered for; also how values are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// PostgreSQL: `TIMESTAMPTZ`, `UUID`, `BOOLEAN`.
+    Postgres,
+    /// SQLite: integer milliseconds, UUID blobs, 0/1.
+    Sqlite,
+}
+
+impl Dialect {
+    /// A timestamp as this backend stores it.
+    pub(crate) fn ts(self, t: DateTime<Utc>) -> Value {
+        match self {
+            Dialect::Postgres => t.into(),
+            Dialect::Sqlite => t.timestamp_millis().into(),
+        }
+    }
+
+    fn ts_opt(self, t: Option<DateTime<Utc>>) -> Value {
+        match (self, t) {
+            (_, Some(t)) => self.ts(t),
+            (Dialect::Postgres, None) => Value::ChronoDateTimeUtc(None),
+            (Dialect::Sqlite, None) => Value::BigInt(None),
+        }
+    }
+
+    fn key_value(self, sort: SortKey, key: &KeyValue) -> Value {
+        match (sort, key) {
+            (SortKey::Title, KeyValue::Text(t)) => t.clone().into(),
+            (SortKey::Priority, KeyValue::Int(Some(r))) => (*r as i16).into(),
+            (_, KeyValue::Int(Some(ms))) => self.ts(crate::task::from_millis(*ms)),
+            // Validated by Cursor::decode; a null key is handled by the caller.
+            _ => Value::BigInt(None),
+        }
+    }
+}
+
+fn col(name: &'static str) -> Expr {
+    Expr::col((TASKS, name))
+}
+
+/// Statement builders bound to one user. The only way to build a statement the store runs:
+/// each one starts with (or, for inserts, writes) `user_id = <this user>`.
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'a> {
+    user_id: &'a str,
+    dialect: Dialect,
+}
+
+impl<'a> Scope<'a> {
+    /// Scope for a user id that has already been validated.
+    pub(crate) fn new(user_id: &'a str, dialect: Dialect) -> Self {
+        Self { user_id, dialect }
+    }
+
+    /// `SELECT … FROM tasks WHERE tasks.user_id = ?` (no columns yet).
+    fn tasks(&self) -> SelectStatement {
+        Query::select()
+            .from(TASKS)
+            .and_where(col("user_id").eq(self.user_id))
+            .to_owned()
+    }
+
+    fn task_columns(&self) -> SelectStatement {
+        let mut s = self.tasks();
+        s.columns(COLUMNS.map(|c| (TASKS, c)));
+        s
+    }
+
+    /// One task by id, locked for update inside a write transaction (PostgreSQL).
+    pub(crate) fn get(&self, id: Uuid) -> SelectStatement {
+        let mut s = self.task_columns();
+        s.and_where(col("id").eq(id));
+        s
+    }
+
+    /// One task by id, locked for update inside a write transaction (PostgreSQL).
+    pub(crate) fn get_for_update(&self, id: Uuid) -> SelectStatement {
+        let mut s = self.get(id);
+        s.lock(LockType::Update);
+        s
+    }
+
+    /// The version of one task.
+    pub(crate) fn version_of(&self, id: Uuid) -> SelectStatement {
+        let mut s = self.tasks();
+        s.column((TASKS, "version")).and_where(col("id").eq(id));
+        s
+    }
+
+    fn filtered(&self, q: &ValidQuery) -> SelectStatement {
+        let mut s = self.tasks();
+        match q.status {
+            Status::All => {}
+            Status::Pending => {
+                s.and_where(col("completed").eq(false));
+            }
+            Status::Completed => {
+                s.and_where(col("completed").eq(true));
+            }
+        }
+        if !q.priorities.is_empty() && q.priorities.len() < Priority::ALL.len() {
+            s.and_where(col("priority").is_in(q.priorities.iter().map(|p| p.rank())));
+        }
+        for tag in &q.tags {
+            let mut sub = self.tags_table();
+            sub.expr(Expr::val(1))
+                .and_where(Expr::col((TASK_TAGS, "tag")).eq(tag.as_str()))
+                .and_where(Expr::col((TASK_TAGS, "task_id")).equals((TASKS, "id")));
+            s.and_where(Expr::exists(sub));
+        }
+        if let Some(p) = &q.pattern {
+            s.and_where(
+                col("title_lc")
+                    .like(LikeExpr::new(p.as_str()).escape('\\'))
+                    .or(col("description_lc").like(LikeExpr::new(p.as_str()).escape('\\'))),
+            );
+        }
+        if let Some(t) = q.due_after {
+            s.and_where(col("due_at").gte(self.dialect.ts(t)));
+        }
+        if let Some(t) = q.due_before {
+            s.and_where(col("due_at").lt(self.dialect.ts(t)));
+        }
+        s
+    }
+
+    /// The page query: the filtered rows after the cursor, in order, `limit + 1` of them (the
+    /// extra row tells whether another page follows), each carrying the total count of matches
+    /// as a last column so a page costs one round trip.
+    pub(crate) fn page(&self, q: &ValidQuery) -> SelectStatement {
+        let mut s = self.filtered(q);
+        s.columns(COLUMNS.map(|c| (TASKS, c)));
+        s.expr_as(SimpleExpr::from(self.count(q)), "total");
+        let dir = match q.order {
+            Order::Asc => SqlOrder::Asc,
+            Order::Desc => SqlOrder::Desc,
+        };
+        let key = col(q.sort.column());
+        let id = col("id");
+        if let Some(cur) = &q.cursor {
+            let after = |a: Expr, b: Expr| match q.order {
+                Order::Asc => a.gt(b),
+                Order::Desc => a.lt(b),
+            };
+            let cond = match (&cur.key, q.sort) {
+                // The last row had no due date: only undated rows follow, by id.
+                (KeyValue::Int(None), _) => key
+                    .clone()
+                    .is_null()
+                    .and(after(id.clone(), Expr::val(cur.id))),
+                (k, sort) => {
+                    let v = self.dialect.key_value(sort, k);
+                    let tuple_after = after(
+                        Expr::tuple([key.clone(), id.clone()]),
+                        Expr::tuple([Expr::val(v), Expr::val(cur.id)]),
+                    );
+                    if sort == SortKey::DueAt {
+                        // Undated rows come after every dated one, in both directions.
+                        key.clone().is_null().or(tuple_after)
+                    } else {
+                        tuple_after
+                    }
+                }
+            };
+            s.and_where(cond);
+        }
+        if q.sort == SortKey::DueAt {
+            s.order_by_with_nulls((TASKS, "due_at"), dir.clone(), NullOrdering::Last);
+        } else {
+            s.order_by((TASKS, q.sort.column()), dir.clone());
+        }
+        s.order_by((TASKS, "id"), dir);
+        s.limit(u64::from(q.limit) + 1);
+        s
+    }
+
+    /// `SELECT COUNT(*)` of the filtered rows.
+    pub(crate) fn count(&self, q: &ValidQuery) -> SelectStatement {
+        let mut s = self.filtered(q);
+        s.expr(Func::count(Expr::col(Asterisk)));
+        s
+    }
+
+    fn tags_table(&self) -> SelectStatement {
+        Query::select()
+            .from(TASK_TAGS)
+            .and_where(Expr::col((TASK_TAGS, "user_id")).eq(self.user_id))
+            .to_owned()
+    }
+
+    /// Tags with their task counts, most used first, then by name.
+    pub(crate) fn tag_counts(&self) -> SelectStatement {
+        let mut s = self.tags_table();
+        s.column((TASK_TAGS, "tag"))
+            .expr_as(Func::count(Expr::col(Asterisk)), "n")
+            .group_by_col((TASK_TAGS, "tag"))
+            .order_by_expr(Func::count(Expr::col(Asterisk)).into(), SqlOrder::Desc)
+            .order_by((TASK_TAGS, "tag"), SqlOrder::Asc);
+        s
+    }
+
+    /// Inserts a task row; `user_id` is this scope's, whatever `t.user_id` says.
+    pub(crate) fn insert(&self, t: &Task) -> InsertStatement {
+        let d = self.dialect;
+        Query::insert()
+            .into_table(TASKS)
+            .columns(COLUMNS.into_iter().chain(["description_lc"]))
+            .values_panic([
+                t.id.into(),
+                self.user_id.into(),
+                t.title.as_str().into(),
+                t.description.clone().into(),
+                t.completed.into(),
+                d.ts_opt(t.completed_at).into(),
+                t.priority.rank().into(),
+                tags_json(&t.tags).into(),
+                d.ts_opt(t.due_at).into(),
+                d.ts(t.created_at).into(),
+                d.ts(t.updated_at).into(),
+                t.version.into(),
+                t.title.to_lowercase().into(),
+                t.description.as_ref().map(|s| s.to_lowercase()).into(),
+            ])
+            .to_owned()
+    }
+
+    /// Writes every mutable column of `t` to its row.
+    pub(crate) fn update(&self, t: &Task) -> UpdateStatement {
+        let d = self.dialect;
+        Query::update()
+            .table(TASKS)
+            .values([
+                ("title", t.title.as_str().into()),
+                ("title_lc", t.title.to_lowercase().into()),
+                ("description", t.description.clone().into()),
+                (
+                    "description_lc",
+                    t.description.as_ref().map(|s| s.to_lowercase()).into(),
+                ),
+                ("completed", t.completed.into()),
+                ("completed_at", d.ts_opt(t.completed_at).into()),
+                ("priority", t.priority.rank().into()),
+                ("tags", tags_json(&t.tags).into()),
+                ("due_at", d.ts_opt(t.due_at).into()),
+                ("updated_at", d.ts(t.updated_at).into()),
+                ("version", t.version.into()),
+            ])
+            .and_where(Expr::col("user_id").eq(self.user_id))
+            .and_where(Expr::col("id").eq(t.id))
+            .to_owned()
+    }
+
+    /// Deletes one task (its tags go with it), optionally only at an expected version.
+    pub(crate) fn delete(&self, id: Uuid, version: Option<i64>) -> DeleteStatement {
+        let mut s = Query::delete()
+            .from_table(TASKS)
+            .and_where(Expr::col("user_id").eq(self.user_id))
+            .and_where(Expr::col("id").eq(id))
+            .to_owned();
+        if let Some(v) = version {
+            s.and_where(Expr::col("version").eq(v));
+        }
+        s
+    }
+
+    /// Removes a task's tag rows.
+    pub(crate) fn delete_tags(&self, id: Uuid) -> DeleteStatement {
+        Query::delete()
+            .from_table(TASK_TAGS)
+            .and_where(Expr::col("user_id").eq(self.user_id))
+            .and_where(Expr::col("task_id").eq(id))
+            .to_owned()
+    }
+
+    /// Inserts a task's tag rows (`tags` must not be empty).
+    pub(crate) fn insert_tags(&self, id: Uuid, tags: &[String]) -> InsertStatement {
+        let mut s = Query::insert()
+            .into_table(TASK_TAGS)
+            .columns(["user_id", "tag", "task_id"])
+            .to_owned();
+        for tag in tags {
+            s.values_panic([self.user_id.into(), tag.as_str().into(), id.into()]);
+        }
+        s
+    }
+}
+
+pub(crate) fn tags_json(tags: &[String]) -> String {
+    serde_json::to_string(tags).unwrap_or_else(|_| "[]".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sea_query::{PostgresQueryBuilder, SqliteQueryBuilder};
+    use sea_query_sqlx::SqlxBinder;
+
+    fn sample_task() -> Task {
+        let now = crate::task::now_ms();
+        Task {
+            id: Uuid::now_v7(),
+            user_id: "intruder".into(),
+            title: "T".into(),
+            description: Some("D".into()),
+            completed: false,
+            completed_at: None,
+            priority: Priority::High,
+            tags: vec!["a".into()],
+            due_at: None,
+            created_at: now,
+            updated_at: now,
+            version: 1,
+        }
+    }
+
+    /// Every statement the store can build, for one user.
+    fn all_statements(scope: &Scope<'_>) -> Vec<(String, String, String)> {
+        let t = sample_task();
+        let mut out = Vec::new();
+        let mut push = |name: &str, pg: (String, _), lite: (String, _)| {
+            let _ = (&pg.1, &lite.1);
+            out.push((name.to_owned(), pg.0, lite.0));
+        };
+        macro_rules! both {
+            ($name:expr, $stmt:expr) => {{
+                let s = $stmt;
+                push(
+                    $name,
+                    s.build_sqlx(PostgresQueryBuilder),
+                    s.build_sqlx(SqliteQueryBuilder),
+                );
+            }};
+        }
+        let mut queries = vec![TaskQuery::default()];
+        for sort in SortKey::ALL {
+            for order in [Order::Asc, Order::Desc] {
+                let cursor = Cursor {
+                    sort,
+                    order,
+                    key: sort.key_of(&t),
+                    id: t.id,
+                }
+                .encode();
+                queries.push(TaskQuery {
+                    status: Status::Pending,
+                    priorities: vec![Priority::High],
+                    tags: vec!["x".into(), "y".into()],
+                    q: Some("50%_off\\".into()),
+                    due_after: Some(t.created_at),
+                    due_before: Some(t.created_at),
+                    sort,
+                    order,
+                    limit: 10,
+                    cursor: Some(cursor),
+                });
+            }
+        }
+        for q in &queries {
+            let v = q.validate().expect("valid query");
+            both!("page", scope.page(&v));
+            both!("count", scope.count(&v));
+        }
+        both!("get", scope.get(t.id));
+        both!("get_for_update", scope.get_for_update(t.id));
+        both!("version_of", scope.version_of(t.id));
+        both!("tag_counts", scope.tag_counts());
+        both!("insert", scope.insert(&t));
+        both!("update", scope.update(&t));
+        both!("delete", scope.delete(t.id, None));
+        both!("delete_v", scope.delete(t.id, Some(3)));
+        both!("delete_tags", scope.delete_tags(t.id));
+        both!(
+            "insert_tags",
+            scope.insert_tags(t.id, &["a".into(), "b".into()])
+        );
+        out
+    }
+
+    #[test]
+    fn every_statement_is_scoped_to_the_user() {
+        for dialect in [Dialect::Postgres, Dialect::Sqlite] {
+            let scope = Scope::new("alice", dialect);
+            for (name, pg, lite) in all_statements(&scope) {
+                for sql in [&pg, &lite] {
+                    let scoped = sql.contains(r#""user_id" = "#)
+                        || (sql.starts_with("INSERT") && sql.contains(r#""user_id""#));
+                    assert!(scoped, "{name} is not scoped: {sql}");
+                    // Subqueries (tag filters, count) are scoped too.
+                    let selects = sql.matches("SELECT").count();
+                    let scopes = sql.matches(r#""user_id" = "#).count();
+                    assert!(
+                        scopes >= selects,
+                        "{name}: {selects} SELECTs, {scopes} scopes: {sql}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn user_id_is_bound_from_the_scope_not_the_task() {
+        let scope = Scope::new("alice", Dialect::Postgres);
+        let (_, values) = scope
+            .insert(&sample_task())
+            .build_sqlx(PostgresQueryBuilder);
+        let dbg = format!("{values:?}");
+        assert!(dbg.contains("alice") && !dbg.contains("intruder"), "{dbg}");
+    }
+
+    #[test]
+    fn like_pattern_escapes_wildcards() {
+        assert_eq!(like_pattern(r"a%b_c\d"), r"%a\%b\_c\\d%");
+    }
+
+    #[test]
+    fn query_validation_names_fields() {
+        let q = TaskQuery {
+            limit: 0,
+            tags: vec![" ".into()],
+            q: Some("x".repeat(201)),
+            cursor: Some("nope".into()),
+            ..TaskQuery::default()
+        };
+        let e = q.validate().unwrap_err();
+        let mut fields: Vec<_> = e.field_errors().iter().map(|f| f.field.as_str()).collect();
+        fields.sort();
+        assert_eq!(fields, ["cursor", "limit", "q", "tag"]);
+    }
+}
