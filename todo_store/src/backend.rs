@@ -200,9 +200,9 @@ impl Tx {
     fn target(&mut self) -> Target<'_> {
         match self {
             #[cfg(feature = "postgres")]
-            Tx::Postgres(t) => Target::Postgres(&mut **t),
+            Tx::Postgres(t) => Target::Postgres(t),
             #[cfg(feature = "sqlite")]
-            Tx::Sqlite(t, _) => Target::Sqlite(&mut **t),
+            Tx::Sqlite(t, _) => Target::Sqlite(t),
         }
     }
 

@@ -37,6 +37,8 @@
 //! # }
 //! ```
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 mod backend;
 mod cursor;
 mod error;
@@ -138,7 +140,21 @@ impl Store {
                 } else {
                     po = po.max_connections(opts.max_connections.max(1));
                 }
-                let pool = po.connect_with(o).await?;
+                // Two processes opening a new file at once can both try to switch it to WAL;
+                // SQLite answers that race with an immediate SQLITE_BUSY, so retry within the
+                // busy timeout.
+                let started = std::time::Instant::now();
+                let pool = loop {
+                    match po.clone().connect_with(o.clone()).await {
+                        Err(sqlx::Error::Database(e))
+                            if e.code().as_deref() == Some("5")
+                                && started.elapsed() < opts.sqlite_busy_timeout =>
+                        {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        other => break other?,
+                    }
+                };
                 Ok(Self::from_sqlite_pool(pool))
             }
             _ => Err(StoreError::Config(format!(

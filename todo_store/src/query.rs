@@ -357,7 +357,7 @@ impl<'a> Scope<'a> {
         s
     }
 
-    /// One task by id, locked for update inside a write transaction (PostgreSQL).
+    /// One task by id.
     pub(crate) fn get(&self, id: Uuid) -> SelectStatement {
         let mut s = self.task_columns();
         s.and_where(col("id").eq(id));

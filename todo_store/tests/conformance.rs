@@ -1,6 +1,6 @@
 //! The store's conformance suite: every test runs on SQLite and on PostgreSQL.
 
-mod common;
+use test_support::both_backends;
 
 use std::collections::HashSet;
 
@@ -39,7 +39,7 @@ async fn sorted(u: &todo_store::UserTasks, q: TaskQuery) -> Vec<String> {
     t
 }
 
-store_tests! {
+both_backends! {
     async fn create_normalises_and_defaults(store: Store) {
         let u = store.for_user("alice").unwrap();
         let t = u
