@@ -1,1 +1,331 @@
-//! placeholder
+//! The HTTP API of a [`todo_store::Store`]: poem + poem-openapi, JWT auth, problem+json errors,
+//! Swagger UI at `/docs` and the spec at `/openapi.json` and `/openapi.yaml`.
+//!
+//! ```no_run
+//! use todo_http::{TodoApi, auth::{JwtAuthenticator, JwtConfig}};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = todo_store::Store::connect("sqlite://todo.db").await?;
+//! store.migrate().await?;
+//! let auth = JwtAuthenticator::new(JwtConfig::hs256("a long shared secret")).await?;
+//! let app = TodoApi::builder(store).authenticator(auth).build();
+//! poem::Server::new(poem::listener::TcpListener::bind("127.0.0.1:8080"))
+//!     .run(app)
+//!     .await?;
+//! # Ok(())
+//! # }
+//! ```
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+mod api;
+pub mod auth;
+pub mod body;
+pub mod problem;
+pub mod server;
+pub mod types;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use poem::http::{Method, StatusCode, header};
+use poem::middleware::Cors;
+use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, get, handler};
+use poem_openapi::OpenApiService;
+use todo_store::Store;
+
+pub use api::{Authed, TasksApi};
+pub use auth::{AuthError, Authenticator, Principal};
+pub use problem::Problem;
+
+/// Version string written into the spec.
+pub const API_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Builds the API endpoint.
+pub struct TodoApi;
+
+impl TodoApi {
+    /// Starts a builder over a store.
+    pub fn builder(store: Store) -> TodoApiBuilder {
+        TodoApiBuilder {
+            store,
+            authenticator: None,
+            cors_origins: Vec::new(),
+            mount_path: String::new(),
+            readiness_timeout: Duration::from_secs(2),
+        }
+    }
+
+    /// The OpenAPI document as JSON (no database is touched).
+    pub async fn spec_json() -> Result<String, todo_store::StoreError> {
+        Ok(spec_service("", Store::connect("sqlite::memory:").await?).spec())
+    }
+
+    /// The OpenAPI document as YAML (no database is touched).
+    pub async fn spec_yaml() -> Result<String, todo_store::StoreError> {
+        Ok(spec_service("", Store::connect("sqlite::memory:").await?).spec_yaml())
+    }
+}
+
+fn spec_service(mount_path: &str, store: Store) -> OpenApiService<TasksApi, ()> {
+    let server = if mount_path.is_empty() {
+        "/".to_owned()
+    } else {
+        mount_path.to_owned()
+    };
+    OpenApiService::new(TasksApi { store }, "Todo API", API_VERSION)
+        .description(
+            "Multi-user task API. Every `/api/{user_id}/…` route needs `Authorization: Bearer <JWT>` \
+             whose `sub` equals `{user_id}`. Success bodies are `{\"data\": …}` envelopes; errors are \
+             `application/problem+json` (RFC 9457). Writes accept `If-Match: \"<version>\"`.",
+        )
+        .server(server)
+}
+
+/// Configures the API before it is built.
+pub struct TodoApiBuilder {
+    store: Store,
+    authenticator: Option<Arc<dyn Authenticator>>,
+    cors_origins: Vec<String>,
+    mount_path: String,
+    readiness_timeout: Duration,
+}
+
+/// Rejects every request: used when no authenticator was configured.
+struct DenyAll;
+
+#[async_trait::async_trait]
+impl Authenticator for DenyAll {
+    async fn authenticate(&self, _req: &Request) -> Result<Principal, AuthError> {
+        Err(AuthError::Invalid("no authentication is configured".into()))
+    }
+}
+
+impl TodoApiBuilder {
+    /// How requests are authenticated (JWT, or the host's own scheme). Without one, every
+    /// `/api/…` request is 401.
+    pub fn authenticator(mut self, a: impl Authenticator) -> Self {
+        self.authenticator = Some(Arc::new(a));
+        self
+    }
+
+    /// Same as [`authenticator`](Self::authenticator) for a shared one.
+    pub fn shared_authenticator(mut self, a: Arc<dyn Authenticator>) -> Self {
+        self.authenticator = Some(a);
+        self
+    }
+
+    /// Browser origins allowed by CORS (`*` for any). Empty: no CORS headers.
+    pub fn cors_origins<I: IntoIterator<Item = S>, S: Into<String>>(mut self, origins: I) -> Self {
+        self.cors_origins = origins.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The path the host mounts the API under (e.g. `/todo`), so the spec's server URL and
+    /// Swagger UI point at the right place. Default: the root.
+    pub fn mount_path(mut self, path: impl Into<String>) -> Self {
+        self.mount_path = path.into().trim_end_matches('/').to_owned();
+        self
+    }
+
+    /// How long `/readyz` waits for the database.
+    pub fn readiness_timeout(mut self, t: Duration) -> Self {
+        self.readiness_timeout = t;
+        self
+    }
+
+    /// The endpoint: `/api/…`, `/docs`, `/openapi.json`, `/openapi.yaml`, `/healthz`, `/readyz`.
+    pub fn build(self) -> impl Endpoint<Output = Response> + 'static {
+        let service = spec_service(&self.mount_path, self.store.clone());
+        let spec_json = service.spec();
+        let spec_yaml = service.spec_yaml();
+        let docs = service.swagger_ui();
+        let auth = api::AuthHandle(
+            self.authenticator
+                .unwrap_or_else(|| Arc::new(DenyAll) as Arc<dyn Authenticator>),
+        );
+        let ready = Ready {
+            store: self.store.clone(),
+            timeout: self.readiness_timeout,
+        };
+        let route = Route::new()
+            .nest_no_strip("/api", service)
+            .nest("/docs", docs)
+            .at(
+                "/openapi.json",
+                get(StaticBody(Arc::new(spec_json), "application/json")),
+            )
+            .at(
+                "/openapi.yaml",
+                get(StaticBody(Arc::new(spec_yaml), "application/yaml")),
+            )
+            .at("/healthz", get(healthz))
+            .at("/readyz", get(ready));
+        let cors = (!self.cors_origins.is_empty()).then(|| {
+            let mut c = Cors::new()
+                .allow_methods([
+                    Method::GET,
+                    Method::POST,
+                    Method::PUT,
+                    Method::PATCH,
+                    Method::DELETE,
+                    Method::OPTIONS,
+                ])
+                .allow_headers([
+                    header::AUTHORIZATION,
+                    header::IF_MATCH,
+                    header::CONTENT_TYPE,
+                ])
+                .expose_headers([header::ETAG, header::LOCATION])
+                .max_age(600);
+            if !self.cors_origins.iter().any(|o| o == "*") {
+                for o in &self.cors_origins {
+                    c = c.allow_origin(o.as_str());
+                }
+            }
+            c
+        });
+        route
+            .data(auth)
+            .around(problems)
+            .with_if(cors.is_some(), cors.unwrap_or_default())
+            .around(trace)
+            .map_to_response()
+    }
+}
+
+struct StaticBody(Arc<String>, &'static str);
+
+impl Endpoint for StaticBody {
+    type Output = Response;
+    async fn call(&self, _req: Request) -> poem::Result<Response> {
+        Ok(Response::builder()
+            .content_type(self.1)
+            .body(self.0.as_str().to_owned()))
+    }
+}
+
+#[handler]
+fn healthz() -> Response {
+    Response::builder()
+        .content_type("application/json")
+        .body(r#"{"status":"ok"}"#)
+}
+
+struct Ready {
+    store: Store,
+    timeout: Duration,
+}
+
+impl Endpoint for Ready {
+    type Output = Response;
+    async fn call(&self, _req: Request) -> poem::Result<Response> {
+        match tokio::time::timeout(self.timeout, self.store.ping()).await {
+            Ok(Ok(())) => Ok(Response::builder()
+                .content_type("application/json")
+                .body(r#"{"status":"ok"}"#)),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "readiness check failed");
+                Ok(Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the database is unreachable",
+                )
+                .into_response())
+            }
+            Err(_) => Ok(Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the database did not answer in time",
+            )
+            .into_response()),
+        }
+    }
+}
+
+/// Turns every error, and every error response that is not already problem+json (unknown
+/// routes, wrong methods, poem's own rejections), into a problem+json response.
+async fn problems<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
+    // Parameter errors become 400s naming the parameter; other errors render themselves (ours
+    // as problem+json with their headers), and foreign ones are rewritten below.
+    let resp = match next.call(req).await {
+        Ok(r) => r.into_response(),
+        Err(e)
+            if e.is::<poem_openapi::error::ParseParamError>()
+                || e.is::<poem_openapi::error::ParsePathError>() =>
+        {
+            Problem::from_poem(e).into_response()
+        }
+        Err(e) => e.into_response(),
+    };
+    let status = resp.status();
+    if status.is_client_error() || status.is_server_error() {
+        let is_problem = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with(problem::PROBLEM_JSON));
+        if !is_problem {
+            let detail = match status {
+                StatusCode::NOT_FOUND => "no such route".to_owned(),
+                StatusCode::METHOD_NOT_ALLOWED => "method not allowed on this route".to_owned(),
+                s => s.canonical_reason().unwrap_or("error").to_owned(),
+            };
+            let mut p = Problem::new(status, detail);
+            for name in [header::ALLOW, header::WWW_AUTHENTICATE, header::RETRY_AFTER] {
+                if let Some(v) = resp.headers().get(&name) {
+                    p.headers.push((name, v.clone()));
+                }
+            }
+            return Ok(p.into_response());
+        }
+    }
+    Ok(resp)
+}
+
+/// The route template of a path (`/api/{user_id}/tasks/{task_id}`), so logs never carry ids.
+fn route_of(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let in_api = path.starts_with("/api/");
+    for (idx, seg) in path.split('/').skip(1).enumerate() {
+        out.push('/');
+        match (in_api, idx) {
+            (true, 1) => out.push_str("{user_id}"),
+            (true, 3) => out.push_str("{task_id}"),
+            _ => out.push_str(seg),
+        }
+    }
+    out
+}
+
+/// One span per request: method, route template, status and latency. Never headers or bodies.
+async fn trace<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
+    let method = req.method().clone();
+    let route = route_of(req.uri().path());
+    let span = tracing::info_span!("request", %method, %route);
+    let _enter = span.enter();
+    let start = Instant::now();
+    drop(_enter);
+    let resp = match next.call(req).await {
+        Ok(r) => r.into_response(),
+        Err(e) => e.into_response(),
+    };
+    let _enter = span.enter();
+    tracing::info!(
+        status = resp.status().as_u16(),
+        latency_ms = start.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn routes_hide_ids() {
+        assert_eq!(
+            super::route_of("/api/alice/tasks/0190c3a8-7d4e-7b3a-9f21-5c6d7e8f9a0b/complete"),
+            "/api/{user_id}/tasks/{task_id}/complete"
+        );
+        assert_eq!(super::route_of("/api/bob/tags"), "/api/{user_id}/tags");
+        assert_eq!(super::route_of("/healthz"), "/healthz");
+    }
+}

@@ -1,1 +1,105 @@
-fn main() {}
+//! `cargo xtask <task>`: project automation.
+//!
+//! - `openapi [--check]`: write the generated spec to `openapi.yaml` at the workspace root, or
+//!   with `--check` exit non-zero when the committed file differs from what the code generates.
+//! - `token <user_id> [--ttl 1h]`: print an HS256 token for `user_id`, signed with
+//!   `TODO_JWT_SECRET` (or `BETTER_AUTH_SECRET`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
+const USAGE: &str = "usage: cargo xtask openapi [--check] | token <user_id> [--ttl 1h]";
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("openapi") => openapi(args.iter().any(|a| a == "--check")).await,
+        Some("token") => token(&args[1..]),
+        _ => Err(USAGE.to_owned()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn openapi(check: bool) -> Result<(), String> {
+    let spec = todo_http::TodoApi::spec_yaml()
+        .await
+        .map_err(|e| e.to_string())?;
+    let path = root().join("openapi.yaml");
+    if check {
+        let current = std::fs::read_to_string(&path).unwrap_or_default();
+        if current != spec {
+            return Err(format!(
+                "{} is stale: run `cargo xtask openapi` and commit the result",
+                path.display()
+            ));
+        }
+        println!("{} is up to date", path.display());
+        return Ok(());
+    }
+    std::fs::write(&path, spec).map_err(|e| format!("{}: {e}", path.display()))?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
+/// Parses `90s`, `15m`, `1h`, `2d` or plain seconds.
+fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| format!("bad --ttl {s:?}"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("bad --ttl unit in {s:?} (use s, m, h or d)")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+fn token(args: &[String]) -> Result<(), String> {
+    let user = args.first().ok_or(USAGE)?;
+    let mut ttl = Duration::from_secs(3600);
+    let mut rest = args[1..].iter();
+    while let Some(a) = rest.next() {
+        match a.as_str() {
+            "--ttl" => ttl = parse_ttl(rest.next().ok_or("--ttl needs a value")?)?,
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    let secret = std::env::var("TODO_JWT_SECRET")
+        .or_else(|_| std::env::var("BETTER_AUTH_SECRET"))
+        .map_err(|_| "set TODO_JWT_SECRET (or BETTER_AUTH_SECRET) to the server's secret")?;
+    let token = todo_http::auth::mint_hs256(&secret, user, ttl).map_err(|e| e.to_string())?;
+    println!("{token}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_ttl;
+    use std::time::Duration;
+
+    #[test]
+    fn ttl_units() {
+        assert_eq!(parse_ttl("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_ttl("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(parse_ttl("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_ttl("2d").unwrap(), Duration::from_secs(172_800));
+        assert!(parse_ttl("1y").is_err());
+        assert!(parse_ttl("h").is_err());
+    }
+}

@@ -1,0 +1,265 @@
+//! Starts the real `serve` and `embed` example binaries on free ports and drives them over TCP.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+fn example(name: &str) -> PathBuf {
+    // target/<profile>/deps/binaries-… -> target/<profile>/examples/<name>
+    let exe = std::env::current_exe().expect("test exe");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    dir.join("examples").join(name)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A minimal HTTP/1.1 exchange (Connection: close): returns status, headers (lower-cased) and body.
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&Value>,
+) -> (u16, Vec<(String, String)>, Value) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !body.is_empty() {
+        req.push_str("Content-Type: application/json\r\n");
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(&body);
+    s.write_all(req.as_bytes()).expect("write");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read");
+    let text = String::from_utf8_lossy(&raw);
+    let (head, rest) = text.split_once("\r\n\r\n").expect("head");
+    let mut lines = head.lines();
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .expect("status");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_owned()
+    };
+    let json = serde_json::from_str(&body).unwrap_or(Value::String(body));
+    (status, headers, json)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+fn wait_ready(port: u16, path: &str) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && http(port, "GET", path, &[], None).0 == 200
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("server on port {port} did not become ready");
+}
+
+fn header<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    h.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+/// Runs `serve` with no JWT configuration (development mode) against `database_url`, reads the
+/// printed token, and drives a create / list / get / 401 / 403 round over TCP.
+fn drive_serve(database_url: &str) {
+    let port = free_port();
+    let mut child = Command::new(example("serve"))
+        .env("DATABASE_URL", database_url)
+        .env("TODO_ADDR", format!("127.0.0.1:{port}"))
+        .env_remove("TODO_JWT_SECRET")
+        .env_remove("BETTER_AUTH_SECRET")
+        .env_remove("TODO_JWKS_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn serve (built by cargo test as an example)");
+    let stdout = child.stdout.take().expect("stdout");
+    let server = Server(child);
+    let mut lines = BufReader::new(stdout).lines();
+    let token = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("export TOKEN=").map(str::to_owned))
+        .expect("development token printed");
+    // Keep draining stdout so the server never writes into a closed pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    wait_ready(port, "/readyz");
+    let auth = format!("Bearer {token}");
+    let (status, headers, body) = http(
+        port,
+        "POST",
+        "/api/demo-user/tasks",
+        &[("Authorization", &auth)],
+        Some(&json!({"title": "over TCP", "tags": ["Net"]})),
+    );
+    assert_eq!(status, 201, "{body}");
+    let id = body["data"]["id"].as_str().expect("id").to_owned();
+    assert_eq!(
+        header(&headers, "location"),
+        Some(format!("/api/demo-user/tasks/{id}").as_str())
+    );
+    let (status, _, list) = http(
+        port,
+        "GET",
+        "/api/demo-user/tasks?tag=net",
+        &[("Authorization", &auth)],
+        None,
+    );
+    assert_eq!(status, 200);
+    assert_eq!(list["meta"]["total"], 1);
+    assert_eq!(list["data"][0]["title"], "over TCP");
+    let (status, headers, _) = http(
+        port,
+        "GET",
+        &format!("/api/demo-user/tasks/{id}"),
+        &[("Authorization", &auth)],
+        None,
+    );
+    assert_eq!((status, header(&headers, "etag")), (200, Some("\"1\"")));
+    let (status, headers, _) = http(port, "GET", "/api/demo-user/tasks", &[], None);
+    assert_eq!(status, 401);
+    assert_eq!(
+        header(&headers, "content-type"),
+        Some("application/problem+json")
+    );
+    assert_eq!(
+        http(
+            port,
+            "GET",
+            "/api/someone-else/tasks",
+            &[("Authorization", &auth)],
+            None
+        )
+        .0,
+        403
+    );
+    assert_eq!(http(port, "GET", "/docs", &[], None).0, 200);
+    drop(server);
+}
+
+#[test]
+fn serve_binary_on_sqlite() {
+    let db = test_support::TestDb::sqlite();
+    drive_serve(&db.url);
+}
+
+#[test]
+fn serve_binary_on_postgres() {
+    let rt = test_support::tokio::runtime::Runtime::new().expect("runtime");
+    let Some(db) = rt.block_on(test_support::TestDb::postgres()) else {
+        return;
+    };
+    drive_serve(&db.url);
+    rt.block_on(db.cleanup());
+}
+
+#[test]
+fn embed_binary_with_its_own_authenticator() {
+    let port = free_port();
+    let _server = Server(
+        Command::new(example("embed"))
+            .env("TODO_ADDR", format!("127.0.0.1:{port}"))
+            .env("DATABASE_URL", "sqlite::memory:")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn embed"),
+    );
+    wait_ready(port, "/todo/healthz");
+    let (status, _, body) = http(port, "GET", "/", &[], None);
+    assert_eq!(status, 200);
+    assert!(body.as_str().unwrap_or("").contains("host app"));
+    let key = [("X-Api-Key", "alice-key")];
+    let (status, headers, created) = http(
+        port,
+        "POST",
+        "/todo/api/alice/tasks",
+        &key,
+        Some(&json!({"title": "embedded"})),
+    );
+    assert_eq!(status, 201, "{created}");
+    let id = created["data"]["id"].as_str().expect("id");
+    assert_eq!(
+        header(&headers, "location"),
+        Some(format!("/todo/api/alice/tasks/{id}").as_str())
+    );
+    let (status, _, list) = http(port, "GET", "/todo/api/alice/tasks", &key, None);
+    assert_eq!((status, list["meta"]["total"].clone()), (200, json!(1)));
+    assert_eq!(
+        http(
+            port,
+            "GET",
+            "/todo/api/alice/tasks",
+            &[("X-Api-Key", "wrong")],
+            None
+        )
+        .0,
+        401
+    );
+    assert_eq!(
+        http(
+            port,
+            "GET",
+            "/todo/api/alice/tasks",
+            &[("X-Api-Key", "bob-key")],
+            None
+        )
+        .0,
+        403
+    );
+    let (status, _, spec) = http(port, "GET", "/todo/openapi.json", &[], None);
+    assert_eq!(status, 200);
+    assert_eq!(spec["servers"][0]["url"], "/todo");
+}

@@ -1,0 +1,440 @@
+//! The operations of API.md.
+
+use std::sync::Arc;
+
+use poem::http::StatusCode;
+use poem::{Request, RequestBody};
+use poem_openapi::param::{Header, Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::registry::{MetaSecurityScheme, Registry};
+use poem_openapi::{
+    ApiExtractor, ApiExtractorType, ApiResponse, ExtractParamOptions, OpenApi, Tags,
+};
+use todo_store::{Order, SortKey, Status, Store, TaskQuery, UserTasks};
+
+use crate::auth::{AuthError, Authenticator};
+use crate::body::{CompletionBody, CreateBody, JsonBody, ReplaceBody, UpdateBody};
+use crate::problem::{
+    ApiError, CreateErrors, DeleteErrors, Problem, ReadManyErrors, ReadOneErrors, WriteErrors,
+};
+use crate::types::{
+    IfMatch, ListMeta, Priority, SortBy, SortOrder, StatusFilter, TagCountDto, TagListEnvelope,
+    TaskDto, TaskEnvelope, TaskIdParam, TaskListEnvelope, Timestamp, UserIdParam,
+};
+
+#[derive(Tags)]
+enum ApiTags {
+    /// Create, read, update and delete a user's tasks.
+    Tasks,
+    /// The tags in use.
+    Tags,
+}
+
+/// The authenticator, as request data.
+#[derive(Clone)]
+pub(crate) struct AuthHandle(pub Arc<dyn Authenticator>);
+
+/// The authenticated user, checked against `{user_id}` in the path (403 on mismatch). Taken as
+/// each operation's first argument, so 401 and 403 come before every other check.
+pub struct Authed(pub String);
+
+impl<'a> ApiExtractor<'a> for Authed {
+    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::SecurityScheme];
+    type ParamType = ();
+    type ParamRawType = ();
+
+    fn register(registry: &mut Registry) {
+        registry.create_security_scheme(
+            "bearerAuth",
+            MetaSecurityScheme {
+                ty: "http",
+                description: Some(
+                    "A JWT whose `sub` is the user id: HS256 with the shared secret, or EdDSA/RS256/ES256 from the configured JWKS.",
+                ),
+                name: None,
+                key_in: None,
+                scheme: Some("bearer"),
+                bearer_format: Some("JWT"),
+                flows: None,
+                openid_connect_url: None,
+            },
+        );
+    }
+
+    fn security_schemes() -> Vec<&'static str> {
+        vec!["bearerAuth"]
+    }
+
+    async fn from_request(
+        req: &'a Request,
+        _body: &mut RequestBody,
+        _opts: ExtractParamOptions<()>,
+    ) -> poem::Result<Self> {
+        let Some(AuthHandle(auth)) = req.data::<AuthHandle>() else {
+            return Err(Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "no authenticator").into());
+        };
+        let principal = auth.authenticate(req).await.map_err(|e| match e {
+            AuthError::Missing => Problem::unauthorized("a bearer token is required"),
+            AuthError::Invalid(_) => Problem::unauthorized(e.to_string()),
+        })?;
+        // poem-openapi names path parameters by position; `user_id` is the first of every path.
+        if req.raw_path_param("param0") != Some(principal.user_id.as_str()) {
+            return Err(Problem::new(
+                StatusCode::FORBIDDEN,
+                "the token is not for the user in the path",
+            )
+            .into());
+        }
+        Ok(Authed(principal.user_id))
+    }
+}
+
+/// A single task with its `ETag`.
+#[derive(ApiResponse)]
+pub enum TaskResponse {
+    /// The task.
+    #[oai(status = 200, content_type = "application/json")]
+    Ok(
+        Json<TaskEnvelope>,
+        /// The task's version as an entity tag, for `If-Match`.
+        #[oai(header = "ETag")]
+        String,
+    ),
+}
+
+/// A created task.
+#[derive(ApiResponse)]
+pub enum CreatedResponse {
+    /// Created.
+    #[oai(status = 201, content_type = "application/json")]
+    Created(
+        Json<TaskEnvelope>,
+        /// URL of the new task.
+        #[oai(header = "Location")]
+        String,
+        /// The task's version as an entity tag.
+        #[oai(header = "ETag")]
+        String,
+    ),
+}
+
+/// A page of tasks.
+#[derive(ApiResponse)]
+pub enum ListResponse {
+    /// The page.
+    #[oai(status = 200, content_type = "application/json")]
+    Ok(Json<TaskListEnvelope>),
+}
+
+/// Tags with counts.
+#[derive(ApiResponse)]
+pub enum TagsResponse {
+    /// The tags.
+    #[oai(status = 200, content_type = "application/json")]
+    Ok(Json<TagListEnvelope>),
+}
+
+/// No content.
+#[derive(ApiResponse)]
+pub enum DeletedResponse {
+    /// Deleted.
+    #[oai(status = 204)]
+    NoContent,
+}
+
+fn task_response(t: todo_store::Task) -> TaskResponse {
+    let etag = format!("\"{}\"", t.version);
+    TaskResponse::Ok(Json(TaskEnvelope { data: t.into() }), etag)
+}
+
+/// The task API over a [`Store`].
+pub struct TasksApi {
+    pub(crate) store: Store,
+}
+
+impl TasksApi {
+    fn user(&self, user: &Authed) -> Result<UserTasks, Problem> {
+        self.store
+            .for_user(&user.0)
+            .map_err(|e| Problem::from_store_as(e, StatusCode::BAD_REQUEST))
+    }
+}
+
+type Res<T, E> = Result<T, ApiError<E>>;
+
+#[OpenApi]
+impl TasksApi {
+    /// List tasks
+    ///
+    /// Filters, search, sort and keyset paging. `meta.next_cursor` is null exactly when no row
+    /// follows; `meta.total` counts every match, the cursor ignored.
+    #[allow(clippy::too_many_arguments)]
+    #[oai(
+        path = "/api/:user_id/tasks",
+        method = "get",
+        operation_id = "listTasks",
+        tag = "ApiTags::Tasks"
+    )]
+    async fn list_tasks(
+        &self,
+        auth: Authed,
+        /// The user (must equal the token's `sub`).
+        user_id: Path<UserIdParam>,
+        /// `all` (default), `pending` or `completed`.
+        status: Query<Option<StatusFilter>>,
+        /// Any of these priorities; repeat the parameter for several.
+        priority: Query<Option<Vec<Priority>>>,
+        /// Tasks carrying every one of these tags (normalised like stored tags); repeatable.
+        tag: Query<Option<Vec<String>>>,
+        /// Case-insensitive substring of title or description; `%`, `_` and `\` are literal.
+        q: Query<Option<String>>,
+        /// Only tasks with `due_at >= due_after`.
+        due_after: Query<Option<Timestamp>>,
+        /// Only tasks with `due_at < due_before`.
+        due_before: Query<Option<Timestamp>>,
+        /// Sort key (default `created_at`); ties break on `id`.
+        sort: Query<Option<SortBy>>,
+        /// `desc` (default) or `asc`.
+        order: Query<Option<SortOrder>>,
+        /// Page size, 1–100 (default 50).
+        #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
+        limit: Query<Option<u32>>,
+        /// Opaque cursor from `meta.next_cursor` of the previous page (same sort and order).
+        cursor: Query<Option<String>>,
+    ) -> Res<ListResponse, ReadManyErrors> {
+        let _ = user_id;
+        let query = TaskQuery {
+            status: match status.0 {
+                None | Some(StatusFilter::All) => Status::All,
+                Some(StatusFilter::Pending) => Status::Pending,
+                Some(StatusFilter::Completed) => Status::Completed,
+            },
+            priorities: priority
+                .0
+                .unwrap_or_default()
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+            tags: tag.0.unwrap_or_default(),
+            q: q.0,
+            due_after: due_after.0.map(|t| t.0),
+            due_before: due_before.0.map(|t| t.0),
+            sort: match sort.0 {
+                None | Some(SortBy::CreatedAt) => SortKey::CreatedAt,
+                Some(SortBy::UpdatedAt) => SortKey::UpdatedAt,
+                Some(SortBy::DueAt) => SortKey::DueAt,
+                Some(SortBy::Priority) => SortKey::Priority,
+                Some(SortBy::Title) => SortKey::Title,
+            },
+            order: match order.0 {
+                Some(SortOrder::Asc) => Order::Asc,
+                None | Some(SortOrder::Desc) => Order::Desc,
+            },
+            limit: limit.0.unwrap_or(todo_store::query::LIMIT_DEFAULT),
+            cursor: cursor.0,
+        };
+        let page = self
+            .user(&auth)?
+            .list(&query)
+            .await
+            .map_err(|e| Problem::from_store_as(e, StatusCode::BAD_REQUEST))?;
+        Ok(ListResponse::Ok(Json(TaskListEnvelope {
+            data: page.tasks.into_iter().map(TaskDto::from).collect(),
+            meta: ListMeta {
+                limit: page.limit,
+                next_cursor: page.next_cursor,
+                total: page.total,
+            },
+        })))
+    }
+
+    /// Create a task
+    #[oai(
+        path = "/api/:user_id/tasks",
+        method = "post",
+        operation_id = "createTask",
+        tag = "ApiTags::Tasks"
+    )]
+    async fn create_task(
+        &self,
+        auth: Authed,
+        /// The user (must equal the token's `sub`).
+        user_id: Path<UserIdParam>,
+        req: &Request,
+        body: JsonBody<CreateBody>,
+    ) -> Res<CreatedResponse, CreateErrors> {
+        let _ = user_id;
+        let t = self.user(&auth)?.create(body.0).await?;
+        // Under a host's prefix (`Route::nest`) the original URI carries it; use it when it
+        // is the full form of the path this handler saw.
+        let (path, full) = (req.uri().path(), req.original_uri().path());
+        let base = if full.ends_with(path) { full } else { path };
+        let location = format!("{}/{}", base.trim_end_matches('/'), t.id);
+        let etag = format!("\"{}\"", t.version);
+        Ok(CreatedResponse::Created(
+            Json(TaskEnvelope { data: t.into() }),
+            location,
+            etag,
+        ))
+    }
+
+    /// Get a task
+    #[oai(
+        path = "/api/:user_id/tasks/:task_id",
+        method = "get",
+        operation_id = "getTask",
+        tag = "ApiTags::Tasks"
+    )]
+    async fn get_task(
+        &self,
+        auth: Authed,
+        /// The user (must equal the token's `sub`).
+        user_id: Path<UserIdParam>,
+        /// The task.
+        task_id: Path<TaskIdParam>,
+    ) -> Res<TaskResponse, ReadOneErrors> {
+        let _ = user_id;
+        Ok(task_response(self.user(&auth)?.get(task_id.0.0).await?))
+    }
+
+    /// Replace a task's content
+    ///
+    /// An absent optional field is cleared or reset to its default; `completed` changes only
+    /// when the body names it.
+    #[oai(
+        path = "/api/:user_id/tasks/:task_id",
+        method = "put",
+        operation_id = "replaceTask",
+        tag = "ApiTags::Tasks"
+    )]
+    async fn replace_task(
+        &self,
+        auth: Authed,
+        /// The user (must equal the token's `sub`).
+        user_id: Path<UserIdParam>,
+        /// The task.
+        task_id: Path<TaskIdParam>,
+        /// Apply only at this version (`"3"`), or `*`.
+        #[oai(name = "If-Match")]
+        if_match: Header<Option<IfMatch>>,
+        body: JsonBody<ReplaceBody>,
+    ) -> Res<TaskResponse, WriteErrors> {
+        let _ = user_id;
+        let t = self
+            .user(&auth)?
+            .replace(task_id.0.0, body.0, IfMatch::version(if_match.0))
+            .await?;
+        Ok(task_response(t))
+    }
+
+    /// Update a task (JSON merge patch)
+    ///
+    /// Absent fields are unchanged; `null` clears `description`, `due_at` and `tags`.
+    #[oai(
+        path = "/api/:user_id/tasks/:task_id",
+        method = "patch",
+        operation_id = "updateTask",
+        tag = "ApiTags::Tasks"
+    )]
+    async fn update_task(
+        &self,
+        auth: Authed,
+        /// The user (must equal the token's `sub`).
+        user_id: Path<UserIdParam>,
+        /// The task.
+        task_id: Path<TaskIdParam>,
+        /// Apply only at this version (`"3"`), or `*`.
+        #[oai(name = "If-Match")]
+        if_match: Header<Option<IfMatch>>,
+        body: JsonBody<UpdateBody>,
+    ) -> Res<TaskResponse, WriteErrors> {
+        let _ = user_id;
+        let t = self
+            .user(&auth)?
+            .patch(task_id.0.0, body.0, IfMatch::version(if_match.0))
+            .await?;
+        Ok(task_response(t))
+    }
+
+    /// Delete a task
+    #[oai(
+        path = "/api/:user_id/tasks/:task_id",
+        method = "delete",
+        operation_id = "deleteTask",
+        tag = "ApiTags::Tasks"
+    )]
+    async fn delete_task(
+        &self,
+        auth: Authed,
+        /// The user (must equal the token's `sub`).
+        user_id: Path<UserIdParam>,
+        /// The task.
+        task_id: Path<TaskIdParam>,
+        /// Delete only at this version (`"3"`), or `*`.
+        #[oai(name = "If-Match")]
+        if_match: Header<Option<IfMatch>>,
+    ) -> Res<DeletedResponse, DeleteErrors> {
+        let _ = user_id;
+        self.user(&auth)?
+            .delete(task_id.0.0, IfMatch::version(if_match.0))
+            .await?;
+        Ok(DeletedResponse::NoContent)
+    }
+
+    /// Toggle or set completion
+    ///
+    /// No body or `{}` toggles; `{"completed": true|false}` sets.
+    #[oai(
+        path = "/api/:user_id/tasks/:task_id/complete",
+        method = "patch",
+        operation_id = "toggleTaskCompletion",
+        tag = "ApiTags::Tasks"
+    )]
+    async fn toggle_task(
+        &self,
+        auth: Authed,
+        /// The user (must equal the token's `sub`).
+        user_id: Path<UserIdParam>,
+        /// The task.
+        task_id: Path<TaskIdParam>,
+        /// Apply only at this version (`"3"`), or `*`.
+        #[oai(name = "If-Match")]
+        if_match: Header<Option<IfMatch>>,
+        body: JsonBody<CompletionBody>,
+    ) -> Res<TaskResponse, WriteErrors> {
+        let _ = user_id;
+        let t = self
+            .user(&auth)?
+            .set_completed(task_id.0.0, body.0, IfMatch::version(if_match.0))
+            .await?;
+        Ok(task_response(t))
+    }
+
+    /// List tags with counts
+    ///
+    /// Most used first, then by name; completed tasks count.
+    #[oai(
+        path = "/api/:user_id/tags",
+        method = "get",
+        operation_id = "listTags",
+        tag = "ApiTags::Tags"
+    )]
+    async fn list_tags(
+        &self,
+        auth: Authed,
+        /// The user (must equal the token's `sub`).
+        user_id: Path<UserIdParam>,
+    ) -> Res<TagsResponse, ReadManyErrors> {
+        let _ = user_id;
+        let tags = self.user(&auth)?.tags().await?;
+        Ok(TagsResponse::Ok(Json(TagListEnvelope {
+            data: tags
+                .into_iter()
+                .map(|t| TagCountDto {
+                    tag: t.tag,
+                    count: t.count,
+                })
+                .collect(),
+        })))
+    }
+}

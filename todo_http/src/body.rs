@@ -1,0 +1,403 @@
+//! Request bodies: read at most 64 KiB, then check Content-Type (415), JSON syntax (400) and
+//! field types (422), in that order, before the handler runs.
+
+use std::marker::PhantomData;
+
+use poem::http::{StatusCode, header};
+use poem::{Request, RequestBody};
+use poem_openapi::registry::{MetaMediaType, MetaRequest, Registry};
+use poem_openapi::types::Type;
+use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions};
+use serde_json::{Map, Value};
+use todo_store::{Patch, TaskInput, TaskPatch};
+
+use crate::problem::{FieldProblem, Problem};
+use crate::types::{
+    CompletionSchema, TaskCreateSchema, TaskReplaceSchema, TaskUpdateSchema, Timestamp,
+};
+
+/// Largest accepted body, in bytes.
+pub const BODY_LIMIT: usize = 65_536;
+
+/// A body type: its schema, its media types and how its JSON becomes a value.
+pub trait BodyKind: Send + Sync + Sized + 'static {
+    /// What the handler gets.
+    type Output: Send;
+    /// The documented schema.
+    type Schema: Type;
+    /// Whether the request may omit the body entirely.
+    const OPTIONAL: bool = false;
+    /// Accept `application/merge-patch+json` too.
+    const MERGE_PATCH: bool = false;
+    /// Builds the value from parsed JSON (`None`: no body), or names the broken fields.
+    fn from_json(v: Option<Value>) -> Result<Self::Output, Vec<FieldProblem>>;
+}
+
+/// A JSON request body of kind `K`.
+pub struct JsonBody<K: BodyKind>(pub K::Output, PhantomData<K>);
+
+fn media_types<K: BodyKind>() -> Vec<MetaMediaType> {
+    let mut v = vec![MetaMediaType {
+        content_type: "application/json",
+        schema: K::Schema::schema_ref(),
+    }];
+    if K::MERGE_PATCH {
+        v.push(MetaMediaType {
+            content_type: "application/merge-patch+json",
+            schema: K::Schema::schema_ref(),
+        });
+    }
+    v
+}
+
+fn content_type_ok<K: BodyKind>(ct: &str) -> bool {
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json" || (K::MERGE_PATCH && essence == "application/merge-patch+json")
+}
+
+impl<'a, K: BodyKind> ApiExtractor<'a> for JsonBody<K> {
+    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::RequestObject];
+    type ParamType = ();
+    type ParamRawType = ();
+
+    fn register(registry: &mut Registry) {
+        K::Schema::register(registry);
+    }
+
+    fn request_meta() -> Option<MetaRequest> {
+        Some(MetaRequest {
+            description: None,
+            content: media_types::<K>(),
+            required: !K::OPTIONAL,
+        })
+    }
+
+    async fn from_request(
+        request: &'a Request,
+        body: &mut RequestBody,
+        _param_opts: ExtractParamOptions<()>,
+    ) -> poem::Result<Self> {
+        let bytes = match body.take() {
+            Ok(b) => b.into_bytes_limit(BODY_LIMIT).await.map_err(|e| {
+                if matches!(e, poem::error::ReadBodyError::PayloadTooLarge) {
+                    Problem::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("the body is larger than {BODY_LIMIT} bytes"),
+                    )
+                } else {
+                    Problem::new(StatusCode::BAD_REQUEST, "the body could not be read")
+                }
+            })?,
+            Err(_) => Default::default(),
+        };
+        let ct = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap_or("invalid"));
+        if bytes.is_empty() && ct.is_none() {
+            if K::OPTIONAL {
+                return parsed::<K>(None);
+            }
+            return Err(Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "a JSON body (Content-Type: application/json) is required",
+            )
+            .into());
+        }
+        match ct {
+            Some(ct) if content_type_ok::<K>(ct) => {}
+            Some(_) | None => {
+                let expected = if K::MERGE_PATCH {
+                    "application/json or application/merge-patch+json"
+                } else {
+                    "application/json"
+                };
+                return Err(Problem::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    format!("Content-Type must be {expected}"),
+                )
+                .into());
+            }
+        }
+        if bytes.iter().all(u8::is_ascii_whitespace) && K::OPTIONAL {
+            return parsed::<K>(None);
+        }
+        let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+            Problem::field(
+                StatusCode::BAD_REQUEST,
+                "body",
+                format!("invalid JSON: {e}"),
+            )
+        })?;
+        parsed::<K>(Some(value))
+    }
+}
+
+fn parsed<K: BodyKind>(v: Option<Value>) -> poem::Result<JsonBody<K>> {
+    match K::from_json(v) {
+        Ok(out) => Ok(JsonBody(out, PhantomData)),
+        Err(errors) => {
+            let detail = errors
+                .iter()
+                .map(|e| format!("{}: {}", e.field, e.message))
+                .collect::<Vec<_>>()
+                .join("; ");
+            let mut p = Problem::new(StatusCode::UNPROCESSABLE_ENTITY, detail);
+            p.errors = errors;
+            Err(p.into())
+        }
+    }
+}
+
+/// Reads typed fields out of a JSON object, collecting one error per broken field.
+struct Fields {
+    obj: Map<String, Value>,
+    errors: Vec<FieldProblem>,
+}
+
+/// A field's presence: absent, `null`, or a value.
+enum Slot<T> {
+    Absent,
+    Null,
+    Value(T),
+}
+
+impl Fields {
+    fn new(v: Option<Value>) -> Result<Self, Vec<FieldProblem>> {
+        match v {
+            Some(Value::Object(obj)) => Ok(Fields {
+                obj,
+                errors: Vec::new(),
+            }),
+            _ => Err(vec![FieldProblem {
+                field: "body".into(),
+                message: "must be a JSON object".into(),
+            }]),
+        }
+    }
+
+    fn fail(&mut self, field: &str, message: &str) {
+        self.errors.push(FieldProblem {
+            field: field.to_owned(),
+            message: message.to_owned(),
+        });
+    }
+
+    fn get<T>(
+        &mut self,
+        name: &str,
+        expected: &str,
+        f: impl FnOnce(Value) -> Result<T, String>,
+    ) -> Slot<T> {
+        match self.obj.remove(name) {
+            None => Slot::Absent,
+            Some(Value::Null) => Slot::Null,
+            Some(v) => match f(v) {
+                Ok(t) => Slot::Value(t),
+                Err(m) => {
+                    let m = if m.is_empty() {
+                        format!("must be {expected}")
+                    } else {
+                        m
+                    };
+                    self.fail(name, &m);
+                    Slot::Absent
+                }
+            },
+        }
+    }
+
+    fn string(&mut self, name: &str) -> Slot<String> {
+        self.get(name, "a string", |v| match v {
+            Value::String(s) => Ok(s),
+            _ => Err(String::new()),
+        })
+    }
+
+    fn bool(&mut self, name: &str) -> Slot<bool> {
+        self.get(name, "a boolean", |v| v.as_bool().ok_or_default())
+    }
+
+    fn priority(&mut self, name: &str) -> Slot<todo_store::Priority> {
+        self.get(name, "one of low, medium, high", |v| {
+            v.as_str().and_then(|s| s.parse().ok()).ok_or_default()
+        })
+    }
+
+    fn tags(&mut self, name: &str) -> Slot<Vec<String>> {
+        let mut bad_items = Vec::new();
+        let slot = self.get(name, "an array of strings", |v| match v {
+            Value::Array(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for (i, item) in items.into_iter().enumerate() {
+                    match item {
+                        Value::String(s) => out.push(s),
+                        _ => bad_items.push(i),
+                    }
+                }
+                Ok(out)
+            }
+            _ => Err(String::new()),
+        });
+        for i in bad_items {
+            self.fail(&format!("{name}[{i}]"), "must be a string");
+        }
+        slot
+    }
+
+    fn timestamp(&mut self, name: &str) -> Slot<chrono::DateTime<chrono::Utc>> {
+        self.get(name, "an RFC 3339 timestamp", |v| match v {
+            Value::String(s) => Timestamp::parse(&s).map(|t| t.0),
+            _ => Err("must be an RFC 3339 timestamp string with an offset".into()),
+        })
+    }
+
+    /// `null` is not allowed for this field.
+    fn not_null<T>(&mut self, name: &str, slot: Slot<T>) -> Option<T> {
+        match slot {
+            Slot::Value(v) => Some(v),
+            Slot::Absent => None,
+            Slot::Null => {
+                self.fail(name, "must not be null");
+                None
+            }
+        }
+    }
+
+    fn finish<T>(self, out: T) -> Result<T, Vec<FieldProblem>> {
+        if self.errors.is_empty() {
+            Ok(out)
+        } else {
+            Err(self.errors)
+        }
+    }
+}
+
+trait OkOrDefault<T> {
+    fn ok_or_default(self) -> Result<T, String>;
+}
+
+impl<T> OkOrDefault<T> for Option<T> {
+    fn ok_or_default(self) -> Result<T, String> {
+        self.ok_or_else(String::new)
+    }
+}
+
+fn slot_opt<T>(s: Slot<T>) -> Option<T> {
+    match s {
+        Slot::Value(v) => Some(v),
+        _ => None,
+    }
+}
+
+/// Parses a full task body (create and replace share the shape; `title` is required and not
+/// null; every optional field may be absent or null).
+fn task_input(v: Option<Value>) -> Result<TaskInput, Vec<FieldProblem>> {
+    let mut f = Fields::new(v)?;
+    let title = f.string("title");
+    let title = match title {
+        Slot::Value(t) => t,
+        Slot::Absent if f.errors.iter().any(|e| e.field == "title") => String::new(),
+        Slot::Absent => {
+            f.fail("title", "is required");
+            String::new()
+        }
+        Slot::Null => {
+            f.fail("title", "must not be null");
+            String::new()
+        }
+    };
+    let description = f.string("description");
+    let completed = f.bool("completed");
+    let completed = f.not_null("completed", completed);
+    let priority = f.priority("priority");
+    let priority = f.not_null("priority", priority);
+    let tags = f.tags("tags");
+    let due_at = f.timestamp("due_at");
+    let input = TaskInput {
+        title,
+        description: slot_opt(description),
+        completed,
+        priority,
+        tags: slot_opt(tags).unwrap_or_default(),
+        due_at: slot_opt(due_at),
+    };
+    f.finish(input)
+}
+
+/// `createTask` body.
+pub struct CreateBody;
+impl BodyKind for CreateBody {
+    type Output = TaskInput;
+    type Schema = TaskCreateSchema;
+    fn from_json(v: Option<Value>) -> Result<TaskInput, Vec<FieldProblem>> {
+        task_input(v)
+    }
+}
+
+/// `replaceTask` body.
+pub struct ReplaceBody;
+impl BodyKind for ReplaceBody {
+    type Output = TaskInput;
+    type Schema = TaskReplaceSchema;
+    fn from_json(v: Option<Value>) -> Result<TaskInput, Vec<FieldProblem>> {
+        task_input(v)
+    }
+}
+
+fn patch_of<T>(s: Slot<T>) -> Patch<T> {
+    match s {
+        Slot::Absent => Patch::Unchanged,
+        Slot::Null => Patch::Clear,
+        Slot::Value(v) => Patch::Set(v),
+    }
+}
+
+/// `updateTask` body (JSON merge patch).
+pub struct UpdateBody;
+impl BodyKind for UpdateBody {
+    type Output = TaskPatch;
+    type Schema = TaskUpdateSchema;
+    const MERGE_PATCH: bool = true;
+    fn from_json(v: Option<Value>) -> Result<TaskPatch, Vec<FieldProblem>> {
+        let mut f = Fields::new(v)?;
+        let title = f.string("title");
+        let title = f.not_null("title", title);
+        let description = f.string("description");
+        let completed = f.bool("completed");
+        let completed = f.not_null("completed", completed);
+        let priority = f.priority("priority");
+        let priority = f.not_null("priority", priority);
+        let tags = f.tags("tags");
+        let due_at = f.timestamp("due_at");
+        let patch = TaskPatch {
+            title,
+            description: patch_of(description),
+            completed,
+            priority,
+            tags: patch_of(tags),
+            due_at: patch_of(due_at),
+        };
+        f.finish(patch)
+    }
+}
+
+/// `toggleTaskCompletion` body: none or `{}` toggles, `{"completed": bool}` sets.
+pub struct CompletionBody;
+impl BodyKind for CompletionBody {
+    type Output = Option<bool>;
+    type Schema = CompletionSchema;
+    const OPTIONAL: bool = true;
+    fn from_json(v: Option<Value>) -> Result<Option<bool>, Vec<FieldProblem>> {
+        let Some(v) = v else { return Ok(None) };
+        let mut f = Fields::new(Some(v))?;
+        let c = f.bool("completed");
+        let c = f.not_null("completed", c);
+        f.finish(c)
+    }
+}

@@ -1,0 +1,548 @@
+//! Wire types: what the spec documents and the API sends.
+
+use std::borrow::Cow;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
+use poem_openapi::types::{
+    ParseError, ParseFromJSON, ParseFromParameter, ParseResult, ToJSON, Type,
+};
+use poem_openapi::{Enum, Object};
+use serde_json::Value;
+use uuid::Uuid;
+
+macro_rules! string_type {
+    ($ty:ty, $name:literal, $format:expr, $desc:literal, $example:literal) => {
+        impl Type for $ty {
+            const IS_REQUIRED: bool = true;
+            type RawValueType = Self;
+            type RawElementValueType = Self;
+
+            fn name() -> Cow<'static, str> {
+                $name.into()
+            }
+
+            fn schema_ref() -> MetaSchemaRef {
+                let mut s = MetaSchema::new("string");
+                s.format = $format;
+                s.description = Some($desc);
+                s.example = Some(Value::String($example.into()));
+                MetaSchemaRef::Inline(Box::new(s))
+            }
+
+            fn as_raw_value(&self) -> Option<&Self> {
+                Some(self)
+            }
+
+            fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self> + 'a> {
+                Box::new(std::iter::once(self))
+            }
+        }
+    };
+}
+
+/// A timestamp: RFC 3339 with an offset on input, UTC with milliseconds (`…T03:04:05.123Z`) on
+/// output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timestamp(pub DateTime<Utc>);
+
+string_type!(
+    Timestamp,
+    "Timestamp",
+    Some("date-time"),
+    "RFC 3339 timestamp with an offset; returned in UTC with millisecond precision.",
+    "2026-01-02T03:04:05.123Z"
+);
+
+impl Timestamp {
+    /// Parses RFC 3339 (an offset is required).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        DateTime::parse_from_rfc3339(s.trim())
+            .map(|d| Timestamp(d.with_timezone(&Utc)))
+            .map_err(|_| {
+                "must be an RFC 3339 timestamp with an offset, e.g. 2026-01-02T03:04:05Z".into()
+            })
+    }
+
+    /// `2026-01-02T03:04:05.123Z`.
+    pub fn format(t: DateTime<Utc>) -> String {
+        t.to_rfc3339_opts(SecondsFormat::Millis, true)
+    }
+}
+
+impl ParseFromParameter for Timestamp {
+    fn parse_from_parameter(value: &str) -> ParseResult<Self> {
+        Timestamp::parse(value).map_err(ParseError::custom)
+    }
+}
+
+impl ParseFromJSON for Timestamp {
+    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
+        match value {
+            Some(Value::String(s)) => Timestamp::parse(&s).map_err(ParseError::custom),
+            other => Err(ParseError::expected_type(other.unwrap_or_default())),
+        }
+    }
+}
+
+impl ToJSON for Timestamp {
+    fn to_json(&self) -> Option<Value> {
+        Some(Value::String(Timestamp::format(self.0)))
+    }
+}
+
+/// A user id in the path: 1–128 characters of `[A-Za-z0-9._@:-]` with a letter or digit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserIdParam(pub String);
+
+string_type!(
+    UserIdParam,
+    "UserId",
+    None,
+    "The user's id (the JWT `sub`): 1-128 characters of A-Z a-z 0-9 . _ @ : - with at least one letter or digit.",
+    "user_2fG8aB"
+);
+
+impl ParseFromParameter for UserIdParam {
+    fn parse_from_parameter(value: &str) -> ParseResult<Self> {
+        todo_store::task::validate_user_id(value)
+            .map(|_| UserIdParam(value.to_owned()))
+            .map_err(|_| {
+                ParseError::custom(
+                    "must be 1-128 characters of A-Z a-z 0-9 . _ @ : - with at least one letter or digit",
+                )
+            })
+    }
+}
+
+/// A task id in the path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskIdParam(pub Uuid);
+
+string_type!(
+    TaskIdParam,
+    "TaskId",
+    Some("uuid"),
+    "The task's id (a UUID).",
+    "0190c3a8-7d4e-7b3a-9f21-5c6d7e8f9a0b"
+);
+
+impl ParseFromParameter for TaskIdParam {
+    fn parse_from_parameter(value: &str) -> ParseResult<Self> {
+        Uuid::try_parse(value)
+            .map(TaskIdParam)
+            .map_err(|_| ParseError::custom("must be a UUID"))
+    }
+}
+
+/// `If-Match: "<version>"` (or `*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfMatch {
+    /// `*`: any current version.
+    Any,
+    /// A quoted version number.
+    Version(i64),
+}
+
+string_type!(
+    IfMatch,
+    "IfMatch",
+    None,
+    "The version the write expects, as an entity tag: `\"3\"` (weak `W/\"3\"` accepted), or `*`. A stale version is 412.",
+    "\"1\""
+);
+
+impl IfMatch {
+    /// The expected version, if one was named.
+    pub fn version(v: Option<IfMatch>) -> Option<i64> {
+        match v {
+            Some(IfMatch::Version(n)) => Some(n),
+            _ => None,
+        }
+    }
+}
+
+impl ParseFromParameter for IfMatch {
+    fn parse_from_parameter(value: &str) -> ParseResult<Self> {
+        let v = value.trim();
+        if v == "*" {
+            return Ok(IfMatch::Any);
+        }
+        let tag = v.strip_prefix("W/").unwrap_or(v);
+        tag.strip_prefix('"')
+            .and_then(|t| t.strip_suffix('"'))
+            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|n| n.parse::<i64>().ok())
+            .map(IfMatch::Version)
+            .ok_or_else(|| ParseError::custom("must be a quoted version such as \"3\", or *"))
+    }
+}
+
+/// Task priority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum Priority {
+    /// Lowest rank.
+    Low,
+    /// The default.
+    Medium,
+    /// Highest rank.
+    High,
+}
+
+impl From<Priority> for todo_store::Priority {
+    fn from(p: Priority) -> Self {
+        match p {
+            Priority::Low => todo_store::Priority::Low,
+            Priority::Medium => todo_store::Priority::Medium,
+            Priority::High => todo_store::Priority::High,
+        }
+    }
+}
+
+impl From<todo_store::Priority> for Priority {
+    fn from(p: todo_store::Priority) -> Self {
+        match p {
+            todo_store::Priority::Low => Priority::Low,
+            todo_store::Priority::Medium => Priority::Medium,
+            todo_store::Priority::High => Priority::High,
+        }
+    }
+}
+
+/// Which tasks a listing includes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum StatusFilter {
+    /// Every task.
+    All,
+    /// Not completed.
+    Pending,
+    /// Completed.
+    Completed,
+}
+
+/// What a listing sorts by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum SortBy {
+    /// Creation time.
+    CreatedAt,
+    /// Last write.
+    UpdatedAt,
+    /// Due date (tasks without one last).
+    DueAt,
+    /// Priority rank.
+    Priority,
+    /// Title, case-insensitively.
+    Title,
+}
+
+/// Sort direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum SortOrder {
+    /// Ascending.
+    Asc,
+    /// Descending.
+    Desc,
+}
+
+/// A task.
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+#[oai(rename = "Task", example)]
+pub struct TaskDto {
+    /// UUIDv7 (time-ordered).
+    pub id: Uuid,
+    /// Owner (the JWT `sub`).
+    pub user_id: String,
+    /// 1–200 characters, trimmed.
+    pub title: String,
+    /// At most 1000 characters (not counting surrounding whitespace); stored as given.
+    #[oai(nullable)]
+    pub description: Option<String>,
+    /// Whether the task is done.
+    pub completed: bool,
+    /// When it last became completed; null while pending.
+    #[oai(nullable)]
+    pub completed_at: Option<Timestamp>,
+    /// Priority.
+    pub priority: Priority,
+    /// Lower-cased, unique, at most 20.
+    pub tags: Vec<String>,
+    /// Due date, if any.
+    #[oai(nullable)]
+    pub due_at: Option<Timestamp>,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Last write; moves strictly forward.
+    pub updated_at: Timestamp,
+    /// 1 on creation, +1 on every write; also sent as `ETag`.
+    pub version: i64,
+}
+
+impl poem_openapi::types::Example for TaskDto {
+    fn example() -> Self {
+        task_example()
+    }
+}
+
+fn task_example() -> TaskDto {
+    let t = DateTime::parse_from_rfc3339("2026-01-02T03:04:05.123Z")
+        .map(|d| d.with_timezone(&Utc))
+        .unwrap_or_default();
+    TaskDto {
+        id: Uuid::from_u128(0x0190c3a8_7d4e_7b3a_9f21_5c6d7e8f9a0b),
+        user_id: "user_2fG8aB".into(),
+        title: "Buy milk".into(),
+        description: None,
+        completed: false,
+        completed_at: None,
+        priority: Priority::Medium,
+        tags: vec!["home".into(), "errands".into()],
+        due_at: None,
+        created_at: Timestamp(t),
+        updated_at: Timestamp(t),
+        version: 1,
+    }
+}
+
+impl From<todo_store::Task> for TaskDto {
+    fn from(t: todo_store::Task) -> Self {
+        TaskDto {
+            id: t.id,
+            user_id: t.user_id,
+            title: t.title,
+            description: t.description,
+            completed: t.completed,
+            completed_at: t.completed_at.map(Timestamp),
+            priority: t.priority.into(),
+            tags: t.tags,
+            due_at: t.due_at.map(Timestamp),
+            created_at: Timestamp(t.created_at),
+            updated_at: Timestamp(t.updated_at),
+            version: t.version,
+        }
+    }
+}
+
+/// `{"data": Task}`.
+#[derive(Debug, Clone, Object)]
+pub struct TaskEnvelope {
+    /// The task.
+    pub data: TaskDto,
+}
+
+/// Paging information of a task list.
+#[derive(Debug, Clone, Object)]
+#[oai(example)]
+pub struct ListMeta {
+    /// The page size used.
+    pub limit: u32,
+    /// Pass as `cursor` for the next page; null exactly when no row follows.
+    #[oai(nullable)]
+    pub next_cursor: Option<String>,
+    /// Number of tasks matching the filters (the cursor ignored).
+    pub total: i64,
+}
+
+impl poem_openapi::types::Example for ListMeta {
+    fn example() -> Self {
+        meta_example()
+    }
+}
+
+fn meta_example() -> ListMeta {
+    ListMeta {
+        limit: 50,
+        next_cursor: Some("eyJzIjoiY3JlYXRlZF9hdCIsIm8iOiJkZXNjIn0".into()),
+        total: 120,
+    }
+}
+
+/// `{"data": [Task], "meta": {...}}`.
+#[derive(Debug, Clone, Object)]
+pub struct TaskListEnvelope {
+    /// The page of tasks.
+    pub data: Vec<TaskDto>,
+    /// Paging.
+    pub meta: ListMeta,
+}
+
+/// A tag with its number of tasks.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "TagCount", example)]
+pub struct TagCountDto {
+    /// The tag.
+    pub tag: String,
+    /// Tasks carrying it (completed ones too).
+    pub count: i64,
+}
+
+impl poem_openapi::types::Example for TagCountDto {
+    fn example() -> Self {
+        tag_example()
+    }
+}
+
+fn tag_example() -> TagCountDto {
+    TagCountDto {
+        tag: "home".into(),
+        count: 3,
+    }
+}
+
+/// `{"data": [TagCount]}`.
+#[derive(Debug, Clone, Object)]
+pub struct TagListEnvelope {
+    /// Tags, most used first, then by name.
+    pub data: Vec<TagCountDto>,
+}
+
+/// Health status.
+#[derive(Debug, Clone, Object)]
+pub struct Health {
+    /// `ok`.
+    pub status: String,
+}
+
+// ---- request bodies (schemas; the bodies themselves are parsed by `crate::body`) ----
+
+/// Body of `createTask`.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "TaskCreate", example)]
+pub struct TaskCreateSchema {
+    /// Required; trimmed; 1–200 characters.
+    #[oai(validator(min_length = 1))]
+    pub title: String,
+    /// Optional; at most 1000 characters not counting surrounding whitespace; empty becomes null.
+    #[oai(nullable)]
+    pub description: Option<String>,
+    /// Default false.
+    pub completed: Option<bool>,
+    /// Default `medium`.
+    pub priority: Option<Priority>,
+    /// Each trimmed and lower-cased, 1–50 characters; duplicates removed; at most 20.
+    #[oai(nullable)]
+    pub tags: Option<Vec<String>>,
+    /// Optional due date (RFC 3339 with offset).
+    #[oai(nullable)]
+    pub due_at: Option<Timestamp>,
+}
+
+impl poem_openapi::types::Example for TaskCreateSchema {
+    fn example() -> Self {
+        create_example()
+    }
+}
+
+fn create_example() -> TaskCreateSchema {
+    TaskCreateSchema {
+        title: "Buy milk".into(),
+        description: Some("2 litres, semi-skimmed".into()),
+        completed: None,
+        priority: Some(Priority::High),
+        tags: Some(vec!["home".into(), "errands".into()]),
+        due_at: None,
+    }
+}
+
+/// Body of `replaceTask`: the whole content. An absent optional field is cleared or reset to
+/// its default; `completed` changes only when given.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "TaskReplace", example)]
+pub struct TaskReplaceSchema {
+    /// Required; trimmed; 1–200 characters.
+    #[oai(validator(min_length = 1))]
+    pub title: String,
+    /// Absent or null clears it.
+    #[oai(nullable)]
+    pub description: Option<String>,
+    /// Absent leaves completion as it is.
+    pub completed: Option<bool>,
+    /// Absent resets to `medium`.
+    pub priority: Option<Priority>,
+    /// Absent or null clears them.
+    #[oai(nullable)]
+    pub tags: Option<Vec<String>>,
+    /// Absent or null clears it.
+    #[oai(nullable)]
+    pub due_at: Option<Timestamp>,
+}
+
+impl poem_openapi::types::Example for TaskReplaceSchema {
+    fn example() -> Self {
+        replace_example()
+    }
+}
+
+fn replace_example() -> TaskReplaceSchema {
+    TaskReplaceSchema {
+        title: "Buy oat milk".into(),
+        description: None,
+        completed: Some(false),
+        priority: Some(Priority::Medium),
+        tags: Some(vec!["home".into()]),
+        due_at: None,
+    }
+}
+
+/// Body of `updateTask` (JSON merge patch): absent fields are unchanged; `null` clears
+/// `description`, `due_at` and `tags`; `null` for `title`, `priority` or `completed` is 422.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "TaskUpdate", example)]
+pub struct TaskUpdateSchema {
+    /// New title.
+    #[oai(validator(min_length = 1))]
+    pub title: Option<String>,
+    /// New description, or null to clear.
+    #[oai(nullable)]
+    pub description: Option<String>,
+    /// New completion state.
+    pub completed: Option<bool>,
+    /// New priority.
+    pub priority: Option<Priority>,
+    /// New tags, or null for none.
+    #[oai(nullable)]
+    pub tags: Option<Vec<String>>,
+    /// New due date, or null to clear.
+    #[oai(nullable)]
+    pub due_at: Option<Timestamp>,
+}
+
+impl poem_openapi::types::Example for TaskUpdateSchema {
+    fn example() -> Self {
+        update_example()
+    }
+}
+
+fn update_example() -> TaskUpdateSchema {
+    TaskUpdateSchema {
+        title: None,
+        description: None,
+        completed: Some(true),
+        priority: None,
+        tags: None,
+        due_at: None,
+    }
+}
+
+/// Body of `toggleTaskCompletion`: omit the body (or send `{}`) to toggle.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "CompletionUpdate", example)]
+pub struct CompletionSchema {
+    /// Set completion to this value instead of toggling.
+    pub completed: Option<bool>,
+}
+
+impl poem_openapi::types::Example for CompletionSchema {
+    fn example() -> Self {
+        completion_example()
+    }
+}
+
+fn completion_example() -> CompletionSchema {
+    CompletionSchema {
+        completed: Some(true),
+    }
+}

@@ -1,0 +1,474 @@
+//! Contract tests of API.md over poem's test client, on SQLite and PostgreSQL.
+
+use poem::endpoint::BoxEndpoint;
+use poem::http::{HeaderMap, Method, StatusCode};
+use poem::test::TestClient;
+use poem::{EndpointExt, Response};
+use serde_json::{Value, json};
+use std::time::Duration;
+use test_support::both_backends;
+use todo_http::TodoApi;
+use todo_http::auth::{JwtAuthenticator, JwtConfig, mint_hs256};
+use todo_store::Store;
+
+const SECRET: &str = "contract-test-secret-0123456789abcdef";
+
+struct Api {
+    client: TestClient<BoxEndpoint<'static, Response>>,
+}
+
+struct Resp {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Value,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts a problem+json error with this status; returns the field names it lists.
+    fn problem(&self, status: u16) -> Vec<String> {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.body);
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json")
+        );
+        assert_eq!(self.body["status"], status);
+        for k in ["type", "title", "detail"] {
+            assert!(self.body[k].is_string(), "problem lacks {k}: {}", self.body);
+        }
+        self.body["errors"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|e| e["field"].as_str().unwrap_or("").to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+fn token(sub: &str) -> String {
+    mint_hs256(SECRET, sub, Duration::from_secs(600)).unwrap()
+}
+
+async fn api(store: Store) -> Api {
+    let auth = JwtAuthenticator::new(JwtConfig::hs256(SECRET))
+        .await
+        .unwrap();
+    let ep = TodoApi::builder(store).authenticator(auth).build().boxed();
+    Api {
+        client: TestClient::new(ep),
+    }
+}
+
+/// A request: method, path, optional bearer token, extra headers, optional raw body.
+struct Req<'a> {
+    method: Method,
+    path: String,
+    token: Option<String>,
+    headers: Vec<(&'a str, String)>,
+    body: Option<Vec<u8>>,
+}
+
+fn req(method: Method, path: impl Into<String>) -> Req<'static> {
+    Req {
+        method,
+        path: path.into(),
+        token: None,
+        headers: Vec::new(),
+        body: None,
+    }
+}
+
+impl<'a> Req<'a> {
+    fn by(mut self, user: &str) -> Self {
+        self.token = Some(token(user));
+        self
+    }
+    fn bearer(mut self, t: impl Into<String>) -> Self {
+        self.token = Some(t.into());
+        self
+    }
+    fn header(mut self, k: &'a str, v: impl Into<String>) -> Self {
+        self.headers.push((k, v.into()));
+        self
+    }
+    fn json(self, v: Value) -> Self {
+        self.raw("application/json", v.to_string())
+    }
+    fn raw(mut self, content_type: &str, body: impl Into<Vec<u8>>) -> Self {
+        self.headers.push(("content-type", content_type.to_owned()));
+        self.body = Some(body.into());
+        self
+    }
+}
+
+impl Api {
+    async fn send(&self, r: Req<'_>) -> Resp {
+        let mut b = self.client.request(r.method, r.path);
+        if let Some(t) = r.token {
+            b = b.header("authorization", format!("Bearer {t}"));
+        }
+        for (k, v) in r.headers {
+            b = b.header(k, v);
+        }
+        if let Some(body) = r.body {
+            b = b.body(body);
+        }
+        let resp = b.send().await.0;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.into_body().into_bytes().await.unwrap();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        Resp {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    async fn create(&self, user: &str, body: Value) -> Value {
+        let r = self
+            .send(
+                req(Method::POST, format!("/api/{user}/tasks"))
+                    .by(user)
+                    .json(body),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        r.body["data"].clone()
+    }
+}
+
+fn forge(header: Value, claims: Value, key: &[u8], alg: jsonwebtoken::Algorithm) -> String {
+    let mut h = jsonwebtoken::Header::new(alg);
+    if let Some(kid) = header.get("kid").and_then(Value::as_str) {
+        h.kid = Some(kid.to_owned());
+    }
+    jsonwebtoken::encode(&h, &claims, &jsonwebtoken::EncodingKey::from_secret(key)).unwrap()
+}
+
+fn b64(v: &Value) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+both_backends! {
+    async fn auth_matrix(store: Store) {
+        let api = api(store).await;
+        let path = "/api/alice/tasks";
+        let hs = jsonwebtoken::Algorithm::HS256;
+        let cases: Vec<(&str, Option<String>)> = vec![
+            ("missing", None),
+            ("garbled", Some("not.a.jwt".into())),
+            ("expired", Some(forge(json!({}), json!({"sub": "alice", "exp": now() - 3600}), SECRET.as_bytes(), hs))),
+            ("no exp", Some(forge(json!({}), json!({"sub": "alice"}), SECRET.as_bytes(), hs))),
+            ("not yet valid", Some(forge(json!({}), json!({"sub": "alice", "exp": now() + 600, "nbf": now() + 300}), SECRET.as_bytes(), hs))),
+            ("wrong signature", Some(forge(json!({}), json!({"sub": "alice", "exp": now() + 600}), b"another secret entirely", hs))),
+            ("HS512", Some(forge(json!({}), json!({"sub": "alice", "exp": now() + 600}), SECRET.as_bytes(), jsonwebtoken::Algorithm::HS512))),
+            ("alg none", Some(format!("{}.{}.", b64(&json!({"alg": "none", "typ": "JWT"})), b64(&json!({"sub": "alice", "exp": now() + 600}))))),
+            ("no sub", Some(forge(json!({}), json!({"exp": now() + 600}), SECRET.as_bytes(), hs))),
+            ("empty sub", Some(forge(json!({}), json!({"sub": "", "exp": now() + 600}), SECRET.as_bytes(), hs))),
+        ];
+        for (name, tok) in cases {
+            let mut r = req(Method::GET, path);
+            if let Some(t) = tok {
+                r = r.bearer(t);
+            }
+            let resp = api.send(r).await;
+            resp.problem(401);
+            assert!(resp.header("www-authenticate").unwrap_or("").starts_with("Bearer"), "{name}");
+        }
+        // A non-Bearer scheme is no token.
+        api.send(req(Method::GET, path).header("authorization", format!("Basic {}", token("alice")))).await.problem(401);
+        // Tokens with iss/aud are accepted when none is configured.
+        let t = forge(json!({}), json!({"sub": "alice", "exp": now() + 600, "iss": "http://x", "aud": "y"}), SECRET.as_bytes(), hs);
+        assert_eq!(api.send(req(Method::GET, path).bearer(t)).await.status, StatusCode::OK);
+        // Another user's path is 403; ids compare exactly.
+        api.send(req(Method::GET, path).by("bob")).await.problem(403);
+        api.send(req(Method::GET, path).by("Alice")).await.problem(403);
+        // Another user's task under your own path is 404.
+        let t = api.create("alice", json!({"title": "mine"})).await;
+        let id = t["id"].as_str().unwrap();
+        for m in [Method::GET, Method::DELETE] {
+            api.send(req(m, format!("/api/bob/tasks/{id}")).by("bob")).await.problem(404);
+        }
+        api.send(req(Method::PUT, format!("/api/bob/tasks/{id}")).by("bob").json(json!({"title": "x"}))).await.problem(404);
+        api.send(req(Method::PATCH, format!("/api/bob/tasks/{id}")).by("bob").json(json!({}))).await.problem(404);
+        api.send(req(Method::PATCH, format!("/api/bob/tasks/{id}/complete")).by("bob")).await.problem(404);
+        let still = api.send(req(Method::GET, format!("/api/alice/tasks/{id}")).by("alice")).await;
+        assert_eq!(still.body["data"]["version"], 1);
+    }
+
+    async fn check_order(store: Store) {
+        let api = api(store).await;
+        let missing = uuid::Uuid::now_v7();
+        // 401 before 403 before 400.
+        api.send(req(Method::GET, "/api/bad%20user/tasks/nope")).await.problem(401);
+        api.send(req(Method::GET, "/api/bob/tasks/nope").by("alice")).await.problem(403);
+        // 400 (path, query, If-Match) before the body and before 404.
+        assert_eq!(api.send(req(Method::PUT, "/api/alice/tasks/nope").by("alice").raw("text/plain", "x")).await.problem(400), ["task_id"]);
+        assert_eq!(
+            api.send(req(Method::PUT, format!("/api/alice/tasks/{missing}")).by("alice").header("if-match", "v1").raw("text/plain", "x")).await.problem(400),
+            ["If-Match"]
+        );
+        assert_eq!(api.send(req(Method::GET, "/api/alice/tasks?limit=0").by("alice")).await.problem(400), ["limit"]);
+        // Body checks (413, 415, 400, 422) before 404.
+        let big = format!("{{\"title\": \"x\", \"pad\": \"{}\"}}", "a".repeat(70_000));
+        api.send(req(Method::PUT, format!("/api/alice/tasks/{missing}")).by("alice").raw("application/json", big)).await.problem(413);
+        api.send(req(Method::PUT, format!("/api/alice/tasks/{missing}")).by("alice").raw("text/plain", "{}")).await.problem(415);
+        api.send(req(Method::PUT, format!("/api/alice/tasks/{missing}")).by("alice").raw("application/json", "{")).await.problem(400);
+        assert_eq!(api.send(req(Method::PUT, format!("/api/alice/tasks/{missing}")).by("alice").json(json!({"title": 5}))).await.problem(422), ["title"]);
+        // Then 404, then 412.
+        api.send(req(Method::PUT, format!("/api/alice/tasks/{missing}")).by("alice").header("if-match", "\"9\"").json(json!({"title": "x"}))).await.problem(404);
+        let t = api.create("alice", json!({"title": "t"})).await;
+        let id = t["id"].as_str().unwrap();
+        api.send(req(Method::PUT, format!("/api/alice/tasks/{id}")).by("alice").header("if-match", "\"9\"").json(json!({"title": "x"}))).await.problem(412);
+    }
+
+    async fn create_get_and_envelopes(store: Store) {
+        let api = api(store).await;
+        let r = api
+            .send(req(Method::POST, "/api/alice/tasks").by("alice").json(json!({
+                "title": "  Buy milk ", "description": "  2 litres\n", "priority": "high",
+                "tags": [" Home", "ERRANDS", "home"], "due_at": "2026-01-02T04:04:05.123456+01:00",
+                "id": "ignored", "version": 99, "user_id": "mallory", "created_at": "1999-01-01T00:00:00Z", "unknown": [1]
+            })))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        let t = &r.body["data"];
+        let id = t["id"].as_str().unwrap();
+        assert_eq!(r.header("location"), Some(format!("/api/alice/tasks/{id}").as_str()));
+        assert_eq!(r.header("etag"), Some("\"1\""));
+        assert_eq!(t["title"], "Buy milk");
+        assert_eq!(t["description"], "  2 litres\n");
+        assert_eq!(t["tags"], json!(["home", "errands"]));
+        assert_eq!(t["priority"], "high");
+        assert_eq!(t["due_at"], "2026-01-02T03:04:05.123Z");
+        assert_eq!((t["completed"].clone(), t["completed_at"].clone()), (json!(false), Value::Null));
+        assert_eq!((t["version"].clone(), t["user_id"].clone()), (json!(1), json!("alice")));
+        assert_eq!(t["created_at"], t["updated_at"]);
+        let created = t["created_at"].as_str().unwrap();
+        assert!(created.ends_with('Z') && created.len() == 24, "{created}");
+        assert_eq!(uuid::Uuid::parse_str(id).unwrap().get_version_num(), 7);
+        let keys: Vec<&str> = t.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut want = ["id", "user_id", "title", "description", "completed", "completed_at", "priority", "tags", "due_at", "created_at", "updated_at", "version"];
+        want.sort();
+        let mut keys = keys;
+        keys.sort();
+        assert_eq!(keys, want);
+        let g = api.send(req(Method::GET, format!("/api/alice/tasks/{id}")).by("alice")).await;
+        assert_eq!(g.status, StatusCode::OK);
+        assert_eq!(g.header("etag"), Some("\"1\""));
+        assert_eq!(&g.body["data"], t);
+        let l = api.send(req(Method::GET, "/api/alice/tasks").by("alice")).await;
+        assert_eq!(l.body["data"][0], *t);
+        assert_eq!(l.body["meta"], json!({"limit": 50, "next_cursor": null, "total": 1}));
+        // Defaults and completed on create; charset parameter accepted.
+        let r = api
+            .send(req(Method::POST, "/api/alice/tasks").by("alice").raw("application/json; charset=utf-8", r#"{"title":"x","completed":true,"description":"   "}"#))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED);
+        let d = &r.body["data"];
+        assert_eq!((d["priority"].clone(), d["description"].clone(), d["tags"].clone()), (json!("medium"), Value::Null, json!([])));
+        assert_eq!(d["completed_at"], d["created_at"]);
+        api.send(req(Method::GET, "/api/alice/tasks/0190c3a8-7d4e-7b3a-9f21-5c6d7e8f9a0b").by("alice")).await.problem(404);
+    }
+
+    async fn body_rules(store: Store) {
+        let api = api(store).await;
+        let post = |body: Req<'static>| async { api.send(body).await };
+        let p = || req(Method::POST, "/api/alice/tasks").by("alice");
+        post(req(Method::POST, "/api/alice/tasks").by("alice")).await.problem(415);
+        post(p().raw("text/plain", r#"{"title":"x"}"#)).await.problem(415);
+        post(p().raw("application/merge-patch+json", r#"{"title":"x"}"#)).await.problem(415);
+        post(p().raw("application/json", "{\"title\": ")).await.problem(400);
+        post(p().raw("application/json", "")).await.problem(400);
+        let cases = [
+            (json!({}), vec!["title"]),
+            (json!({"title": null}), vec!["title"]),
+            (json!({"title": "   "}), vec!["title"]),
+            (json!({"title": "x".repeat(201)}), vec!["title"]),
+            (json!({"title": "x", "priority": "urgent"}), vec!["priority"]),
+            (json!({"title": "x", "priority": null}), vec!["priority"]),
+            (json!({"title": "x", "completed": "yes"}), vec!["completed"]),
+            (json!({"title": "x", "tags": "a"}), vec!["tags"]),
+            (json!({"title": "x", "tags": ["a", 1]}), vec!["tags[1]"]),
+            (json!({"title": "x", "tags": (0..21).map(|i| i.to_string()).collect::<Vec<_>>()}), vec!["tags"]),
+            (json!({"title": "x", "tags": ["x".repeat(51)]}), vec!["tags[0]"]),
+            (json!({"title": "x", "description": "d".repeat(1001)}), vec!["description"]),
+            (json!({"title": "x", "due_at": "2026-01-02T03:04:05"}), vec!["due_at"]),
+            (json!({"title": "x", "due_at": 5}), vec!["due_at"]),
+            (json!([1]), vec!["body"]),
+            (json!({"title": 1, "priority": 2}), vec!["priority", "title"]),
+        ];
+        for (body, fields) in cases {
+            let mut got = post(p().json(body.clone())).await.problem(422);
+            got.sort();
+            assert_eq!(got, fields, "{body}");
+        }
+        // 64 KiB exactly is accepted; one byte more is 413.
+        let base = json!({"title": "x", "pad": ""}).to_string();
+        let pad = "a".repeat(65_536 - base.len());
+        let body = base.replace("\"pad\":\"\"", &format!("\"pad\":\"{pad}\""));
+        assert_eq!(body.len(), 65_536);
+        assert_eq!(post(p().raw("application/json", body.clone())).await.status, StatusCode::CREATED);
+        let body = body.replacen('a', "aa", 1);
+        post(p().raw("application/json", body)).await.problem(413);
+        let listed = api.send(req(Method::GET, "/api/alice/tasks").by("alice")).await;
+        assert_eq!(listed.body["meta"]["total"], 1, "nothing half-written by rejected bodies");
+    }
+
+    async fn put_patch_complete_delete(store: Store) {
+        let api = api(store).await;
+        let t = api.create("alice", json!({"title": "t", "description": "d", "priority": "high", "tags": ["a"], "due_at": "2026-01-01T00:00:00Z"})).await;
+        let id = t["id"].as_str().unwrap().to_owned();
+        let url = format!("/api/alice/tasks/{id}");
+        // PUT: absent optionals reset; completion untouched.
+        let r = api.send(req(Method::PUT, &url).by("alice").header("if-match", "\"1\"").json(json!({"title": "T2"}))).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert_eq!(r.header("etag"), Some("\"2\""));
+        let d = &r.body["data"];
+        assert_eq!((d["description"].clone(), d["priority"].clone(), d["tags"].clone(), d["due_at"].clone()), (Value::Null, json!("medium"), json!([]), Value::Null));
+        assert!(d["updated_at"].as_str() > t["updated_at"].as_str());
+        // PATCH merge semantics, with the merge-patch media type.
+        let r = api.send(req(Method::PATCH, &url).by("alice").raw("application/merge-patch+json", r#"{"tags":["X"],"due_at":"2026-02-01T00:00:00Z","completed":true}"#)).await;
+        let d = &r.body["data"];
+        assert_eq!((d["tags"].clone(), d["title"].clone(), d["completed"].clone(), d["version"].clone()), (json!(["x"]), json!("T2"), json!(true), json!(3)));
+        assert!(d["completed_at"].is_string());
+        let r = api.send(req(Method::PATCH, &url).by("alice").json(json!({"tags": null, "due_at": null, "description": null}))).await;
+        assert_eq!((r.body["data"]["tags"].clone(), r.body["data"]["due_at"].clone()), (json!([]), Value::Null));
+        for f in ["title", "priority", "completed"] {
+            assert_eq!(api.send(req(Method::PATCH, &url).by("alice").json(json!({f: null}))).await.problem(422), [f]);
+        }
+        let r = api.send(req(Method::PATCH, &url).by("alice").json(json!({}))).await;
+        assert_eq!(r.body["data"]["version"], 5, "an empty patch is still a write");
+        // PUT with completed false reopens.
+        let r = api.send(req(Method::PUT, &url).by("alice").json(json!({"title": "T3", "completed": false}))).await;
+        assert_eq!((r.body["data"]["completed"].clone(), r.body["data"]["completed_at"].clone()), (json!(false), Value::Null));
+        // complete: no body toggles, {} toggles, {"completed": x} sets.
+        let c = format!("{url}/complete");
+        let r = api.send(req(Method::PATCH, &c).by("alice")).await;
+        assert_eq!((r.status, r.body["data"]["completed"].clone()), (StatusCode::OK, json!(true)));
+        let r = api.send(req(Method::PATCH, &c).by("alice").json(json!({}))).await;
+        assert_eq!(r.body["data"]["completed"], false);
+        let r = api.send(req(Method::PATCH, &c).by("alice").json(json!({"completed": false}))).await;
+        assert_eq!((r.body["data"]["completed"].clone(), r.header("etag")), (json!(false), Some("\"9\"")));
+        api.send(req(Method::PATCH, &c).by("alice").raw("text/plain", "x")).await.problem(415);
+        assert_eq!(api.send(req(Method::PATCH, &c).by("alice").json(json!({"completed": "y"}))).await.problem(422), ["completed"]);
+        // If-Match: stale is 412 and changes nothing; * applies; malformed is 400.
+        api.send(req(Method::PATCH, &c).by("alice").header("if-match", "\"3\"")).await.problem(412);
+        let r = api.send(req(Method::PATCH, &c).by("alice").header("if-match", "*")).await;
+        assert_eq!(r.body["data"]["version"], 10);
+        api.send(req(Method::PATCH, &c).by("alice").header("if-match", "10")).await.problem(400);
+        // DELETE with a stale version, then for real, then gone.
+        api.send(req(Method::DELETE, &url).by("alice").header("if-match", "\"1\"")).await.problem(412);
+        let r = api.send(req(Method::DELETE, &url).by("alice").header("if-match", "\"10\"")).await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT);
+        api.send(req(Method::GET, &url).by("alice")).await.problem(404);
+        api.send(req(Method::DELETE, &url).by("alice")).await.problem(404);
+    }
+
+    async fn listing_params(store: Store) {
+        let api = api(store).await;
+        for (title, prio, tags, due) in [
+            ("Alpha", "low", json!(["home"]), json!("2026-01-01T00:00:00Z")),
+            ("bravo", "high", json!(["home", "work"]), Value::Null),
+            ("Charlie 100%", "medium", json!(["work"]), json!("2026-01-03T00:00:00Z")),
+        ] {
+            api.create("alice", json!({"title": title, "priority": prio, "tags": tags, "due_at": due})).await;
+        }
+        let titles = |r: &Resp| -> Vec<String> { r.body["data"].as_array().unwrap().iter().map(|t| t["title"].as_str().unwrap().to_owned()).collect() };
+        let get = |q: &str| api.send(req(Method::GET, format!("/api/alice/tasks?{q}")).by("alice"));
+        assert_eq!(titles(&get("sort=title&order=asc").await), ["Alpha", "bravo", "Charlie 100%"]);
+        assert_eq!(titles(&get("priority=high&priority=low&sort=title&order=asc").await), ["Alpha", "bravo"]);
+        assert_eq!(titles(&get("tag=HOME&tag=work").await), ["bravo"]);
+        assert_eq!(titles(&get("q=100%25").await), ["Charlie 100%"]);
+        assert_eq!(titles(&get("due_after=2026-01-01T00:00:00Z&due_before=2026-01-03T00:00:00Z").await), ["Alpha"]);
+        assert_eq!(titles(&get("sort=due_at&order=desc").await), ["Charlie 100%", "Alpha", "bravo"]);
+        let p1 = get("limit=2&sort=priority&order=asc").await;
+        assert_eq!(p1.body["meta"]["total"], 3);
+        let cur = p1.body["meta"]["next_cursor"].as_str().unwrap().to_owned();
+        let p2 = get(&format!("limit=2&sort=priority&order=asc&cursor={cur}")).await;
+        assert_eq!(titles(&p2), ["bravo"]);
+        assert_eq!(p2.body["meta"]["next_cursor"], Value::Null);
+        // A cursor used with another sort or order is 400.
+        assert_eq!(get(&format!("limit=2&sort=priority&order=desc&cursor={cur}")).await.problem(400), ["cursor"]);
+        for (q, field) in [
+            ("status=done", "status"), ("priority=urgent", "priority"), ("sort=size", "sort"),
+            ("order=up", "order"), ("limit=101", "limit"), ("limit=x", "limit"),
+            ("due_after=yesterday", "due_after"), ("due_before=2026-01-01", "due_before"),
+            ("cursor=garbage", "cursor"), ("tag=", "tag"),
+        ] {
+            assert_eq!(get(q).await.problem(400), [field], "{q}");
+        }
+        // Tags: most used first, then by name; completed count.
+        let tags = api.send(req(Method::GET, "/api/alice/tags").by("alice")).await;
+        assert_eq!(tags.body, json!({"data": [{"tag": "home", "count": 2}, {"tag": "work", "count": 2}]}));
+    }
+
+    async fn routes_docs_and_health(store: Store) {
+        let api = api(store).await;
+        api.send(req(Method::GET, "/nope")).await.problem(404);
+        api.send(req(Method::DELETE, "/api/alice/tags").by("alice")).await.problem(405);
+        let h = api.send(req(Method::GET, "/healthz")).await;
+        assert_eq!((h.status, h.body.clone()), (StatusCode::OK, json!({"status": "ok"})));
+        assert_eq!(api.send(req(Method::GET, "/readyz")).await.status, StatusCode::OK);
+        let spec = api.send(req(Method::GET, "/openapi.json")).await;
+        let text = spec.body.to_string();
+        for op in ["listTasks", "createTask", "getTask", "replaceTask", "updateTask", "deleteTask", "toggleTaskCompletion", "listTags"] {
+            assert!(text.contains(&format!("\"operationId\":\"{op}\"")), "{op}");
+        }
+        assert!(!text.contains("charset=utf-8"));
+        let docs = api.send(req(Method::GET, "/docs")).await;
+        assert_eq!(docs.status, StatusCode::OK);
+        assert!(docs.body.as_str().unwrap_or("").contains("swagger"));
+        let yaml = api.send(req(Method::GET, "/openapi.yaml")).await;
+        assert!(yaml.body.as_str().unwrap_or("").starts_with("openapi: 3"));
+    }
+}
+
+/// With the database unreachable, API calls and `/readyz` answer 503 problems (never 500).
+#[tokio::test]
+async fn database_down_is_503() {
+    let store = Store::connect_with(
+        "postgres://postgres@127.0.0.1:1/none",
+        &todo_store::StoreOptions {
+            acquire_timeout: Duration::from_millis(300),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let api = api(store).await;
+    let r = api
+        .send(req(Method::GET, "/api/alice/tasks").by("alice"))
+        .await;
+    r.problem(503);
+    assert!(r.header("retry-after").is_some());
+    api.send(
+        req(Method::POST, "/api/alice/tasks")
+            .by("alice")
+            .json(json!({"title": "x"})),
+    )
+    .await
+    .problem(503);
+    api.send(req(Method::GET, "/readyz")).await.problem(503);
+    assert_eq!(
+        api.send(req(Method::GET, "/healthz")).await.status,
+        StatusCode::OK
+    );
+}
