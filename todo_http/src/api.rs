@@ -19,7 +19,7 @@ use crate::problem::{
 };
 use crate::types::{
     IfMatch, ListMeta, Priority, SortBy, SortOrder, StatusFilter, TagCountDto, TagListEnvelope,
-    TaskDto, TaskEnvelope, TaskIdParam, TaskListEnvelope, Timestamp, UserIdParam,
+    TagSchema, TaskDto, TaskEnvelope, TaskIdParam, TaskListEnvelope, Timestamp, UserIdParam,
 };
 
 #[derive(Tags)]
@@ -185,8 +185,9 @@ impl TasksApi {
         /// Any of these priorities; repeat the parameter for several.
         priority: Query<Option<Vec<Priority>>>,
         /// Tasks carrying every one of these tags (normalised like stored tags); repeatable.
-        tag: Query<Option<Vec<String>>>,
+        tag: Query<Option<Vec<TagSchema>>>,
         /// Case-insensitive substring of title or description; `%`, `_` and `\` are literal.
+        #[oai(validator(max_length = 200, pattern = r"^[^\x00]*$"))]
         q: Query<Option<String>>,
         /// Only tasks with `due_at >= due_after`.
         due_after: Query<Option<Timestamp>>,
@@ -215,7 +216,7 @@ impl TasksApi {
                 .into_iter()
                 .map(Into::into)
                 .collect(),
-            tags: tag.0.unwrap_or_default(),
+            tags: tag.0.unwrap_or_default().into_iter().map(|t| t.0).collect(),
             q: q.0,
             due_after: due_after.0.map(|t| t.0),
             due_before: due_before.0.map(|t| t.0),
@@ -231,7 +232,8 @@ impl TasksApi {
                 None | Some(SortOrder::Desc) => Order::Desc,
             },
             limit: limit.0.unwrap_or(todo_store::query::LIMIT_DEFAULT),
-            cursor: cursor.0,
+            // An empty `cursor=` is no cursor (clients often send the parameter unconditionally).
+            cursor: cursor.0.filter(|c| !c.is_empty()),
         };
         let page = self
             .user(&auth)?

@@ -244,6 +244,7 @@ impl Endpoint for Ready {
 /// Turns every error, and every error response that is not already problem+json (unknown
 /// routes, wrong methods, poem's own rejections), into a problem+json response.
 async fn problems<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
+    let route = route_of(req.uri().path());
     // Parameter errors become 400s naming the parameter; other errors render themselves (ours
     // as problem+json with their headers), and foreign ones are rewritten below.
     let resp = match next.call(req).await {
@@ -270,6 +271,12 @@ async fn problems<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> 
                 s => s.canonical_reason().unwrap_or("error").to_owned(),
             };
             let mut p = Problem::new(status, detail);
+            if status == StatusCode::METHOD_NOT_ALLOWED
+                && let Some(allow) = allowed_methods(&route)
+            {
+                p.headers
+                    .push((header::ALLOW, poem::http::HeaderValue::from_static(allow)));
+            }
             for name in [header::ALLOW, header::WWW_AUTHENTICATE, header::RETRY_AFTER] {
                 if let Some(v) = resp.headers().get(&name) {
                     p.headers.push((name, v.clone()));
@@ -294,6 +301,17 @@ fn route_of(path: &str) -> String {
         }
     }
     out
+}
+
+/// The methods a route template answers, for `Allow` on 405 responses.
+fn allowed_methods(route: &str) -> Option<&'static str> {
+    match route.strip_prefix("/api/{user_id}").unwrap_or(route) {
+        "/tasks" => Some("GET, POST"),
+        "/tasks/{task_id}" => Some("GET, PUT, PATCH, DELETE"),
+        "/tasks/{task_id}/complete" => Some("PATCH"),
+        "/tags" | "/healthz" | "/readyz" | "/openapi.json" | "/openapi.yaml" => Some("GET"),
+        _ => None,
+    }
 }
 
 /// One span per request: method, route template, status and latency. Never headers or bodies.
@@ -327,5 +345,11 @@ mod tests {
         );
         assert_eq!(super::route_of("/api/bob/tags"), "/api/{user_id}/tags");
         assert_eq!(super::route_of("/healthz"), "/healthz");
+        assert_eq!(
+            super::allowed_methods("/api/{user_id}/tasks/{task_id}"),
+            Some("GET, PUT, PATCH, DELETE")
+        );
+        assert_eq!(super::allowed_methods("/healthz"), Some("GET"));
+        assert_eq!(super::allowed_methods("/nope"), None);
     }
 }

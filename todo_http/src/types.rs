@@ -12,7 +12,10 @@ use serde_json::Value;
 use uuid::Uuid;
 
 macro_rules! string_type {
-    ($ty:ty, $name:literal, $format:expr, $desc:literal, $example:literal) => {
+    ($ty:ty, $name:literal, $format:expr, $pattern:expr, $desc:literal, $example:expr) => {
+        string_type!($ty, $name, $format, $pattern, None, None, $desc, $example);
+    };
+    ($ty:ty, $name:literal, $format:expr, $pattern:expr, $min:expr, $max:expr, $desc:literal, $example:expr) => {
         impl Type for $ty {
             const IS_REQUIRED: bool = true;
             type RawValueType = Self;
@@ -25,8 +28,11 @@ macro_rules! string_type {
             fn schema_ref() -> MetaSchemaRef {
                 let mut s = MetaSchema::new("string");
                 s.format = $format;
+                s.pattern = $pattern.map(|p: &str| p.to_owned());
+                s.min_length = $min;
+                s.max_length = $max;
                 s.description = Some($desc);
-                s.example = Some(Value::String($example.into()));
+                s.example = Option::<&str>::from($example).map(|e| Value::String(e.into()));
                 MetaSchemaRef::Inline(Box::new(s))
             }
 
@@ -50,8 +56,9 @@ string_type!(
     Timestamp,
     "Timestamp",
     Some("date-time"),
-    "RFC 3339 timestamp with an offset; returned in UTC with millisecond precision.",
-    "2026-01-02T03:04:05.123Z"
+    None::<&str>,
+    "RFC 3339 timestamp with an offset, e.g. `2026-01-02T03:04:05Z`; returned in UTC with millisecond precision. (No schema example: Swagger UI would pre-fill it into the optional `due_after`/`due_before` filters.)",
+    None
 );
 
 impl Timestamp {
@@ -99,6 +106,9 @@ string_type!(
     UserIdParam,
     "UserId",
     None,
+    Some("^[A-Za-z0-9._@:-]{0,127}[A-Za-z0-9][A-Za-z0-9._@:-]{0,127}$"),
+    Some(1),
+    Some(128),
     "The user's id (the JWT `sub`): 1-128 characters of A-Z a-z 0-9 . _ @ : - with at least one letter or digit.",
     "user_2fG8aB"
 );
@@ -123,6 +133,7 @@ string_type!(
     TaskIdParam,
     "TaskId",
     Some("uuid"),
+    None::<&str>,
     "The task's id (a UUID).",
     "0190c3a8-7d4e-7b3a-9f21-5c6d7e8f9a0b"
 );
@@ -148,8 +159,9 @@ string_type!(
     IfMatch,
     "IfMatch",
     None,
-    "The version the write expects, as an entity tag: `\"3\"` (weak `W/\"3\"` accepted), or `*`. A stale version is 412.",
-    "\"1\""
+    Some(r#"^(\*|(W/)?"[0-9]{1,18}")$"#),
+    "The version the write expects, as an entity tag: `\"3\"` (weak `W/\"3\"` accepted), or `*` for any. A stale version is 412.",
+    "*"
 );
 
 impl IfMatch {
@@ -408,23 +420,64 @@ pub struct Health {
 
 // ---- request bodies (schemas; the bodies themselves are parsed by `crate::body`) ----
 
+/// One tag in a request body or the `tag` query parameter: trimmed and lower-cased by the server, then 1–50
+/// characters without control characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagSchema(pub String);
+
+string_type!(
+    TagSchema,
+    "Tag",
+    None,
+    Some(r"^[^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$"),
+    Some(1),
+    Some(50),
+    "A tag: trimmed and lower-cased by the server, then 1-50 characters, no control characters.",
+    "home"
+);
+
+impl ParseFromJSON for TagSchema {
+    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
+        match value {
+            Some(Value::String(s)) => Ok(TagSchema(s)),
+            other => Err(ParseError::expected_type(other.unwrap_or_default())),
+        }
+    }
+}
+
+impl ParseFromParameter for TagSchema {
+    fn parse_from_parameter(value: &str) -> ParseResult<Self> {
+        Ok(TagSchema(value.to_owned()))
+    }
+}
+
+impl ToJSON for TagSchema {
+    fn to_json(&self) -> Option<Value> {
+        Some(Value::String(self.0.clone()))
+    }
+}
+
 /// Body of `createTask`.
 #[derive(Debug, Clone, Object)]
-#[oai(rename = "TaskCreate", example)]
+#[oai(rename = "TaskCreate", example, skip_serializing_if_is_none)]
 pub struct TaskCreateSchema {
     /// Required; trimmed; 1–200 characters.
-    #[oai(validator(min_length = 1))]
+    #[oai(validator(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00]*[^\s\x00][^\x00]*$"
+    ))]
     pub title: String,
     /// Optional; at most 1000 characters not counting surrounding whitespace; empty becomes null.
-    #[oai(nullable)]
+    #[oai(nullable, validator(max_length = 1000, pattern = r"^[^\x00]*$"))]
     pub description: Option<String>,
     /// Default false.
     pub completed: Option<bool>,
     /// Default `medium`.
     pub priority: Option<Priority>,
     /// Each trimmed and lower-cased, 1–50 characters; duplicates removed; at most 20.
-    #[oai(nullable)]
-    pub tags: Option<Vec<String>>,
+    #[oai(nullable, validator(max_items = 20))]
+    pub tags: Option<Vec<TagSchema>>,
     /// Optional due date (RFC 3339 with offset).
     #[oai(nullable)]
     pub due_at: Option<Timestamp>,
@@ -442,7 +495,7 @@ fn create_example() -> TaskCreateSchema {
         description: Some("2 litres, semi-skimmed".into()),
         completed: None,
         priority: Some(Priority::High),
-        tags: Some(vec!["home".into(), "errands".into()]),
+        tags: Some(vec![TagSchema("home".into()), TagSchema("errands".into())]),
         due_at: None,
     }
 }
@@ -450,21 +503,25 @@ fn create_example() -> TaskCreateSchema {
 /// Body of `replaceTask`: the whole content. An absent optional field is cleared or reset to
 /// its default; `completed` changes only when given.
 #[derive(Debug, Clone, Object)]
-#[oai(rename = "TaskReplace", example)]
+#[oai(rename = "TaskReplace", example, skip_serializing_if_is_none)]
 pub struct TaskReplaceSchema {
     /// Required; trimmed; 1–200 characters.
-    #[oai(validator(min_length = 1))]
+    #[oai(validator(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00]*[^\s\x00][^\x00]*$"
+    ))]
     pub title: String,
     /// Absent or null clears it.
-    #[oai(nullable)]
+    #[oai(nullable, validator(max_length = 1000, pattern = r"^[^\x00]*$"))]
     pub description: Option<String>,
     /// Absent leaves completion as it is.
     pub completed: Option<bool>,
     /// Absent resets to `medium`.
     pub priority: Option<Priority>,
     /// Absent or null clears them.
-    #[oai(nullable)]
-    pub tags: Option<Vec<String>>,
+    #[oai(nullable, validator(max_items = 20))]
+    pub tags: Option<Vec<TagSchema>>,
     /// Absent or null clears it.
     #[oai(nullable)]
     pub due_at: Option<Timestamp>,
@@ -482,7 +539,7 @@ fn replace_example() -> TaskReplaceSchema {
         description: None,
         completed: Some(false),
         priority: Some(Priority::Medium),
-        tags: Some(vec!["home".into()]),
+        tags: Some(vec![TagSchema("home".into())]),
         due_at: None,
     }
 }
@@ -490,21 +547,25 @@ fn replace_example() -> TaskReplaceSchema {
 /// Body of `updateTask` (JSON merge patch): absent fields are unchanged; `null` clears
 /// `description`, `due_at` and `tags`; `null` for `title`, `priority` or `completed` is 422.
 #[derive(Debug, Clone, Object)]
-#[oai(rename = "TaskUpdate", example)]
+#[oai(rename = "TaskUpdate", example, skip_serializing_if_is_none)]
 pub struct TaskUpdateSchema {
     /// New title.
-    #[oai(validator(min_length = 1))]
+    #[oai(validator(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00]*[^\s\x00][^\x00]*$"
+    ))]
     pub title: Option<String>,
     /// New description, or null to clear.
-    #[oai(nullable)]
+    #[oai(nullable, validator(max_length = 1000, pattern = r"^[^\x00]*$"))]
     pub description: Option<String>,
     /// New completion state.
     pub completed: Option<bool>,
     /// New priority.
     pub priority: Option<Priority>,
     /// New tags, or null for none.
-    #[oai(nullable)]
-    pub tags: Option<Vec<String>>,
+    #[oai(nullable, validator(max_items = 20))]
+    pub tags: Option<Vec<TagSchema>>,
     /// New due date, or null to clear.
     #[oai(nullable)]
     pub due_at: Option<Timestamp>,
@@ -529,7 +590,7 @@ fn update_example() -> TaskUpdateSchema {
 
 /// Body of `toggleTaskCompletion`: omit the body (or send `{}`) to toggle.
 #[derive(Debug, Clone, Object)]
-#[oai(rename = "CompletionUpdate", example)]
+#[oai(rename = "CompletionUpdate", example, skip_serializing_if_is_none)]
 pub struct CompletionSchema {
     /// Set completion to this value instead of toggling.
     pub completed: Option<bool>,

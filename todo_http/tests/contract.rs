@@ -312,6 +312,7 @@ both_backends! {
             (json!({"title": "x", "description": "d".repeat(1001)}), vec!["description"]),
             (json!({"title": "x", "due_at": "2026-01-02T03:04:05"}), vec!["due_at"]),
             (json!({"title": "x", "due_at": 5}), vec!["due_at"]),
+            (json!({"title": "x", "due_at": "9999-12-31T23:00:00-05:00"}), vec!["due_at"]),
             (json!([1]), vec!["body"]),
             (json!({"title": 1, "priority": 2}), vec!["priority", "title"]),
         ];
@@ -320,6 +321,10 @@ both_backends! {
             got.sort();
             assert_eq!(got, fields, "{body}");
         }
+        // Any RFC 3339 time with an offset is accepted, down to year 0 in UTC.
+        let r = post(p().json(json!({"title": "x", "due_at": "0001-01-01T00:30:00+01:00"}))).await;
+        assert_eq!(r.body["data"]["due_at"], "0000-12-31T23:30:00.000Z");
+        api.send(req(Method::DELETE, format!("/api/alice/tasks/{}", r.body["data"]["id"].as_str().unwrap())).by("alice")).await;
         // 64 KiB exactly is accepted; one byte more is 413.
         let base = json!({"title": "x", "pad": ""}).to_string();
         let pad = "a".repeat(65_536 - base.len());
@@ -405,13 +410,15 @@ both_backends! {
         let p2 = get(&format!("limit=2&sort=priority&order=asc&cursor={cur}")).await;
         assert_eq!(titles(&p2), ["bravo"]);
         assert_eq!(p2.body["meta"]["next_cursor"], Value::Null);
+        // An empty cursor is the first page.
+        assert_eq!(get("limit=2&sort=priority&order=asc&cursor=").await.body["data"], p1.body["data"]);
         // A cursor used with another sort or order is 400.
         assert_eq!(get(&format!("limit=2&sort=priority&order=desc&cursor={cur}")).await.problem(400), ["cursor"]);
         for (q, field) in [
             ("status=done", "status"), ("priority=urgent", "priority"), ("sort=size", "sort"),
             ("order=up", "order"), ("limit=101", "limit"), ("limit=x", "limit"),
             ("due_after=yesterday", "due_after"), ("due_before=2026-01-01", "due_before"),
-            ("cursor=garbage", "cursor"), ("tag=", "tag"),
+            ("cursor=garbage", "cursor"), ("tag=", "tag"), ("q=a%00b", "q"),
         ] {
             assert_eq!(get(q).await.problem(400), [field], "{q}");
         }
@@ -423,7 +430,9 @@ both_backends! {
     async fn routes_docs_and_health(store: Store) {
         let api = api(store).await;
         api.send(req(Method::GET, "/nope")).await.problem(404);
-        api.send(req(Method::DELETE, "/api/alice/tags").by("alice")).await.problem(405);
+        let r = api.send(req(Method::DELETE, "/api/alice/tags").by("alice")).await;
+        r.problem(405);
+        assert_eq!(r.header("allow"), Some("GET"));
         let h = api.send(req(Method::GET, "/healthz")).await;
         assert_eq!((h.status, h.body.clone()), (StatusCode::OK, json!({"status": "ok"})));
         assert_eq!(api.send(req(Method::GET, "/readyz")).await.status, StatusCode::OK);

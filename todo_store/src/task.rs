@@ -255,17 +255,22 @@ impl Checker {
     }
 
     pub(crate) fn timestamp(&mut self, field: &str, t: DateTime<Utc>) -> DateTime<Utc> {
-        if !(1..=9999).contains(&t.year()) {
-            self.fail(field, "year must be between 0001 and 9999");
+        // Any RFC 3339 time (years 0000-9999 with an offset) is accepted; only an instant whose
+        // UTC year leaves that range could not be written back as RFC 3339.
+        if !(0..=9999).contains(&t.year()) {
+            self.fail(field, "must be between 0000-01-01 and 9999-12-31 in UTC");
         }
         truncate_ms(t)
     }
 }
 
-/// Normalises one tag: trimmed, lower-cased, 1–50 characters, no control characters.
+/// Normalises one tag: trimmed, 1–50 characters, no control characters, lower-cased.
 pub fn normalize_tag(raw: &str) -> Result<String, String> {
-    let t = raw.trim().to_lowercase();
-    let n = t.chars().count();
+    let trimmed = raw.trim();
+    // Counted before lower-casing, which can lengthen a few characters (`İ` becomes `i̇`), so a
+    // tag of at most 50 characters as sent is never refused for what the server did to it.
+    let n = trimmed.chars().count();
+    let t = trimmed.to_lowercase();
     if n == 0 {
         Err("must not be empty".into())
     } else if n > TAG_MAX {
@@ -461,6 +466,8 @@ mod tests {
             "b".into(),
         ]);
         assert_eq!(t, vec!["home", "été", "b"]);
+        // 50 characters as sent, even where lower-casing lengthens them.
+        assert_eq!(c.tags(vec!["İ".repeat(50)]), vec!["i\u{307}".repeat(50)]);
         let many: Vec<String> = (0..25).map(|i| format!("T{}", i % 20)).collect();
         assert_eq!(c.tags(many).len(), 20);
         assert!(c.errors.is_empty());

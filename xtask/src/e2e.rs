@@ -1,0 +1,305 @@
+//! `cargo xtask e2e`: builds the server once in release, starts it on a fresh SQLite file and on
+//! a fresh PostgreSQL database, and runs against each the checks a frontend team relies on:
+//! the generated TypeScript client (`examples/typescript-client`, `npm test`), Swagger UI in
+//! headless Chromium (`npm run test:swagger`), and schemathesis conformance fuzzing.
+//! Installs what is missing first: Node packages, Debian's chromium, schemathesis in a venv.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use test_support::TestDb;
+
+/// Pinned so every run fuzzes with the same rules.
+const SCHEMATHESIS: &str = "schemathesis==4.32.5";
+
+/// Options of one run.
+pub struct Options {
+    /// Backends to run: `sqlite`, `postgres`.
+    pub backends: Vec<String>,
+    /// Checks to run: `ts`, `swagger`, `schemathesis`.
+    pub checks: Vec<String>,
+    /// Time budget of each schemathesis run, in seconds.
+    pub fuzz_seconds: u32,
+}
+
+impl Options {
+    /// Parses `--backend sqlite|postgres` (repeatable), `--only ts|swagger|schemathesis`
+    /// (repeatable) and `--fuzz-seconds N`.
+    pub fn parse(args: &[String]) -> Result<Self, String> {
+        let mut o = Options {
+            backends: Vec::new(),
+            checks: Vec::new(),
+            fuzz_seconds: 60,
+        };
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let mut value = || it.next().cloned().ok_or(format!("{a} needs a value"));
+            match a.as_str() {
+                "--backend" => o.backends.push(value()?),
+                "--only" => o.checks.push(value()?),
+                "--fuzz-seconds" => {
+                    o.fuzz_seconds = value()?.parse().map_err(|_| "bad --fuzz-seconds")?
+                }
+                other => return Err(format!("unknown e2e argument {other:?}")),
+            }
+        }
+        if o.backends.is_empty() {
+            o.backends = vec!["sqlite".into(), "postgres".into()];
+        }
+        if o.checks.is_empty() {
+            o.checks = vec!["ts".into(), "swagger".into(), "schemathesis".into()];
+        }
+        for b in &o.backends {
+            if b != "sqlite" && b != "postgres" {
+                return Err(format!("unknown backend {b:?}"));
+            }
+        }
+        for c in &o.checks {
+            if !["ts", "swagger", "schemathesis"].contains(&c.as_str()) {
+                return Err(format!("unknown check {c:?}"));
+            }
+        }
+        Ok(o)
+    }
+}
+
+fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
+    println!("$ {what}");
+    let status = cmd.status().map_err(|e| format!("{what}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{what} failed ({status})"))
+    }
+}
+
+fn have(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Installs the tools the checks need, when missing.
+fn prepare(root: &Path, o: &Options) -> Result<PathBuf, String> {
+    let client = root.join("examples/typescript-client");
+    let wants = |c: &str| o.checks.iter().any(|x| x == c);
+    if (wants("ts") || wants("swagger")) && !client.join("node_modules").exists() {
+        run(
+            Command::new("npm").arg("ci").current_dir(&client),
+            "npm ci (examples/typescript-client)",
+        )?;
+    }
+    if wants("swagger") && !Path::new("/usr/bin/chromium").exists() {
+        run(
+            Command::new("sh").args([
+                "-c",
+                "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium",
+            ]),
+            "apt-get install chromium",
+        )?;
+    }
+    let venv = root.join("target/e2e-venv");
+    let st = venv.join("bin/st");
+    if wants("schemathesis") && !st.exists() {
+        if !have("python3") {
+            return Err("python3 is needed for schemathesis".into());
+        }
+        run(
+            Command::new("python3").arg("-m").arg("venv").arg(&venv),
+            "python3 -m venv target/e2e-venv",
+        )?;
+        run(
+            Command::new(venv.join("bin/pip")).args(["install", "-q", SCHEMATHESIS]),
+            &format!("pip install {SCHEMATHESIS}"),
+        )?;
+    }
+    Ok(st)
+}
+
+fn free_port() -> Result<u16, String> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| e.to_string())
+}
+
+/// `GET path` over a fresh connection; the status code.
+fn get_status(port: u16, path: &str) -> Option<u16> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+/// The server under test; stopped with SIGTERM (graceful) when dropped.
+struct Server {
+    child: Child,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn random_secret() -> String {
+    format!(
+        "e2e-{}{}",
+        uuid::Uuid::now_v7().simple(),
+        uuid::Uuid::now_v7().simple()
+    )
+}
+
+fn start(root: &Path, database_url: &str, secret: &str) -> Result<(Server, u16), String> {
+    let port = free_port()?;
+    let log =
+        std::fs::File::create(root.join("target/e2e-server.log")).map_err(|e| e.to_string())?;
+    let child = Command::new(root.join("target/release/examples/serve"))
+        .env("DATABASE_URL", database_url)
+        .env("TODO_ADDR", format!("127.0.0.1:{port}"))
+        .env("TODO_JWT_SECRET", secret)
+        .env_remove("TODO_JWKS_URL")
+        .env("TODO_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("start serve: {e}"))?;
+    let server = Server { child };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if get_status(port, "/readyz") == Some(200) {
+            return Ok((server, port));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Err("the server did not become ready (see target/e2e-server.log)".into())
+}
+
+fn checks(root: &Path, st: &Path, o: &Options, port: u16, secret: &str) -> Vec<String> {
+    let base = format!("http://127.0.0.1:{port}");
+    let client = root.join("examples/typescript-client");
+    let mut failures = Vec::new();
+    let wants = |c: &str| o.checks.iter().any(|x| x == c);
+    if wants("ts") {
+        // `npm test` in three visible steps: regenerate the types from openapi.yaml, type-check
+        // with `strict`, then drive every operation through the typed client.
+        for script in ["generate", "typecheck", "e2e"] {
+            if let Err(e) = run(
+                Command::new("npm")
+                    .args(["run", script])
+                    .current_dir(&client)
+                    .env("TODO_BASE_URL", &base)
+                    .env("TODO_JWT_SECRET", secret),
+                &format!("npm run {script} (examples/typescript-client)"),
+            ) {
+                failures.push(e);
+                break;
+            }
+        }
+    }
+    if wants("swagger")
+        && let Err(e) = run(
+            Command::new("npm")
+                .args(["run", "test:swagger"])
+                .current_dir(&client)
+                .env("TODO_BASE_URL", &base)
+                .env("TODO_JWT_SECRET", secret),
+            "npm run test:swagger (Swagger UI in headless Chromium)",
+        )
+    {
+        failures.push(e);
+    }
+    if wants("schemathesis") {
+        let user = "st-user";
+        let token = todo_http::auth::mint_hs256(secret, user, Duration::from_secs(3600))
+            .unwrap_or_default();
+        let result = run(
+            Command::new(st)
+                .args(["run", &format!("{base}/openapi.json")])
+                .args(["--max-time", &o.fuzz_seconds.to_string()])
+                .args(["--workers", "2"])
+                .current_dir(root.join("xtask/e2e"))
+                .env("TODO_ST_USER", user)
+                .env("TODO_ST_TOKEN", token)
+                .env("NO_COLOR", "1"),
+            "schemathesis (every operation, all checks, stateful)",
+        );
+        if let Err(e) = result {
+            failures.push(e);
+        }
+    }
+    failures
+}
+
+/// Runs the end-to-end checks; `Err` lists what failed.
+pub fn main(root: &Path, o: Options) -> Result<(), String> {
+    run(
+        Command::new("cargo")
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "todo_examples",
+                "--example",
+                "serve",
+            ])
+            .current_dir(root),
+        "cargo build --release --example serve",
+    )?;
+    let st = prepare(root, &o)?;
+    let rt = test_support::tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    let mut failures = Vec::new();
+    for backend in &o.backends {
+        println!("\n=== e2e on {backend} ===");
+        let db = if backend == "postgres" {
+            match rt.block_on(TestDb::postgres()) {
+                Some(db) => db,
+                None => {
+                    failures.push("postgres: no server reachable".to_owned());
+                    continue;
+                }
+            }
+        } else {
+            TestDb::sqlite()
+        };
+        let secret = random_secret();
+        match start(root, &db.url, &secret) {
+            Ok((server, port)) => {
+                for f in checks(root, &st, &o, port, &secret) {
+                    failures.push(format!("{backend}: {f}"));
+                }
+                drop(server);
+            }
+            Err(e) => failures.push(format!("{backend}: {e}")),
+        }
+        rt.block_on(db.cleanup());
+    }
+    if failures.is_empty() {
+        println!("\ne2e: every check passed on {}", o.backends.join(" and "));
+        Ok(())
+    } else {
+        Err(format!("e2e failures:\n  {}", failures.join("\n  ")))
+    }
+}
