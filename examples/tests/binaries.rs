@@ -263,3 +263,106 @@ fn embed_binary_with_its_own_authenticator() {
     assert_eq!(status, 200);
     assert_eq!(spec["servers"][0]["url"], "/todo");
 }
+
+/// A run with a configured secret, a database password and real tokens, logging at `trace`:
+/// none of them appears in anything the server prints, and the URL is logged masked.
+#[test]
+fn logs_never_carry_secrets() {
+    let rt = test_support::tokio::runtime::Runtime::new().expect("runtime");
+    let Some(db) = rt.block_on(test_support::TestDb::postgres()) else {
+        return;
+    };
+    let password = "pw-Zq81xWv3";
+    let url = db
+        .url
+        .replacen("://postgres@", &format!("://postgres:{password}@"), 1);
+    assert!(url.contains(password), "test needs a user@ URL: {url}");
+    let secret = "log-test-secret-7f3a9c1e5b2d4f6a8c0e";
+    let port = free_port();
+    let mut child = Command::new(example("serve"))
+        .env("DATABASE_URL", &url)
+        .env("TODO_ADDR", format!("127.0.0.1:{port}"))
+        .env("TODO_JWT_SECRET", secret)
+        .env("TODO_LOG", "trace")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn serve");
+    let (mut out, mut err) = (
+        child.stdout.take().expect("stdout"),
+        child.stderr.take().expect("stderr"),
+    );
+    let out_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let server = Server(child);
+    wait_ready(port, "/readyz");
+    let token =
+        todo_http::auth::mint_hs256(secret, "alice", Duration::from_secs(300)).expect("token");
+    let bad_token = format!("{token}x");
+    let auth = format!("Bearer {token}");
+    let bad = format!("Bearer {bad_token}");
+    assert_eq!(
+        http(
+            port,
+            "POST",
+            "/api/alice/tasks",
+            &[("Authorization", &auth)],
+            Some(&json!({"title": "t"}))
+        )
+        .0,
+        201
+    );
+    assert_eq!(
+        http(
+            port,
+            "GET",
+            "/api/alice/tasks",
+            &[("Authorization", &auth)],
+            None
+        )
+        .0,
+        200
+    );
+    assert_eq!(
+        http(
+            port,
+            "GET",
+            "/api/alice/tasks",
+            &[("Authorization", &bad)],
+            None
+        )
+        .0,
+        401
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.0.id().to_string()])
+        .status();
+    drop(server);
+    let logs = format!(
+        "{}{}",
+        out_reader.join().unwrap_or_default(),
+        err_reader.join().unwrap_or_default()
+    );
+    assert!(logs.contains("request"), "the run logged requests: {logs}");
+    for (what, needle) in [
+        ("secret", secret),
+        ("password", password),
+        ("token", &token[20..]),
+        ("bad token", &bad_token[20..]),
+    ] {
+        assert!(!logs.contains(needle), "the {what} appears in the logs");
+    }
+    assert!(
+        logs.contains("postgres:****@"),
+        "DATABASE_URL is logged masked"
+    );
+    rt.block_on(db.cleanup());
+}

@@ -224,6 +224,10 @@ fn checks(root: &Path, st: &Path, o: &Options, port: u16, secret: &str) -> Vec<S
             Command::new("npm")
                 .args(["run", "test:swagger"])
                 .current_dir(&client)
+                .env(
+                    "TODO_SWAGGER_SCREENSHOT",
+                    root.join("target/e2e-swagger-ui.png"),
+                )
                 .env("TODO_BASE_URL", &base)
                 .env("TODO_JWT_SECRET", secret),
             "npm run test:swagger (Swagger UI in headless Chromium)",
