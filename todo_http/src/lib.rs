@@ -53,6 +53,7 @@ impl TodoApi {
             cors_origins: Vec::new(),
             mount_path: String::new(),
             readiness_timeout: Duration::from_secs(2),
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
         }
     }
 
@@ -89,7 +90,12 @@ pub struct TodoApiBuilder {
     cors_origins: Vec<String>,
     mount_path: String,
     readiness_timeout: Duration,
+    max_in_flight: usize,
 }
+
+/// Requests handled at once before more are shed with 503 (see
+/// [`TodoApiBuilder::max_in_flight`]).
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 4096;
 
 /// Rejects every request: used when no authenticator was configured.
 struct DenyAll;
@@ -131,6 +137,13 @@ impl TodoApiBuilder {
     /// How long `/readyz` waits for the database.
     pub fn readiness_timeout(mut self, t: Duration) -> Self {
         self.readiness_timeout = t;
+        self
+    }
+
+    /// Most requests handled at once; beyond it requests are answered at once with 503 and
+    /// `Retry-After: 1` instead of queueing without bound (default [`DEFAULT_MAX_IN_FLIGHT`]).
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n.max(1);
         self
     }
 
@@ -185,10 +198,15 @@ impl TodoApiBuilder {
             }
             c
         });
+        let permits = Arc::new(tokio::sync::Semaphore::new(self.max_in_flight));
         route
             .data(auth)
             .around(problems)
             .with_if(cors.is_some(), cors.unwrap_or_default())
+            .with(poem::middleware::CatchPanic::new().with_handler(|_| {
+                Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+            }))
+            .around(move |next, req| shed(next, req, permits.clone()))
             .around(trace)
             .map_to_response()
     }
@@ -286,6 +304,27 @@ async fn problems<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> 
         }
     }
     Ok(resp)
+}
+
+/// Sheds load: a request that finds every permit taken is answered 503 at once.
+async fn shed<E: Endpoint>(
+    next: E,
+    req: Request,
+    permits: Arc<tokio::sync::Semaphore>,
+) -> poem::Result<Response> {
+    let Ok(_permit) = permits.try_acquire() else {
+        tracing::warn!("shedding load: too many requests in flight");
+        return Ok(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is at capacity; retry shortly",
+        )
+        .with_header(
+            header::RETRY_AFTER,
+            poem::http::HeaderValue::from_static("1"),
+        )
+        .into_response());
+    };
+    next.call(req).await.map(IntoResponse::into_response)
 }
 
 /// The route template of a path (`/api/{user_id}/tasks/{task_id}`), so logs never carry ids.

@@ -21,6 +21,10 @@ pub struct ServerConfig {
     pub cors_origins: Vec<String>,
     /// `TODO_SHUTDOWN_GRACE_SECS`: how long in-flight requests may finish; default 10.
     pub shutdown_grace: Duration,
+    /// `TODO_MAX_IN_FLIGHT`: requests handled at once before shedding with 503; default 4096.
+    pub max_in_flight: usize,
+    /// `TODO_IDLE_TIMEOUT_SECS`: an idle keep-alive connection is closed after this; default 60.
+    pub idle_timeout: Duration,
     /// `TODO_DB_MAX_CONNECTIONS` (16), `TODO_DB_ACQUIRE_TIMEOUT_MS` (5000),
     /// `TODO_DB_STATEMENT_TIMEOUT_MS` (10000; 0 disables).
     pub store: StoreOptions,
@@ -68,6 +72,8 @@ impl ServerConfig {
                 .map(str::to_owned)
                 .collect(),
             shutdown_grace: Duration::from_secs(parse(&lookup, "TODO_SHUTDOWN_GRACE_SECS", 10)?),
+            max_in_flight: parse(&lookup, "TODO_MAX_IN_FLIGHT", crate::DEFAULT_MAX_IN_FLIGHT)?,
+            idle_timeout: Duration::from_secs(parse(&lookup, "TODO_IDLE_TIMEOUT_SECS", 60)?),
             store: StoreOptions {
                 max_connections: parse(
                     &lookup,
@@ -154,9 +160,11 @@ pub async fn run(cfg: ServerConfig) -> Result<(), Box<dyn std::error::Error + Se
     let app = TodoApi::builder(store.clone())
         .authenticator(auth)
         .cors_origins(cfg.cors_origins.clone())
+        .max_in_flight(cfg.max_in_flight)
         .build();
     tracing::info!(addr = %local, "listening");
     Server::new_with_acceptor(acceptor)
+        .idle_timeout(cfg.idle_timeout)
         .run_with_graceful_shutdown(app, shutdown_signal(), Some(cfg.shutdown_grace))
         .await?;
     store.close().await;

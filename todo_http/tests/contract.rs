@@ -481,3 +481,69 @@ async fn database_down_is_503() {
         StatusCode::OK
     );
 }
+
+/// Waits inside authentication until released, so a test can hold requests in flight.
+struct Gate(std::sync::Arc<tokio::sync::Notify>);
+
+#[async_trait::async_trait]
+impl todo_http::Authenticator for Gate {
+    async fn authenticate(
+        &self,
+        _req: &poem::Request,
+    ) -> Result<todo_http::Principal, todo_http::AuthError> {
+        self.0.notified().await;
+        Ok(todo_http::Principal {
+            user_id: "alice".into(),
+        })
+    }
+}
+
+/// Past `max_in_flight`, requests are shed at once with 503 + Retry-After; the held ones finish.
+#[tokio::test]
+async fn sheds_load_beyond_max_in_flight() {
+    let store = Store::connect("sqlite::memory:").await.unwrap();
+    store.migrate().await.unwrap();
+    let gate = std::sync::Arc::new(tokio::sync::Notify::new());
+    let ep = std::sync::Arc::new(
+        TodoApi::builder(store)
+            .authenticator(Gate(gate.clone()))
+            .max_in_flight(2)
+            .build()
+            .boxed(),
+    );
+    let call = |ep: std::sync::Arc<BoxEndpoint<'static, Response>>| async move {
+        let req = poem::Request::builder()
+            .uri("/api/alice/tasks".parse().unwrap())
+            .finish();
+        poem::Endpoint::call(&*ep, req)
+            .await
+            .map(poem::IntoResponse::into_response)
+            .unwrap()
+    };
+    let held: Vec<_> = (0..2).map(|_| tokio::spawn(call(ep.clone()))).collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let shed = call(ep.clone()).await;
+    assert_eq!(shed.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        shed.headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    assert_eq!(
+        shed.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/problem+json")
+    );
+    gate.notify_waiters();
+    for h in held {
+        assert_eq!(h.await.unwrap().status(), StatusCode::OK);
+    }
+    // Capacity is back once they finish.
+    let gate2 = gate.clone();
+    let next = tokio::spawn(call(ep.clone()));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    gate2.notify_waiters();
+    assert_eq!(next.await.unwrap().status(), StatusCode::OK);
+}
