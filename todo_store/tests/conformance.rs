@@ -108,6 +108,35 @@ both_backends! {
         assert!(matches!(store.for_user("a b"), Err(StoreError::Invalid(_))));
     }
 
+    async fn longest_incompressible_values_are_stored(store: Store) {
+        // 200 and 1,000 four-byte characters that do not compress: whatever indexes the schema
+        // has must take the longest values the rules allow (PostgreSQL caps an index row at
+        // about 2.7 kB).
+        let mut x: u32 = 0x9E37_79B9;
+        let mut text = |n: usize| -> String {
+            (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    char::from_u32(0x20000 + x % 0xA000).unwrap_or('x')
+                })
+                .collect()
+        };
+        let (title, description) = (text(200), text(1000));
+        let u = store.for_user("alice").unwrap();
+        let t = u
+            .create(TaskInput { description: Some(description.clone()), tags: vec![text(50)], ..titled(&title) })
+            .await
+            .unwrap();
+        assert_eq!((t.title.as_str(), t.description.as_deref()), (title.as_str(), Some(description.as_str())));
+        let q = TaskQuery { q: Some(description.chars().skip(500).take(3).collect()), ..TaskQuery::default() };
+        assert_eq!(u.list(&q).await.unwrap().total, 1);
+        let long = text(1000);
+        let p = u.patch(t.id, TaskPatch { description: Patch::Set(long.clone()), ..TaskPatch::default() }, None).await.unwrap();
+        assert_eq!(p.description.as_deref(), Some(long.as_str()));
+    }
+
     async fn replace_resets_absent_fields_and_keeps_completion(store: Store) {
         let u = store.for_user("alice").unwrap();
         let t = u
