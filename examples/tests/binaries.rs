@@ -494,3 +494,57 @@ fn sigterm_drains_in_flight_requests() {
         "no longer accepting"
     );
 }
+
+/// Two server processes started together on one empty PostgreSQL database both come up: the
+/// migration lock serialises them and the schema is applied once.
+#[test]
+fn two_servers_start_together_on_an_empty_postgres_database() {
+    let rt = test_support::tokio::runtime::Runtime::new().expect("runtime");
+    let Some(db) = rt.block_on(test_support::TestDb::postgres()) else {
+        return;
+    };
+    let start = |port: u16| {
+        Server(
+            Command::new(example("serve"))
+                .env("DATABASE_URL", &db.url)
+                .env("TODO_ADDR", format!("127.0.0.1:{port}"))
+                .env("TODO_JWT_SECRET", "two-servers-secret-0123456789abcdef01")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn serve"),
+        )
+    };
+    let (pa, pb) = (free_port(), free_port());
+    let (a, b) = (start(pa), start(pb));
+    wait_ready(pa, "/readyz");
+    wait_ready(pb, "/readyz");
+    let token = todo_http::auth::mint_hs256(
+        "two-servers-secret-0123456789abcdef01",
+        "alice",
+        Duration::from_secs(60),
+    )
+    .expect("token");
+    let auth = format!("Bearer {token}");
+    assert_eq!(
+        http(
+            pa,
+            "POST",
+            "/api/alice/tasks",
+            &[("Authorization", &auth)],
+            Some(&json!({"title": "via a"}))
+        )
+        .0,
+        201
+    );
+    let (status, _, list) = http(
+        pb,
+        "GET",
+        "/api/alice/tasks",
+        &[("Authorization", &auth)],
+        None,
+    );
+    assert_eq!((status, list["meta"]["total"].clone()), (200, json!(1)));
+    drop((a, b));
+    rt.block_on(db.cleanup());
+}
