@@ -12,6 +12,10 @@ use uuid::Uuid;
 use crate::error::StoreError;
 use crate::query::{Order, SortKey};
 
+/// 0000-01-01T00:00:00Z and 9999-12-31T23:59:59.999Z in milliseconds.
+const MIN_MS: i64 = -62_167_219_200_000;
+const MAX_MS: i64 = 253_402_300_799_999;
+
 /// Longest cursor accepted, in bytes (a title key is at most 200 code points of 4 bytes).
 const MAX_LEN: usize = 2048;
 
@@ -67,8 +71,12 @@ impl Cursor {
         let shape_ok = match (&c.key, sort) {
             (KeyValue::Text(t), SortKey::Title) => !t.contains('\0'),
             (KeyValue::Int(Some(r)), SortKey::Priority) => (0..=2).contains(r),
-            (KeyValue::Int(_), SortKey::DueAt) => true,
-            (KeyValue::Int(Some(_)), SortKey::CreatedAt | SortKey::UpdatedAt) => true,
+            (KeyValue::Int(None), SortKey::DueAt) => true,
+            (KeyValue::Int(Some(ms)), SortKey::DueAt | SortKey::CreatedAt | SortKey::UpdatedAt) => {
+                // Every stored time lies in years 0000-9999; a key outside would be a forged
+                // cursor that PostgreSQL cannot even compare against (timestamp out of range).
+                (MIN_MS..=MAX_MS).contains(ms)
+            }
             _ => false,
         };
         if !shape_ok {
@@ -131,5 +139,27 @@ mod tests {
             ..sample()
         };
         assert!(Cursor::decode(&prio.encode(), SortKey::Priority, Order::Asc).is_err());
+        // Times outside what the store ever writes (PostgreSQL rejects them outright).
+        for (ms, ok) in [
+            (MIN_MS, true),
+            (MAX_MS, true),
+            (MIN_MS - 1, false),
+            (MAX_MS + 1, false),
+            (-210_866_803_200_001, false),
+        ] {
+            for sort in [SortKey::CreatedAt, SortKey::UpdatedAt, SortKey::DueAt] {
+                let c = Cursor {
+                    sort,
+                    order: Order::Desc,
+                    key: KeyValue::Int(Some(ms)),
+                    id: Uuid::nil(),
+                };
+                assert_eq!(
+                    Cursor::decode(&c.encode(), sort, Order::Desc).is_ok(),
+                    ok,
+                    "{sort:?} {ms}"
+                );
+            }
+        }
     }
 }
