@@ -320,10 +320,12 @@ impl UserTasks {
         let q = query.validate()?;
         let scope = self.scope();
         let (mut tasks, total) = self.pool.fetch_tasks(&scope.page(&q)).await?;
-        let total = match total {
-            Some(t) => t,
-            // An empty page (past the end) carries no count column: ask for it.
-            None => self.pool.fetch_i64(&scope.count(&q)).await?,
+        let total = match (total, &q.cursor) {
+            (Some(t), _) => t,
+            // An empty first page: nothing matches.
+            (None, None) => 0,
+            // An empty page past the end carries no count column: ask for it.
+            (None, Some(_)) => self.pool.fetch_i64(&scope.count(&q)).await?,
         };
         let limit = q.limit as usize;
         let next_cursor = if tasks.len() > limit {

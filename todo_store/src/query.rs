@@ -3,11 +3,25 @@
 //! Every statement the store runs is built here, from [`Scope`], which already carries
 //! `user_id = ?`. Filters, search, sort and keyset paging are built once with sea-query and
 //! rendered for PostgreSQL or SQLite.
+//!
+//! A page query has one of two shapes (see [`Scope::page`]), both one round trip that returns
+//! the page and the total count:
+//!
+//! - **plain**, when the sort index finds the page directly: the page rows read in index order,
+//!   with `(SELECT COUNT(*) …)` as the `total` column, an index-only scan.
+//! - **ids first**, when rows must be tested before the page is known (a text search, a tag
+//!   filter, a due-date cursor): the tests run on index entries, and only the page's rows are
+//!   read from the table. The covering index `tasks_user_list` carries every filtered column;
+//!   for the description that is `description_lc_short`, the text when at most 1,500 bytes long
+//!   (an index row must stay under ~2.7 kB on PostgreSQL), so only longer descriptions are read
+//!   from the table. A search or tag filter also counts in that same pass (`COUNT(*) OVER ()`),
+//!   so its predicates run once, not once for the page and once for the count.
 
 use chrono::{DateTime, Utc};
 use sea_query::{
-    Asterisk, DeleteStatement, Expr, ExprTrait, Func, InsertStatement, LikeExpr, LockType,
-    NullOrdering, Order as SqlOrder, Query, SelectStatement, SimpleExpr, UpdateStatement, Value,
+    Asterisk, DeleteStatement, Expr, ExprTrait, Func, InsertStatement, JoinType, LikeExpr,
+    LockType, NullOrdering, Order as SqlOrder, Query, SelectStatement, SimpleExpr, UpdateStatement,
+    Value, WindowStatement,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -25,6 +39,14 @@ pub const Q_MAX: usize = 200;
 
 pub(crate) const TASKS: &str = "tasks";
 pub(crate) const TASK_TAGS: &str = "task_tags";
+/// Alias of the ids subquery of an ids-first page.
+const PAGE: &str = "p";
+/// Alias of `tasks` joined to the ids of an ids-first page.
+const ROW: &str = "t";
+/// Alias of `tasks` read for a description too long for the index (see [`Scope::filtered`]).
+const LONG: &str = "d";
+/// Column of an ids-first page's subquery: whether the row comes after the cursor.
+const AFTER_CURSOR: &str = "after_cursor";
 
 /// Columns of `tasks`, in the order rows are decoded.
 pub(crate) const COLUMNS: [&str; 13] = [
@@ -142,6 +164,13 @@ impl Order {
             Order::Desc => "desc",
         }
     }
+
+    fn sql(self) -> SqlOrder {
+        match self {
+            Order::Asc => SqlOrder::Asc,
+            Order::Desc => SqlOrder::Desc,
+        }
+    }
 }
 
 /// A listing request: filters, search, sort and a page. Values are raw input; the store checks
@@ -212,7 +241,7 @@ pub(crate) struct ValidQuery {
     pub sort: SortKey,
     pub order: Order,
     pub limit: u32,
-    cursor: Option<Cursor>,
+    pub cursor: Option<Cursor>,
 }
 
 impl TaskQuery {
@@ -329,6 +358,27 @@ fn col(name: &'static str) -> Expr {
     Expr::col((TASKS, name))
 }
 
+/// Where an ids-first page gets its `total` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Total {
+    /// `COUNT(*) OVER ()` in the ids pass: the filters are evaluated once.
+    InPass,
+    /// `(SELECT COUNT(*) …)`: a separate, index-only count.
+    Subquery,
+}
+
+/// `ORDER BY <key>, id` on the columns of `table`, both in the query's direction; a due date
+/// sorts undated rows last in both directions.
+fn order_page(s: &mut SelectStatement, table: &'static str, q: &ValidQuery) {
+    let dir = q.order.sql();
+    if q.sort == SortKey::DueAt {
+        s.order_by_with_nulls((table, "due_at"), dir.clone(), NullOrdering::Last);
+    } else {
+        s.order_by((table, q.sort.column()), dir.clone());
+    }
+    s.order_by((table, "id"), dir);
+}
+
 /// Statement builders bound to one user. The only way to build a statement the store runs:
 /// each one starts with (or, for inserts, writes) `user_id = <this user>`.
 #[derive(Debug, Clone, Copy)]
@@ -400,10 +450,33 @@ impl<'a> Scope<'a> {
             s.and_where(Expr::exists(sub));
         }
         if let Some(p) = &q.pattern {
+            let like = |column: Expr| {
+                let pattern = LikeExpr::new(p.as_str());
+                column.like(match self.dialect {
+                    // `\` is PostgreSQL's default LIKE escape. Spelling out `ESCAPE '\'` would
+                    // cost a like_escape() call per row and pattern under a generic plan (sqlx
+                    // prepares statements), about a quarter of a search's time.
+                    Dialect::Postgres => pattern,
+                    // SQLite's LIKE has no escape character unless one is named.
+                    Dialect::Sqlite => pattern.escape('\\'),
+                })
+            };
+            // description_lc_short (migration V2) is the description when it is short enough to
+            // index, '' when there is none and NULL when it is longer. Those long ones are found
+            // apart, through the partial index tasks_user_long_description: an uncorrelated
+            // subquery, run once per statement (PostgreSQL hashes it), so the scan over
+            // tasks_user_list stays index-only.
+            let long = Query::select()
+                .column((LONG, "id"))
+                .from_as(TASKS, LONG)
+                .and_where(Expr::col((LONG, "user_id")).eq(self.user_id))
+                .and_where(Expr::col((LONG, "description_lc_short")).is_null())
+                .and_where(like(Expr::col((LONG, "description_lc"))))
+                .to_owned();
             s.and_where(
-                col("title_lc")
-                    .like(LikeExpr::new(p.as_str()).escape('\\'))
-                    .or(col("description_lc").like(LikeExpr::new(p.as_str()).escape('\\'))),
+                like(col("title_lc"))
+                    .or(like(col("description_lc_short")))
+                    .or(col("id").in_subquery(long)),
             );
         }
         if let Some(t) = q.due_after {
@@ -417,52 +490,126 @@ impl<'a> Scope<'a> {
 
     /// The page query: the filtered rows after the cursor, in order, `limit + 1` of them (the
     /// extra row tells whether another page follows), each carrying the total count of matches
-    /// as a last column so a page costs one round trip.
+    /// (the cursor ignored) as a last column, so a page costs one round trip. A page with no rows
+    /// carries no count.
+    ///
+    /// The shape depends on what the sort index alone cannot do:
+    ///
+    /// - a text search or tag filter: [ids first](Self::page_ids_first), counting in the same
+    ///   pass ([`Total::InPass`]), so the costly predicates run once;
+    /// - a due-date cursor: ids first with a separate count, because "after the cursor" (`due_at
+    ///   IS NULL OR (due_at, id) > …`) is not an index range; the ids pass filters it on index
+    ///   entries instead of table rows;
+    /// - otherwise [plain](Self::page_plain).
     pub(crate) fn page(&self, q: &ValidQuery) -> SelectStatement {
+        if q.pattern.is_some() || !q.tags.is_empty() {
+            self.page_ids_first(q, Total::InPass)
+        } else if q.sort == SortKey::DueAt && q.cursor.is_some() {
+            self.page_ids_first(q, Total::Subquery)
+        } else {
+            self.page_plain(q)
+        }
+    }
+
+    /// `SELECT <task columns>, (SELECT COUNT(*) …) AS total FROM tasks WHERE <filters> AND
+    /// <after cursor> ORDER BY … LIMIT n + 1`: cheap filters, so the page reads the sort index
+    /// from the cursor on and the count is an index-only scan.
+    fn page_plain(&self, q: &ValidQuery) -> SelectStatement {
         let mut s = self.filtered(q);
         s.columns(COLUMNS.map(|c| (TASKS, c)));
         s.expr_as(SimpleExpr::from(self.count(q)), "total");
-        let dir = match q.order {
-            Order::Asc => SqlOrder::Asc,
-            Order::Desc => SqlOrder::Desc,
-        };
-        let key = col(q.sort.column());
-        let id = col("id");
         if let Some(cur) = &q.cursor {
-            let after = |a: Expr, b: Expr| match q.order {
-                Order::Asc => a.gt(b),
-                Order::Desc => a.lt(b),
-            };
-            let cond = match (&cur.key, q.sort) {
-                // The last row had no due date: only undated rows follow, by id.
-                (KeyValue::Int(None), _) => key
-                    .clone()
-                    .is_null()
-                    .and(after(id.clone(), Expr::val(cur.id))),
-                (k, sort) => {
-                    let v = self.dialect.key_value(sort, k);
-                    let tuple_after = after(
-                        Expr::tuple([key.clone(), id.clone()]),
-                        Expr::tuple([Expr::val(v), Expr::val(cur.id)]),
-                    );
-                    if sort == SortKey::DueAt {
-                        // Undated rows come after every dated one, in both directions.
-                        key.clone().is_null().or(tuple_after)
-                    } else {
-                        tuple_after
-                    }
-                }
-            };
-            s.and_where(cond);
+            s.and_where(self.after(q, cur));
         }
-        if q.sort == SortKey::DueAt {
-            s.order_by_with_nulls((TASKS, "due_at"), dir.clone(), NullOrdering::Last);
-        } else {
-            s.order_by((TASKS, q.sort.column()), dir.clone());
-        }
-        s.order_by((TASKS, "id"), dir);
+        order_page(&mut s, TASKS, q);
         s.limit(u64::from(q.limit) + 1);
         s
+    }
+
+    /// The page's ids come from a pass over index entries (the covering index `tasks_user_list`
+    /// or a sort index), then only the page's rows are read from the table:
+    ///
+    /// ```sql
+    /// SELECT t.<task columns>, <total>
+    /// FROM (SELECT tasks.id, tasks.<key> FROM tasks WHERE <user and filters>
+    ///       ORDER BY <key>, id LIMIT n + 1) AS p
+    /// JOIN tasks AS t ON t.id = p.id AND t.user_id = <user>
+    /// ORDER BY p.<key>, p.id
+    /// ```
+    ///
+    /// With [`Total::InPass`] the subquery also selects `COUNT(*) OVER () AS total`. That count
+    /// must ignore the cursor, so there the cursor is not a filter: the subquery selects `<after
+    /// cursor> AS after_cursor` and orders by it first (rows after the cursor, in order, then the
+    /// rest), and the outer query keeps only rows after the cursor.
+    fn page_ids_first(&self, q: &ValidQuery, total: Total) -> SelectStatement {
+        let mut ids = self.filtered(q);
+        ids.column((TASKS, "id")).column((TASKS, q.sort.column()));
+        match (total, &q.cursor) {
+            (Total::InPass, cursor) => {
+                ids.expr_window_as(
+                    Func::count(Expr::col(Asterisk)),
+                    WindowStatement::new(),
+                    "total",
+                );
+                if let Some(cur) = cursor {
+                    ids.expr_as(self.after(q, cur), AFTER_CURSOR)
+                        .order_by(AFTER_CURSOR, SqlOrder::Desc);
+                }
+            }
+            (Total::Subquery, Some(cur)) => {
+                ids.and_where(self.after(q, cur));
+            }
+            (Total::Subquery, None) => {}
+        }
+        order_page(&mut ids, TASKS, q);
+        ids.limit(u64::from(q.limit) + 1);
+
+        let mut s = Query::select();
+        s.columns(COLUMNS.map(|c| (ROW, c)));
+        match total {
+            Total::InPass => s.column((PAGE, "total")),
+            Total::Subquery => s.expr_as(SimpleExpr::from(self.count(q)), "total"),
+        };
+        s.from_subquery(ids, PAGE).join_as(
+            JoinType::InnerJoin,
+            TASKS,
+            ROW,
+            Expr::col((ROW, "id"))
+                .equals((PAGE, "id"))
+                .and(Expr::col((ROW, "user_id")).eq(self.user_id)),
+        );
+        if total == Total::InPass && q.cursor.is_some() {
+            s.and_where(Expr::col((PAGE, AFTER_CURSOR)));
+        }
+        order_page(&mut s, PAGE, q);
+        s
+    }
+
+    /// Whether a `tasks` row comes after the cursor row in the query's order.
+    fn after(&self, q: &ValidQuery, cur: &Cursor) -> Expr {
+        let key = col(q.sort.column());
+        let id = col("id");
+        let after = |a: Expr, b: Expr| match q.order {
+            Order::Asc => a.gt(b),
+            Order::Desc => a.lt(b),
+        };
+        match (&cur.key, q.sort) {
+            // The last row had no due date: only undated rows follow, by id.
+            (KeyValue::Int(None), _) => key.is_null().and(after(id, Expr::val(cur.id))),
+            (k, sort) => {
+                let v = self.dialect.key_value(sort, k);
+                let tuple_after = after(
+                    Expr::tuple([key.clone(), id]),
+                    Expr::tuple([Expr::val(v), Expr::val(cur.id)]),
+                );
+                if sort == SortKey::DueAt {
+                    // Undated rows come after every dated one, in both directions.
+                    key.is_null().or(tuple_after)
+                } else {
+                    tuple_after
+                }
+            }
+        }
     }
 
     /// `SELECT COUNT(*)` of the filtered rows.
@@ -623,27 +770,49 @@ mod tests {
             }};
         }
         let mut queries = vec![TaskQuery::default()];
+        let undated = Task {
+            due_at: None,
+            ..t.clone()
+        };
         for sort in SortKey::ALL {
             for order in [Order::Asc, Order::Desc] {
-                let cursor = Cursor {
-                    sort,
-                    order,
-                    key: sort.key_of(&t),
-                    id: t.id,
+                let cursor = |row: &Task| {
+                    Cursor {
+                        sort,
+                        order,
+                        key: sort.key_of(row),
+                        id: row.id,
+                    }
+                    .encode()
+                };
+                let dated = Task {
+                    due_at: Some(t.created_at),
+                    ..t.clone()
+                };
+                let cursors = [None, Some(cursor(&dated)), Some(cursor(&undated))];
+                // Both page shapes: plain (cheap filters) and ids first (search, tags).
+                let searches = [
+                    (None, vec![]),
+                    (Some("50%_off\\".to_owned()), vec![]),
+                    (None, vec!["x".to_owned()]),
+                    (Some("q".to_owned()), vec!["x".to_owned(), "y".to_owned()]),
+                ];
+                for cursor in &cursors {
+                    for (text, tags) in &searches {
+                        queries.push(TaskQuery {
+                            status: Status::Pending,
+                            priorities: vec![Priority::High],
+                            tags: tags.clone(),
+                            q: text.clone(),
+                            due_after: Some(t.created_at),
+                            due_before: Some(t.created_at),
+                            sort,
+                            order,
+                            limit: 10,
+                            cursor: cursor.clone(),
+                        });
+                    }
                 }
-                .encode();
-                queries.push(TaskQuery {
-                    status: Status::Pending,
-                    priorities: vec![Priority::High],
-                    tags: vec!["x".into(), "y".into()],
-                    q: Some("50%_off\\".into()),
-                    due_after: Some(t.created_at),
-                    due_before: Some(t.created_at),
-                    sort,
-                    order,
-                    limit: 10,
-                    cursor: Some(cursor),
-                });
             }
         }
         for q in &queries {
@@ -686,6 +855,82 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn pages_that_test_rows_read_ids_first() {
+        for dialect in [Dialect::Postgres, Dialect::Sqlite] {
+            let scope = Scope::new("alice", dialect);
+            let page = |q: TaskQuery| {
+                let s = scope.page(&q.validate().expect("valid query"));
+                match dialect {
+                    Dialect::Postgres => s.to_string(PostgresQueryBuilder),
+                    Dialect::Sqlite => s.to_string(SqliteQueryBuilder),
+                }
+            };
+            let plain = page(TaskQuery {
+                status: Status::Pending,
+                priorities: vec![Priority::High],
+                ..TaskQuery::default()
+            });
+            assert!(!plain.contains(" OVER "), "{plain}");
+            for q in [
+                TaskQuery {
+                    q: Some("milk".into()),
+                    ..TaskQuery::default()
+                },
+                TaskQuery {
+                    tags: vec!["home".into()],
+                    ..TaskQuery::default()
+                },
+            ] {
+                let sql = page(q);
+                assert!(
+                    sql.contains("COUNT(*) OVER") && sql.contains(r#"JOIN "tasks" AS "t""#),
+                    "{sql}"
+                );
+            }
+            // A due-date cursor is not an index range: ids first, counted separately.
+            let due = TaskQuery {
+                sort: SortKey::DueAt,
+                order: Order::Asc,
+                ..TaskQuery::default()
+            };
+            let cursor = Cursor {
+                sort: SortKey::DueAt,
+                order: Order::Asc,
+                key: KeyValue::Int(Some(0)),
+                id: Uuid::nil(),
+            };
+            let plain = page(due.clone());
+            assert!(!plain.contains(r#"JOIN "tasks" AS "t""#), "{plain}");
+            let sql = page(TaskQuery {
+                cursor: Some(cursor.encode()),
+                ..due
+            });
+            assert!(
+                sql.contains(r#"JOIN "tasks" AS "t""#) && !sql.contains(" OVER "),
+                "{sql}"
+            );
+        }
+    }
+
+    #[test]
+    fn like_names_its_escape_only_on_sqlite() {
+        let q = TaskQuery {
+            q: Some("a_b".into()),
+            ..TaskQuery::default()
+        }
+        .validate()
+        .expect("valid query");
+        let pg = Scope::new("alice", Dialect::Postgres)
+            .count(&q)
+            .to_string(PostgresQueryBuilder);
+        assert!(pg.contains("LIKE") && !pg.contains("ESCAPE"), "{pg}");
+        let lite = Scope::new("alice", Dialect::Sqlite)
+            .count(&q)
+            .to_string(SqliteQueryBuilder);
+        assert!(lite.contains(r"ESCAPE '\'"), "{lite}");
     }
 
     #[test]
