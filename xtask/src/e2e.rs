@@ -4,13 +4,13 @@
 //! headless Chromium (`npm run test:swagger`), and schemathesis conformance fuzzing.
 //! Installs what is missing first: Node packages, Debian's chromium, schemathesis in a venv.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use test_support::TestDb;
+
+use crate::serve::ServeProcess;
 
 /// Pinned so every run fuzzes with the same rules.
 const SCHEMATHESIS: &str = "schemathesis==4.32.5";
@@ -121,49 +121,6 @@ fn prepare(root: &Path, o: &Options) -> Result<PathBuf, String> {
     Ok(st)
 }
 
-fn free_port() -> Result<u16, String> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| e.to_string())
-}
-
-/// `GET path` over a fresh connection; the status code.
-fn get_status(port: u16, path: &str) -> Option<u16> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head).ok()?;
-    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
-}
-
-/// The server under test; stopped with SIGTERM (graceful) when dropped.
-struct Server {
-    child: Child,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn random_secret() -> String {
     format!(
         "e2e-{}{}",
@@ -172,29 +129,11 @@ fn random_secret() -> String {
     )
 }
 
-fn start(root: &Path, database_url: &str, secret: &str) -> Result<(Server, u16), String> {
-    let port = free_port()?;
-    let log =
-        std::fs::File::create(root.join("target/e2e-server.log")).map_err(|e| e.to_string())?;
-    let child = Command::new(root.join("target/release/examples/serve"))
-        .env("DATABASE_URL", database_url)
-        .env("TODO_ADDR", format!("127.0.0.1:{port}"))
-        .env("TODO_JWT_SECRET", secret)
-        .env_remove("TODO_JWKS_URL")
-        .env("TODO_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .map_err(|e| format!("start serve: {e}"))?;
-    let server = Server { child };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if get_status(port, "/readyz") == Some(200) {
-            return Ok((server, port));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    Err("the server did not become ready (see target/e2e-server.log)".into())
+fn start(root: &Path, database_url: &str, secret: &str) -> Result<(ServeProcess, u16), String> {
+    let log = root.join("target/e2e-server.log");
+    let server = ServeProcess::start(root, database_url, secret, &[], &log)?;
+    let port = server.addr.port();
+    Ok((server, port))
 }
 
 fn checks(root: &Path, st: &Path, o: &Options, port: u16, secret: &str) -> Vec<String> {

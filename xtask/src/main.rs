@@ -7,8 +7,17 @@
 //! - `e2e [--backend sqlite|postgres]… [--only ts|swagger|schemathesis]… [--fuzz-seconds N]`:
 //!   the release server on fresh databases, checked by the generated TypeScript client, Swagger
 //!   UI in headless Chromium and schemathesis (see `e2e.rs`).
+//! - `seed --database-url URL --users N --tasks-per-user M [--skew]`: fill a database with
+//!   realistic tasks (see `seed.rs`).
+//! - `bench [--quick] [--backend postgres|sqlite]… [--connections 64,1000] [--out FILE]
+//!   [--db-max-connections N]`: load benchmarks of the release server with a direct-store
+//!   baseline, written to `BENCHMARKS.md` (see `bench.rs` and `load.rs`).
 
+mod bench;
 mod e2e;
+mod load;
+mod seed;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,7 +30,7 @@ fn root() -> PathBuf {
         .unwrap_or_default()
 }
 
-const USAGE: &str = "usage: cargo xtask openapi [--check] | token <user_id> [--ttl 1h] | e2e [--backend B]... [--only CHECK]... [--fuzz-seconds N]";
+const USAGE: &str = "usage: cargo xtask openapi [--check] | token <user_id> [--ttl 1h] | e2e [--backend B]... [--only CHECK]... [--fuzz-seconds N] | seed --database-url URL --users N --tasks-per-user M [--skew] | bench [--quick] [--backend B]... [--connections N,M] [--out FILE] [--db-max-connections N]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -29,6 +38,8 @@ fn main() -> ExitCode {
         Some("openapi") => openapi(args.iter().any(|a| a == "--check")),
         Some("token") => token(&args[1..]),
         Some("e2e") => e2e::Options::parse(&args[1..]).and_then(|o| e2e::main(&root(), o)),
+        Some("seed") => seed::main(&args[1..]),
+        Some("bench") => bench::main(&root(), &args[1..]),
         _ => Err(USAGE.to_owned()),
     };
     match result {

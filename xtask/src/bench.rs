@@ -1,0 +1,1065 @@
+//! `cargo xtask bench [--quick] [--backend postgres|sqlite]… [--connections 64,1000]
+//! [--out FILE] [--db-max-connections N]`: HTTP load benchmarks of the release server, with a
+//! direct-store baseline, written as Markdown.
+//!
+//! 1. Builds the server (`--example serve`) and xtask itself in release, then re-runs itself from
+//!    the release binary under `sh -c 'ulimit -n 65536; exec …'` (the loader holds 1,000 sockets;
+//!    a debug-built loader would measure itself).
+//! 2. Per backend (PostgreSQL on a fresh database from `test_support`, and a fresh SQLite file):
+//!    seeds it (`seed.rs`, with one heavy user of 10,000 tasks), then runs the **direct-store
+//!    baseline** in-process (`UserTasks::list` / `get`, same concurrency, same pool size, a
+//!    2-worker runtime like the server's), then starts the server (`ulimit -n 65536` wrapper) and
+//!    drives it with `load.rs`: one connection per user, each with its own HS256 token.
+//! 3. Scenarios, in this order so reads see the seeded data untouched: list, list with filter +
+//!    search + sort, get; the open-loop list runs (fixed arrival rate, latency from the intended
+//!    send time: 2,000 req/s over 1,000 connections, then half the closed-loop list throughput
+//!    just measured, a rate the server sustains); then create, patch, toggle; then the mix
+//!    (70 % reads). Each closed-loop scenario at 64 and 1,000 connections (`--quick`: 64 only,
+//!    no separate patch/toggle runs, 3-second windows; `--connections` overrides the counts).
+//! 4. After each scenario: the server's peak RSS (`VmHWM`, reset before the scenario through
+//!    `/proc/<pid>/clear_refs`) and its CPU use (`/proc/<pid>/stat`).
+//!
+//! The full run writes `BENCHMARKS.md` at the repository root; `--quick` writes
+//! `target/bench/BENCHMARKS-quick.md` (so a development run never replaces the recorded numbers)
+//! unless `--out` says otherwise.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sqlx::Connection;
+use test_support::TestDb;
+use todo_store::{Store, StoreOptions, TaskQuery};
+
+use crate::load::{self, Mode, Op, Scenario, Stats, Timing, User};
+use crate::seed::{self, Spec};
+use crate::serve::{RAISE_NOFILE_AND_EXEC, ServeProcess};
+
+/// Set in the environment of the re-executed release binary.
+const CHILD_ENV: &str = "XTASK_BENCH_CHILD";
+/// The command line as typed, passed to the child for the report.
+const COMMAND_ENV: &str = "XTASK_BENCH_COMMAND";
+/// Open-loop arrival rate, requests per second.
+const OPEN_RATE: f64 = 2_000.0;
+
+/// Options of one run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Short run: 64 connections, fewer scenarios, short windows.
+    pub quick: bool,
+    /// `postgres`, `sqlite`.
+    pub backends: Vec<String>,
+    /// Report file.
+    pub out: Option<PathBuf>,
+    /// Pool size of the server and of the direct baseline (`TODO_DB_MAX_CONNECTIONS`).
+    pub db_max_connections: u32,
+    /// Overrides the connection counts (`--connections 64,1000`).
+    pub connections: Option<Vec<usize>>,
+}
+
+impl Options {
+    /// Parses the arguments after `bench`.
+    pub fn parse(args: &[String]) -> Result<Self, String> {
+        let mut o = Options {
+            quick: false,
+            backends: Vec::new(),
+            out: None,
+            db_max_connections: StoreOptions::default().max_connections,
+            connections: None,
+        };
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let mut value = || it.next().cloned().ok_or(format!("{a} needs a value"));
+            match a.as_str() {
+                "--quick" => o.quick = true,
+                "--backend" => {
+                    let b = value()?;
+                    if b != "postgres" && b != "sqlite" {
+                        return Err(format!("unknown backend {b:?} (postgres or sqlite)"));
+                    }
+                    o.backends.push(b);
+                }
+                "--out" => o.out = Some(PathBuf::from(value()?)),
+                "--connections" => {
+                    let list = value()?
+                        .split(',')
+                        .map(|n| n.trim().parse::<usize>().ok().filter(|&n| n > 0))
+                        .collect::<Option<Vec<_>>>()
+                        .ok_or("bad --connections (e.g. 64,1000)")?;
+                    o.connections = Some(list);
+                }
+                "--db-max-connections" => {
+                    o.db_max_connections =
+                        value()?.parse().map_err(|_| "bad --db-max-connections")?
+                }
+                other => return Err(format!("unknown bench argument {other:?}")),
+            }
+        }
+        if o.backends.is_empty() {
+            o.backends = vec!["postgres".into(), "sqlite".into()];
+        }
+        Ok(o)
+    }
+}
+
+/// What a run measures and for how long.
+struct Plan {
+    seed: Spec,
+    conns: Vec<usize>,
+    reads: Vec<Op>,
+    writes: Vec<Op>,
+    mix: bool,
+    closed: Timing,
+    open: Timing,
+    open_conns: usize,
+    /// Connection counts set with `--connections`.
+    custom_conns: bool,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Self {
+        if quick {
+            Plan {
+                seed: Spec {
+                    users: 64,
+                    tasks_per_user: 100,
+                    skew: true,
+                },
+                conns: vec![64],
+                reads: vec![Op::List, Op::ListFiltered, Op::Get],
+                writes: vec![Op::Create],
+                mix: true,
+                closed: Timing {
+                    warmup: Duration::from_millis(500),
+                    measure: Duration::from_millis(2_500),
+                },
+                open: Timing {
+                    warmup: Duration::from_millis(500),
+                    measure: Duration::from_secs(3),
+                },
+                open_conns: 64,
+                custom_conns: false,
+            }
+        } else {
+            Plan {
+                seed: Spec {
+                    users: 1_000,
+                    tasks_per_user: 200,
+                    skew: true,
+                },
+                conns: vec![64, 1_000],
+                reads: vec![Op::List, Op::ListFiltered, Op::Get],
+                writes: vec![Op::Create, Op::Patch, Op::Toggle],
+                mix: true,
+                closed: Timing {
+                    warmup: Duration::from_secs(3),
+                    measure: Duration::from_secs(15),
+                },
+                open: Timing {
+                    warmup: Duration::from_secs(3),
+                    measure: Duration::from_secs(20),
+                },
+                open_conns: 1_000,
+                custom_conns: false,
+            }
+        }
+    }
+
+    fn describe(&self, quick: bool) -> String {
+        let conns = self
+            .conns
+            .iter()
+            .map(|c| format!("{c}"))
+            .collect::<Vec<_>>()
+            .join(" and ");
+        let scenarios = if quick {
+            "scenarios list, list filter+search+sort, get, create and the mix (patch and toggle \
+             run only inside the mix)"
+        } else {
+            "scenarios list, list filter+search+sort, get, create, patch, toggle and the mix"
+        };
+        format!(
+            "{}: {conns} connections{}; {scenarios}; {:.1} s warm-up + {:.1} s measured per \
+             scenario; open loop over {} connections for {:.1} s after {:.1} s warm-up; data: \
+             {} users with {} tasks each, one of them replaced by the heavy user{}",
+            if quick { "--quick" } else { "full run" },
+            if self.custom_conns {
+                " (set with --connections)"
+            } else if quick {
+                " only"
+            } else {
+                ""
+            },
+            self.closed.warmup.as_secs_f64(),
+            self.closed.measure.as_secs_f64(),
+            self.open_conns,
+            self.open.measure.as_secs_f64(),
+            self.open.warmup.as_secs_f64(),
+            self.seed.users,
+            self.seed.tasks_per_user,
+            if quick {
+                ". Numbers from such short windows are indicative only."
+            } else {
+                "."
+            }
+        )
+    }
+}
+
+/// `cargo xtask bench …`.
+pub fn main(root: &Path, args: &[String]) -> Result<(), String> {
+    let o = Options::parse(args)?;
+    if std::env::var_os(CHILD_ENV).is_none() {
+        return relaunch(root, args);
+    }
+    run(root, o)
+}
+
+fn cargo(root: &Path, args: &[&str]) -> Result<(), String> {
+    let what = format!("cargo {}", args.join(" "));
+    println!("$ {what}");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(args)
+        .current_dir(root)
+        .status()
+        .map_err(|e| format!("{what}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{what} failed ({status})"))
+    }
+}
+
+/// Builds the server and xtask in release and runs the bench from the release binary with a
+/// raised open-file limit.
+fn relaunch(root: &Path, args: &[String]) -> Result<(), String> {
+    let started = Instant::now();
+    cargo(
+        root,
+        &[
+            "build",
+            "--release",
+            "-p",
+            "todo_examples",
+            "--example",
+            "serve",
+        ],
+    )?;
+    cargo(root, &["build", "--release", "-p", "xtask"])?;
+    let built = started.elapsed();
+    println!("builds took {:.1} s", built.as_secs_f64());
+    let command = std::iter::once("cargo xtask bench".to_owned())
+        .chain(args.iter().cloned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(RAISE_NOFILE_AND_EXEC)
+        .arg(root.join("target/release/xtask"))
+        .arg("bench")
+        .args(args)
+        .env(CHILD_ENV, "1")
+        .env(COMMAND_ENV, command)
+        .current_dir(root)
+        .status()
+        .map_err(|e| format!("run the release xtask: {e}"))?;
+    println!(
+        "bench took {:.1} s in all ({:.1} s of it building)",
+        started.elapsed().as_secs_f64(),
+        built.as_secs_f64()
+    );
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("bench failed ({status})"))
+    }
+}
+
+/// A `/proc/<pid>/status` field in KiB (`VmHWM`, `VmRSS`).
+fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The soft "Max open files" limit of `pid` ("self" for this process).
+fn open_files_limit(pid: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/limits"))
+        .ok()
+        .and_then(|l| {
+            l.lines()
+                .find(|l| l.starts_with("Max open files"))?
+                .split_whitespace()
+                .nth(3)
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Resets the peak RSS (`VmHWM`) of `pid` to its current RSS (Linux 4.0+); `false` if refused.
+fn reset_peak_rss(pid: u32) -> bool {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
+}
+
+/// User + system CPU time of `pid` ("self" for this process), from `/proc/<pid>/stat`.
+fn cpu_time(pid: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // USER_HZ is 100 on every Linux platform Rust targets in practice.
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// CPU time of each PostgreSQL backend connected to the database at `url` (the server's pool),
+/// read from `/proc` (PostgreSQL runs on this machine); `None` for SQLite or when unreadable.
+async fn backend_cpu(url: &str) -> Option<std::collections::HashMap<i32, Duration>> {
+    if !url.starts_with("postgres") {
+        return None;
+    }
+    let mut c = sqlx::PgConnection::connect(url).await.ok()?;
+    let pids: Vec<i32> = sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+         AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&mut c)
+    .await
+    .ok()?;
+    let _ = c.close().await;
+    Some(
+        pids.into_iter()
+            .filter_map(|pid| Some((pid, cpu_time(&pid.to_string())?)))
+            .collect(),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Results.
+
+/// One measured row.
+struct Measured {
+    what: String,
+    conns: usize,
+    stats: Stats,
+    /// Open loop: the target arrival rate (req/s).
+    rate: Option<f64>,
+    /// Server CPU use over the scenario, in % of one core (HTTP runs).
+    server_cpu: Option<f64>,
+    /// CPU use of the PostgreSQL backends serving the benchmark database (HTTP runs on
+    /// PostgreSQL), % of one core.
+    db_cpu: Option<f64>,
+    /// This process's CPU use (the loader, or the store for the baseline), % of one core.
+    own_cpu: Option<f64>,
+    /// Server peak RSS in KiB during the scenario (HTTP runs).
+    peak_rss_kib: Option<u64>,
+    /// Whether the peak was reset before the scenario (else it is the process's peak so far).
+    peak_reset: bool,
+}
+
+struct BackendReport {
+    name: &'static str,
+    /// Open-file limits of the server and the load generator.
+    nofile: (String, String),
+    version: String,
+    seeded: String,
+    direct: Vec<Measured>,
+    http: Vec<Measured>,
+    open: Vec<Measured>,
+    errors: Vec<String>,
+}
+
+struct Machine {
+    nproc: usize,
+    model: String,
+    memory: String,
+    kernel: String,
+}
+
+impl Machine {
+    fn probe() -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let model = cpuinfo
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                (k.trim() == "model name").then(|| v.trim().to_owned())
+            })
+            .unwrap_or_else(|| "unknown".into());
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let memory = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .map(|kib| format!("{:.1} GiB", kib as f64 / 1024.0 / 1024.0))
+            .unwrap_or_else(|| "unknown".into());
+        Machine {
+            nproc: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(0),
+            model,
+            memory,
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn git(root: &Path, args: &[&str]) -> String {
+    Command::new("git")
+        .args(args)
+        .current_dir(root)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim_end().to_owned())
+        .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The run.
+
+fn random_secret() -> String {
+    format!(
+        "bench-{}{}",
+        uuid::Uuid::now_v7().simple(),
+        uuid::Uuid::now_v7().simple()
+    )
+}
+
+fn run(root: &Path, o: Options) -> Result<(), String> {
+    let started = Instant::now();
+    let load_before = loadavg();
+    let date = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string();
+    let machine = Machine::probe();
+    let mut plan = Plan::new(o.quick);
+    if let Some(conns) = &o.connections {
+        plan.conns = conns.clone();
+        plan.open_conns = conns.iter().copied().max().unwrap_or(plan.open_conns);
+        plan.seed.users = plan.seed.users.max(plan.open_conns);
+        plan.custom_conns = true;
+    }
+    println!("{}", plan.describe(o.quick));
+    let store_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let loader_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let logs = root.join("target/bench");
+    std::fs::create_dir_all(&logs).map_err(|e| e.to_string())?;
+    let secret = random_secret();
+    let mut reports = Vec::new();
+    for backend in &o.backends {
+        println!("\n=== {backend} ===");
+        let db = if backend == "postgres" {
+            match store_rt.block_on(TestDb::postgres()) {
+                Some(db) => db,
+                None => return Err("postgres: no server reachable (see above)".into()),
+            }
+        } else {
+            TestDb::sqlite()
+        };
+        let report = run_backend(
+            root, &o, &plan, backend, &db.url, &secret, &logs, &store_rt, &loader_rt,
+        );
+        store_rt.block_on(db.cleanup());
+        reports.push(report?);
+    }
+    let load_after = loadavg();
+    let elapsed = started.elapsed();
+    let command = std::env::var(COMMAND_ENV).unwrap_or_else(|_| "cargo xtask bench".into());
+    let markdown = render(
+        root,
+        &o,
+        &plan,
+        &machine,
+        &date,
+        &command,
+        &load_before,
+        &load_after,
+        elapsed,
+        &reports,
+    );
+    let out = o.out.clone().unwrap_or_else(|| {
+        if o.quick {
+            logs.join("BENCHMARKS-quick.md")
+        } else {
+            root.join("BENCHMARKS.md")
+        }
+    });
+    std::fs::write(&out, &markdown).map_err(|e| format!("{}: {e}", out.display()))?;
+    println!("\n{markdown}");
+    println!(
+        "wrote {} (measuring took {:.1} s; load average before {load_before}, after {load_after})",
+        out.display(),
+        elapsed.as_secs_f64()
+    );
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_backend(
+    root: &Path,
+    o: &Options,
+    plan: &Plan,
+    backend: &str,
+    url: &str,
+    secret: &str,
+    logs: &Path,
+    store_rt: &tokio::runtime::Runtime,
+    loader_rt: &tokio::runtime::Runtime,
+) -> Result<BackendReport, String> {
+    let name = if backend == "postgres" {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
+    let seeded = store_rt.block_on(seed::seed(url, &plan.seed))?;
+    let seeded_text = format!(
+        "{} users, {} tasks ({} has {}, the others {} each), {} `task_tags` rows; seeded in {:.1} s",
+        seeded.users.len(),
+        seeded.tasks,
+        seed::HEAVY_USER,
+        plan.seed.tasks_of(0),
+        plan.seed.tasks_per_user,
+        seeded.tags,
+        seeded.elapsed.as_secs_f64()
+    );
+    println!("seeded: {seeded_text}");
+    let version = store_rt.block_on(db_version(url));
+    let ttl = Duration::from_secs(6 * 3600);
+    let users: Vec<Arc<User>> = seeded
+        .users
+        .iter()
+        .map(|u| {
+            let token =
+                todo_http::auth::mint_hs256(secret, &u.id, ttl).map_err(|e| e.to_string())?;
+            Ok(Arc::new(User {
+                id: u.id.clone(),
+                authorization: format!("Bearer {token}"),
+                task_ids: u.task_ids.clone().into(),
+            }))
+        })
+        .collect::<Result<_, String>>()?;
+    let mut report = BackendReport {
+        name,
+        nofile: (String::new(), open_files_limit("self")),
+        version,
+        seeded: seeded_text,
+        direct: Vec::new(),
+        http: Vec::new(),
+        open: Vec::new(),
+        errors: Vec::new(),
+    };
+
+    // The direct-store baseline, before any write.
+    let store = store_rt
+        .block_on(Store::connect_with(
+            url,
+            &StoreOptions {
+                max_connections: o.db_max_connections,
+                ..StoreOptions::default()
+            },
+        ))
+        .map_err(|e| e.to_string())?;
+    for op in [Op::List, Op::Get] {
+        for &conns in &plan.conns {
+            let (cpu0, t0) = (cpu_time("self"), Instant::now());
+            let rec = store_rt.block_on(direct(&store, &users[..conns], op, plan.closed));
+            let own_cpu = cpu_share(cpu0, cpu_time("self"), t0.elapsed());
+            let m = Measured {
+                what: Scenario::Only(op).name().to_owned(),
+                conns,
+                stats: rec.stats(),
+                rate: None,
+                server_cpu: None,
+                db_cpu: None,
+                own_cpu,
+                peak_rss_kib: None,
+                peak_reset: false,
+            };
+            print_row("direct", &m);
+            report.direct.push(m);
+        }
+    }
+    store_rt.block_on(store.close());
+
+    let server = ServeProcess::start(
+        root,
+        url,
+        secret,
+        &[("TODO_DB_MAX_CONNECTIONS", o.db_max_connections.to_string())],
+        &logs.join(format!("server-{backend}.log")),
+    )?;
+    report.nofile.0 = open_files_limit(&server.pid().to_string());
+    let measure = |what: String, conns: usize, mode: Mode, timing: Timing| {
+        let pid = server.pid();
+        let reset = reset_peak_rss(pid);
+        let server0 = cpu_time(&pid.to_string());
+        let db0 = store_rt.block_on(backend_cpu(url));
+        let (own0, t0) = (cpu_time("self"), Instant::now());
+        let rec = loader_rt.block_on(load::run(server.addr, &users[..conns], mode, timing));
+        let wall = t0.elapsed();
+        let db_cpu = db0.and_then(|before| {
+            let after = store_rt.block_on(backend_cpu(url))?;
+            let used: Duration = after
+                .iter()
+                .map(|(pid, t)| t.saturating_sub(before.get(pid).copied().unwrap_or_default()))
+                .sum();
+            Some(100.0 * used.as_secs_f64() / wall.as_secs_f64().max(1e-9))
+        });
+        let m = Measured {
+            what,
+            conns,
+            stats: rec.stats(),
+            rate: match mode {
+                Mode::OpenList { rate } => Some(rate),
+                Mode::Closed(_) => None,
+            },
+            server_cpu: cpu_share(server0, cpu_time(&pid.to_string()), wall),
+            db_cpu,
+            own_cpu: cpu_share(own0, cpu_time("self"), wall),
+            peak_rss_kib: proc_status_kib(pid, "VmHWM"),
+            peak_reset: reset,
+        };
+        print_row("http", &m);
+        m
+    };
+    let closed = |op| Mode::Closed(Scenario::Only(op));
+    for &op in &plan.reads {
+        for &conns in &plan.conns {
+            let m = measure(
+                Scenario::Only(op).name().into(),
+                conns,
+                closed(op),
+                plan.closed,
+            );
+            report.http.push(m);
+        }
+    }
+    // The open loop at the issue's rate, and at half the closed-loop list throughput measured
+    // just before (a load the server can sustain, so its p99 is not just a growing backlog).
+    let capacity = report
+        .http
+        .iter()
+        .filter(|m| m.what == Scenario::Only(Op::List).name() && m.conns <= plan.open_conns)
+        .map(|m| m.stats.rps)
+        .next_back()
+        .unwrap_or(0.0);
+    let half = ((capacity / 2.0 / 50.0).round() * 50.0).max(50.0);
+    let mut rates = vec![OPEN_RATE];
+    if capacity > 0.0 && half < OPEN_RATE {
+        rates.push(half);
+    }
+    for rate in rates {
+        report.open.push(measure(
+            format!("open loop: list at {rate:.0} req/s"),
+            plan.open_conns,
+            Mode::OpenList { rate },
+            plan.open,
+        ));
+    }
+    let mut scenarios: Vec<Scenario> = plan.writes.iter().map(|&op| Scenario::Only(op)).collect();
+    if plan.mix {
+        scenarios.push(Scenario::Mix);
+    }
+    for scenario in scenarios {
+        for &conns in &plan.conns {
+            let m = measure(
+                scenario.name().into(),
+                conns,
+                Mode::Closed(scenario),
+                plan.closed,
+            );
+            report.http.push(m);
+        }
+    }
+    for m in report.http.iter().chain(&report.open) {
+        for (kind, n) in &m.stats.error_kinds {
+            report
+                .errors
+                .push(format!("{} @ {} conns: {n} x {kind}", m.what, m.conns));
+        }
+    }
+    drop(server);
+    Ok(report)
+}
+
+/// CPU time used between two samples, in % of one CPU over `wall`.
+fn cpu_share(before: Option<Duration>, after: Option<Duration>, wall: Duration) -> Option<f64> {
+    let used = after?.checked_sub(before?)?;
+    Some(100.0 * used.as_secs_f64() / wall.as_secs_f64().max(1e-9))
+}
+
+async fn db_version(url: &str) -> String {
+    if url.starts_with("postgres") {
+        match sqlx::PgConnection::connect(url).await {
+            Ok(mut c) => {
+                let v: Result<(String,), _> = sqlx::query_as("SHOW server_version")
+                    .fetch_one(&mut c)
+                    .await;
+                let _ = c.close().await;
+                v.map(|v| format!("PostgreSQL {}", v.0)).unwrap_or_default()
+            }
+            Err(_) => String::new(),
+        }
+    } else {
+        match sqlx::SqliteConnection::connect("sqlite::memory:").await {
+            Ok(mut c) => {
+                let v: Result<(String,), _> = sqlx::query_as("SELECT sqlite_version()")
+                    .fetch_one(&mut c)
+                    .await;
+                let _ = c.close().await;
+                v.map(|v| format!("SQLite {} (bundled), WAL", v.0))
+                    .unwrap_or_default()
+            }
+            Err(_) => String::new(),
+        }
+    }
+}
+
+/// The baseline: `op` through `todo_store` directly, one task per user, closed loop.
+async fn direct(store: &Store, users: &[Arc<User>], op: Op, timing: Timing) -> load::Recorded {
+    let start = Instant::now();
+    let measure_start = start + timing.warmup;
+    let end = measure_start + timing.measure;
+    let handles: Vec<_> = users
+        .iter()
+        .enumerate()
+        .map(|(i, user)| {
+            let store = store.clone();
+            let user = Arc::clone(user);
+            tokio::spawn(async move {
+                let mut rec = load::Recorded::default();
+                let Ok(tasks) = store.for_user(&user.id) else {
+                    return rec;
+                };
+                let mut rng = seed::Gen::new(0xd12e_c700 + i as u64);
+                let query = TaskQuery::default();
+                loop {
+                    let t0 = Instant::now();
+                    if t0 >= end {
+                        break;
+                    }
+                    let result = match op {
+                        Op::Get => {
+                            let id = user.task_ids[rng.below(user.task_ids.len().max(1))];
+                            tasks.get(id).await.map(drop)
+                        }
+                        _ => tasks.list(&query).await.map(drop),
+                    };
+                    if t0 >= measure_start {
+                        rec.latencies.push(t0.elapsed().as_nanos() as u64);
+                        if let Err(e) = result {
+                            rec.errors += 1;
+                            *rec.error_kinds.entry(e.to_string()).or_default() += 1;
+                        }
+                    }
+                }
+                rec
+            })
+        })
+        .collect();
+    let mut all = load::Recorded {
+        window: timing.measure,
+        ..Default::default()
+    };
+    for (i, h) in handles.into_iter().enumerate() {
+        if let Ok(r) = h.await {
+            if i == 0 {
+                all.first_conn = r.latencies.clone();
+            }
+            all.latencies.extend(r.latencies);
+            all.errors += r.errors;
+            for (k, v) in r.error_kinds {
+                *all.error_kinds.entry(k).or_default() += v;
+            }
+        }
+    }
+    all
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output.
+
+fn ms(ns: u64) -> String {
+    let v = ns as f64 / 1e6;
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn pct(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.0}%")).unwrap_or_else(|| "-".into())
+}
+
+fn print_row(kind: &str, m: &Measured) {
+    println!(
+        "  {kind:6} {:28} {:>5} conns: {:>8.0} req/s  p50 {:>7} ms  p95 {:>7} ms  p99 {:>7} ms  max {:>7} ms  errors {}{}",
+        m.what,
+        m.conns,
+        m.stats.rps,
+        ms(m.stats.p50),
+        ms(m.stats.p95),
+        ms(m.stats.p99),
+        ms(m.stats.max),
+        m.stats.errors,
+        m.peak_rss_kib
+            .map(|k| format!("  peak RSS {:.0} MiB", k as f64 / 1024.0))
+            .unwrap_or_default()
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+fn render(
+    root: &Path,
+    o: &Options,
+    plan: &Plan,
+    machine: &Machine,
+    date: &str,
+    command: &str,
+    load_before: &str,
+    load_after: &str,
+    elapsed: Duration,
+    reports: &[BackendReport],
+) -> String {
+    let mut md = String::new();
+    let w = &mut md;
+    let _ = writeln!(w, "# Benchmarks\n");
+    let _ = writeln!(
+        w,
+        "Generated by `{command}` on {date} (the measuring part took {:.0} s). {}\n",
+        elapsed.as_secs_f64(),
+        plan.describe(o.quick)
+    );
+    let commit = git(root, &["rev-parse", "--short", "HEAD"]);
+    let dirty = git(root, &["status", "--porcelain"]);
+    let dirty: Vec<&str> = dirty
+        .lines()
+        .map(|l| l.get(3..).unwrap_or(l))
+        .filter(|p| !p.starts_with("target"))
+        .collect();
+    let _ = writeln!(w, "## Machine\n");
+    let _ = writeln!(w, "| | |\n|---|---|");
+    let _ = writeln!(w, "| CPUs (nproc) | {} |", machine.nproc);
+    let _ = writeln!(w, "| CPU model | {} |", machine.model);
+    let _ = writeln!(w, "| memory | {} |", machine.memory);
+    let _ = writeln!(w, "| kernel | Linux {} |", machine.kernel);
+    let _ = writeln!(
+        w,
+        "| load average (1, 5, 15 min) | before: {load_before}; after: {load_after} |"
+    );
+    let _ = writeln!(
+        w,
+        "| code | commit `{commit}`{} |",
+        if dirty.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " with uncommitted changes to {}",
+                dirty
+                    .iter()
+                    .map(|p| format!("`{p}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    );
+    let _ = writeln!(
+        w,
+        "| server | `target/release/examples/serve`, `TODO_DB_MAX_CONNECTIONS={}`, `TODO_LOG=warn`, `ulimit -n 65536` (or the hard limit where raising it is not permitted), tokio default runtime (one worker per CPU) |",
+        o.db_max_connections
+    );
+    let _ = writeln!(
+        w,
+        "| load generator | `xtask/src/load.rs` (hyper 1 client, one HTTP/1.1 keep-alive connection per user, each user its own HS256 token), release build, one thread, same machine |\n"
+    );
+    let _ = writeln!(
+        w,
+        "Everything (server, database, load generator) shares the same {} CPUs, so absolute \
+         numbers are lower than on a dedicated server and CPU columns add up across processes. \
+         Latencies are exact nearest-rank percentiles over every response in the measured \
+         window; errors are non-2xx responses plus transport errors. `heavy p50` is the median \
+         of the one connection whose user (`{}`) has {} tasks. `server CPU` is the server \
+         process's user+system time over the scenario, in % of one CPU; `db CPU` the same for the \
+         PostgreSQL backends serving the benchmark database (SQLite runs inside the server); \
+         `loader CPU` the same for the load generator. `peak RSS` \
+         is the server's `VmHWM`, reset to the current RSS before each scenario (so it includes \
+         memory the allocator kept from earlier scenarios). In the open loop, a target rate \
+         above what the server sustains makes p99 measure the backlog growing over the window.\n",
+        machine.nproc,
+        seed::HEAVY_USER,
+        plan.seed.tasks_of(0)
+    );
+    if let Some(note) = busy_note(load_before, load_after, machine.nproc) {
+        let _ = writeln!(w, "> **Note:** {note}\n");
+    }
+    for r in reports {
+        let _ = writeln!(w, "## {}\n", r.name);
+        let _ = writeln!(
+            w,
+            "{}. Data: {}. Open-file limit: server {}, load generator {}.\n",
+            r.version, r.seeded, r.nofile.0, r.nofile.1
+        );
+        let _ = writeln!(w, "### HTTP, closed loop\n");
+        let _ = writeln!(
+            w,
+            "| scenario | conns | req/s | p50 ms | p95 ms | p99 ms | max ms | errors | heavy p50 ms | server CPU | db CPU | loader CPU | peak RSS MiB |"
+        );
+        let _ = writeln!(w, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+        for m in &r.http {
+            let _ = writeln!(
+                w,
+                "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                m.what,
+                m.conns,
+                m.stats.rps,
+                ms(m.stats.p50),
+                ms(m.stats.p95),
+                ms(m.stats.p99),
+                ms(m.stats.max),
+                m.stats.errors,
+                ms(m.stats.first_conn_p50),
+                pct(m.server_cpu),
+                pct(m.db_cpu),
+                pct(m.own_cpu),
+                rss(m),
+            );
+        }
+        if !r.open.is_empty() {
+            let _ = writeln!(w, "\n### HTTP, open loop\n");
+            let _ = writeln!(
+                w,
+                "`GET /tasks` at a fixed arrival rate spread evenly over the connections, each \
+                 on its own schedule; latency counted from the intended send time, so waiting \
+                 behind a slow response counts (no coordinated omission). The first row is the \
+                 issue's {OPEN_RATE:.0} req/s; the second half the closed-loop `list` \
+                 throughput measured just before, a load the server can sustain. `sent late`: \
+                 requests that left more than 1 ms after their intended time. `achieved`: \
+                 responses over the time until the last one arrived.\n"
+            );
+            let _ = writeln!(
+                w,
+                "| target req/s | conns | achieved req/s | p50 ms | p95 ms | p99 ms | max ms | errors | sent late | server CPU | db CPU | peak RSS MiB |"
+            );
+            let _ = writeln!(w, "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+            for m in &r.open {
+                let _ = writeln!(
+                    w,
+                    "| {:.0} | {} | {:.0} | {} | {} | **{}** | {} | {} | {} | {} | {} | {} |",
+                    m.rate.unwrap_or(0.0),
+                    m.conns,
+                    m.stats.rps,
+                    ms(m.stats.p50),
+                    ms(m.stats.p95),
+                    ms(m.stats.p99),
+                    ms(m.stats.max),
+                    m.stats.errors,
+                    m.stats.late,
+                    pct(m.server_cpu),
+                    pct(m.db_cpu),
+                    rss(m),
+                );
+            }
+        }
+        let _ = writeln!(w, "\n### Direct store baseline (no HTTP, JSON or JWT)\n");
+        let _ = writeln!(
+            w,
+            "The same queries through `todo_store` in-process (`UserTasks::list` with the \
+             default query, `UserTasks::get`), one task per user at the same concurrency, same \
+             pool size, on a 2-worker tokio runtime. `HTTP / direct` compares throughput (req/s \
+             over ops/s: the share of the store's throughput left once HTTP, JSON, JWT and the \
+             load generator take their part) and the medians.\n"
+        );
+        let _ = writeln!(
+            w,
+            "| query | concurrency | ops/s | p50 ms | p95 ms | p99 ms | max ms | errors | heavy p50 ms | CPU | HTTP req/s / direct ops/s | HTTP p50 / direct p50 |"
+        );
+        let _ = writeln!(w, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+        for d in &r.direct {
+            let http = r
+                .http
+                .iter()
+                .find(|h| h.what == d.what && h.conns == d.conns);
+            let (tput, lat) = match http {
+                Some(h) if d.stats.rps > 0.0 && d.stats.p50 > 0 => (
+                    format!("{:.2}", h.stats.rps / d.stats.rps),
+                    format!("{:.1}x", h.stats.p50 as f64 / d.stats.p50 as f64),
+                ),
+                _ => ("-".into(), "-".into()),
+            };
+            let _ = writeln!(
+                w,
+                "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {tput} | {lat} |",
+                d.what,
+                d.conns,
+                d.stats.rps,
+                ms(d.stats.p50),
+                ms(d.stats.p95),
+                ms(d.stats.p99),
+                ms(d.stats.max),
+                d.stats.errors,
+                ms(d.stats.first_conn_p50),
+                pct(d.own_cpu),
+            );
+        }
+        if r.errors.is_empty() {
+            let _ = writeln!(w, "\nNo errors.\n");
+        } else {
+            let _ = writeln!(w, "\nErrors:\n");
+            for e in &r.errors {
+                let _ = writeln!(w, "- {e}");
+            }
+            let _ = writeln!(w);
+        }
+    }
+    md
+}
+
+fn rss(m: &Measured) -> String {
+    match m.peak_rss_kib {
+        Some(k) => format!(
+            "{:.0}{}",
+            k as f64 / 1024.0,
+            if m.peak_reset { "" } else { " (cumulative)" }
+        ),
+        None => "-".into(),
+    }
+}
+
+/// A sentence when the machine was busy before or after the run.
+fn busy_note(before: &str, after: &str, nproc: usize) -> Option<String> {
+    let first = |s: &str| s.split_whitespace().next()?.parse::<f64>().ok();
+    let (b, a) = (first(before)?, first(after)?);
+    let limit = nproc as f64 * 0.5;
+    (b > limit || a > limit).then(|| {
+        format!(
+            "the machine was busy: the 1-minute load average was {b:.2} before and {a:.2} after \
+             the run on {nproc} CPUs (other builds and tests were running alongside; the load \
+             after also includes the benchmark itself). Expect these numbers to be lower and \
+             noisier than on an idle machine."
+        )
+    })
+}

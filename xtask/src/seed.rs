@@ -1,0 +1,871 @@
+//! `cargo xtask seed --database-url URL --users N --tasks-per-user M [--skew]`: fills a database
+//! with realistic tasks, fast.
+//!
+//! The schema is created with [`todo_store::Store::migrate`]; rows are then written directly,
+//! bypassing the store, exactly as `UserTasks::create` writes them: UUIDv7 ids (time-ordered, from
+//! `created_at`), `title_lc` / `description_lc` = `to_lowercase()`, `tags` as the JSON array of
+//! normalised tags plus one `task_tags` row per tag, priority rank 0–2, version 1,
+//! `updated_at = created_at`, and `completed_at = created_at` for tasks created completed.
+//! Timestamps have millisecond precision (PostgreSQL `timestamptz`, SQLite integer ms).
+//!
+//! - PostgreSQL: `COPY … FROM STDIN` (text format) through sqlx, then `VACUUM (ANALYZE)` so the
+//!   planner statistics and visibility map look like a database autovacuum has settled.
+//! - SQLite: multi-row `INSERT`s of 1,000 rows in one transaction (SQLite's planner gets no
+//!   `ANALYZE`, like a store in production that never runs one).
+//!
+//! Into empty tables, both load without the secondary indexes and rebuild them afterwards from
+//! their definitions in the catalog, in the same transaction (several times faster than
+//! maintaining them row by row).
+//!
+//! Data is deterministic (a fixed-seed PRNG) apart from ids and the "now" it is relative to:
+//! titles from verb + object templates (some non-ASCII), 45 % without description, 0–4 tags
+//! drawn with a skew towards common ones, priorities 25/55/20 % low/medium/high, 55 % with a due
+//! date, 30 % completed, `created_at` spread over the past year.
+//!
+//! With `--skew` the first user, `user-heavy`, gets [`HEAVY_TASKS`] tasks (or `M` if larger).
+
+use std::fmt::Write as _;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeZone, Utc};
+use sqlx::Connection;
+use uuid::Uuid;
+
+/// Tasks of the heavy user made by `--skew`.
+pub const HEAVY_TASKS: usize = 10_000;
+/// Id of the heavy user made by `--skew`.
+pub const HEAVY_USER: &str = "user-heavy";
+
+/// What to seed.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// Number of users (including the heavy one with `skew`).
+    pub users: usize,
+    /// Tasks of every (ordinary) user.
+    pub tasks_per_user: usize,
+    /// Make the first user heavy.
+    pub skew: bool,
+}
+
+impl Spec {
+    /// Parses `--users N --tasks-per-user M [--skew]`; returns the spec and the database URL.
+    pub fn parse(args: &[String]) -> Result<(String, Spec), String> {
+        let mut url = None;
+        let mut spec = Spec {
+            users: 100,
+            tasks_per_user: 100,
+            skew: false,
+        };
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let mut value = || it.next().cloned().ok_or(format!("{a} needs a value"));
+            match a.as_str() {
+                "--database-url" => url = Some(value()?),
+                "--users" => spec.users = value()?.parse().map_err(|_| "bad --users")?,
+                "--tasks-per-user" => {
+                    spec.tasks_per_user = value()?.parse().map_err(|_| "bad --tasks-per-user")?
+                }
+                "--skew" => spec.skew = true,
+                other => return Err(format!("unknown seed argument {other:?}")),
+            }
+        }
+        let url = url
+            .or_else(|| std::env::var("DATABASE_URL").ok())
+            .ok_or("--database-url (or DATABASE_URL) is required")?;
+        if spec.users == 0 {
+            return Err("--users must be at least 1".into());
+        }
+        Ok((url, spec))
+    }
+
+    /// How many tasks user number `i` gets.
+    pub fn tasks_of(&self, i: usize) -> usize {
+        if self.skew && i == 0 {
+            HEAVY_TASKS.max(self.tasks_per_user)
+        } else {
+            self.tasks_per_user
+        }
+    }
+
+    /// The id of user number `i`.
+    pub fn user_id(&self, i: usize) -> String {
+        if self.skew && i == 0 {
+            HEAVY_USER.to_owned()
+        } else {
+            format!("user-{i:05}")
+        }
+    }
+}
+
+/// One seeded user and the ids of its tasks (oldest first).
+#[derive(Debug, Clone)]
+pub struct SeededUser {
+    /// User id (the JWT `sub`).
+    pub id: String,
+    /// Its tasks' ids.
+    pub task_ids: Vec<Uuid>,
+}
+
+/// The outcome of a seed.
+#[derive(Debug)]
+pub struct Seeded {
+    /// Every user, in order (the heavy one first with `--skew`).
+    pub users: Vec<SeededUser>,
+    /// Task rows written.
+    pub tasks: usize,
+    /// `task_tags` rows written.
+    pub tags: usize,
+    /// Wall time, migration included.
+    pub elapsed: Duration,
+}
+
+/// `cargo xtask seed …`.
+pub fn main(args: &[String]) -> Result<(), String> {
+    let (url, spec) = Spec::parse(args)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let s = rt.block_on(seed(&url, &spec))?;
+    println!(
+        "seeded {} users, {} tasks, {} task_tags rows into {} in {:.1} s ({:.0} tasks/s){}",
+        s.users.len(),
+        s.tasks,
+        s.tags,
+        todo_store::redact_url(&url),
+        s.elapsed.as_secs_f64(),
+        s.tasks as f64 / s.elapsed.as_secs_f64().max(1e-9),
+        if spec.skew {
+            format!("; {HEAVY_USER} has {} tasks", spec.tasks_of(0))
+        } else {
+            String::new()
+        }
+    );
+    println!(
+        "user ids: {} … {}; mint tokens with TODO_JWT_SECRET=… cargo xtask token <user_id>",
+        s.users.first().map(|u| u.id.as_str()).unwrap_or("-"),
+        s.users.last().map(|u| u.id.as_str()).unwrap_or("-"),
+    );
+    Ok(())
+}
+
+/// Migrates the database at `url` and fills it.
+pub async fn seed(url: &str, spec: &Spec) -> Result<Seeded, String> {
+    let started = Instant::now();
+    let store = todo_store::Store::connect(url)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    store.migrate().await.map_err(|e| format!("migrate: {e}"))?;
+    let dialect = store.dialect();
+    store.close().await;
+    let now = Utc::now().timestamp_millis();
+    let mut rng = Gen::new(0x05ee_d0f7_a5c5);
+    let (users, tasks, tags) = match dialect {
+        todo_store::Dialect::Postgres => seed_pg(url, spec, &mut rng, now).await,
+        todo_store::Dialect::Sqlite => seed_sqlite(url, spec, &mut rng, now).await,
+    }
+    .map_err(|e| format!("seed: {e}"))?;
+    Ok(Seeded {
+        users,
+        tasks,
+        tags,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// A task row as the store writes it on create.
+struct Row {
+    id: Uuid,
+    title: String,
+    description: Option<String>,
+    completed: bool,
+    priority: i16,
+    tags: Vec<String>,
+    due_at: Option<i64>,
+    created_at: i64,
+}
+
+impl Row {
+    fn tags_json(&self) -> String {
+        serde_json::to_string(&self.tags).unwrap_or_else(|_| "[]".to_owned())
+    }
+    fn completed_at(&self) -> Option<i64> {
+        self.completed.then_some(self.created_at)
+    }
+}
+
+/// Rows are written in chunks of about this many tasks.
+const CHUNK_TASKS: usize = 20_000;
+
+/// The users' rows, generated chunk by chunk; keeps the users and their task ids.
+struct Chunks<'a> {
+    spec: &'a Spec,
+    rng: &'a mut Gen,
+    now_ms: i64,
+    next_user: usize,
+    users: Vec<SeededUser>,
+    tasks: usize,
+    tags: usize,
+}
+
+impl<'a> Chunks<'a> {
+    fn new(spec: &'a Spec, rng: &'a mut Gen, now_ms: i64) -> Self {
+        Self {
+            spec,
+            rng,
+            now_ms,
+            next_user: 0,
+            users: Vec::with_capacity(spec.users),
+            tasks: 0,
+            tags: 0,
+        }
+    }
+
+    /// The next users' rows (about [`CHUNK_TASKS`] tasks), or `None` when every user is done.
+    fn next_chunk(&mut self) -> Option<Vec<(String, Vec<Row>)>> {
+        let mut chunk = Vec::new();
+        let mut in_chunk = 0;
+        while in_chunk < CHUNK_TASKS && self.next_user < self.spec.users {
+            let i = self.next_user;
+            self.next_user += 1;
+            let id = self.spec.user_id(i);
+            let rows = self.rng.user_rows(self.spec.tasks_of(i), self.now_ms);
+            self.tasks += rows.len();
+            self.tags += rows.iter().map(|r| r.tags.len()).sum::<usize>();
+            in_chunk += rows.len();
+            self.users.push(SeededUser {
+                id: id.clone(),
+                task_ids: rows.iter().map(|r| r.id).collect(),
+            });
+            chunk.push((id, rows));
+        }
+        (!chunk.is_empty()).then_some(chunk)
+    }
+
+    fn finish(self) -> (Vec<SeededUser>, usize, usize) {
+        (self.users, self.tasks, self.tags)
+    }
+}
+
+fn rfc3339_ms(ms: i64) -> String {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
+}
+
+/// Appends `s` escaped for COPY's text format.
+fn copy_text(out: &mut String, s: &str) {
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn copy_opt(out: &mut String, s: Option<&str>) {
+    match s {
+        Some(s) => copy_text(out, s),
+        None => out.push_str("\\N"),
+    }
+}
+
+async fn seed_pg(
+    url: &str,
+    spec: &Spec,
+    rng: &mut Gen,
+    now_ms: i64,
+) -> Result<(Vec<SeededUser>, usize, usize), sqlx::Error> {
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    let mut tx = conn.begin().await?;
+    sqlx::raw_sql("SET LOCAL maintenance_work_mem = '256MB'")
+        .execute(&mut *tx)
+        .await?;
+    // Into empty tables, loading without the secondary indexes and building them afterwards is
+    // several times faster than maintaining them row by row. Their definitions are read from the
+    // catalog (whatever the migrations made) and recreated verbatim in the same transaction, so
+    // a failure leaves the schema as it was. Indexes behind constraints (primary keys) stay.
+    let empty: bool = sqlx::query_scalar("SELECT NOT EXISTS (SELECT 1 FROM tasks)")
+        .fetch_one(&mut *tx)
+        .await?;
+    let indexes: Vec<(String, String)> = if empty {
+        sqlx::query_as(
+            "SELECT i.indexname::text, i.indexdef FROM pg_indexes i \
+             WHERE i.schemaname = current_schema() AND i.tablename IN ('tasks', 'task_tags') \
+             AND NOT EXISTS (SELECT 1 FROM pg_constraint c \
+                             WHERE c.conname = i.indexname AND c.connamespace = \
+                                   (SELECT oid FROM pg_namespace WHERE nspname = i.schemaname))",
+        )
+        .fetch_all(&mut *tx)
+        .await?
+    } else {
+        Vec::new()
+    };
+    for (name, _) in &indexes {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP INDEX \"{name}\"")))
+            .execute(&mut *tx)
+            .await?;
+    }
+    let mut chunks = Chunks::new(spec, rng, now_ms);
+    while let Some(chunk) = chunks.next_chunk() {
+        let (tasks, tags) = pg_copy_text(&chunk);
+        let mut copy = tx
+            .copy_in_raw(
+                "COPY tasks (id, user_id, title, title_lc, description, description_lc, \
+                 completed, completed_at, priority, tags, due_at, created_at, updated_at, \
+                 version) FROM STDIN",
+            )
+            .await?;
+        copy.send(tasks.into_bytes()).await?;
+        copy.finish().await?;
+        if !tags.is_empty() {
+            let mut copy = tx
+                .copy_in_raw("COPY task_tags (user_id, tag, task_id) FROM STDIN")
+                .await?;
+            copy.send(tags.into_bytes()).await?;
+            copy.finish().await?;
+        }
+    }
+    for (_, definition) in &indexes {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(definition.clone()))
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    sqlx::raw_sql("VACUUM (ANALYZE) tasks, task_tags")
+        .execute(&mut conn)
+        .await?;
+    let _ = conn.close().await;
+    Ok(chunks.finish())
+}
+
+/// The COPY text-format data of a chunk: `(tasks, task_tags)`.
+fn pg_copy_text(chunk: &[(String, Vec<Row>)]) -> (String, String) {
+    let mut tasks = String::with_capacity(chunk.len() * 400);
+    let mut tags = String::new();
+    let ts = |ms: Option<i64>| ms.map(rfc3339_ms);
+    for (user, rows) in chunk {
+        for r in rows {
+            let _ = write!(tasks, "{}\t", r.id);
+            copy_text(&mut tasks, user);
+            tasks.push('\t');
+            copy_text(&mut tasks, &r.title);
+            tasks.push('\t');
+            copy_text(&mut tasks, &r.title.to_lowercase());
+            tasks.push('\t');
+            copy_opt(&mut tasks, r.description.as_deref());
+            tasks.push('\t');
+            let description_lc = r.description.as_ref().map(|d| d.to_lowercase());
+            copy_opt(&mut tasks, description_lc.as_deref());
+            let _ = write!(tasks, "\t{}\t", if r.completed { "t" } else { "f" });
+            copy_opt(&mut tasks, ts(r.completed_at()).as_deref());
+            let _ = write!(tasks, "\t{}\t", r.priority);
+            copy_text(&mut tasks, &r.tags_json());
+            tasks.push('\t');
+            copy_opt(&mut tasks, ts(r.due_at).as_deref());
+            let created = rfc3339_ms(r.created_at);
+            let _ = writeln!(tasks, "\t{created}\t{created}\t1");
+            for tag in &r.tags {
+                copy_text(&mut tags, user);
+                tags.push('\t');
+                copy_text(&mut tags, tag);
+                let _ = writeln!(tags, "\t{}", r.id);
+            }
+        }
+    }
+    (tasks, tags)
+}
+
+/// Rows per multi-row INSERT on SQLite (14 columns: 14,000 parameters of SQLite's 32,766).
+const SQLITE_ROWS_PER_INSERT: usize = 1_000;
+
+async fn seed_sqlite(
+    url: &str,
+    spec: &Spec,
+    rng: &mut Gen,
+    now_ms: i64,
+) -> Result<(Vec<SeededUser>, usize, usize), sqlx::Error> {
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+    let opts = SqliteConnectOptions::from_str(url)?.foreign_keys(true);
+    let mut conn = SqliteConnection::connect_with(&opts).await?;
+    sqlx::raw_sql("BEGIN").execute(&mut conn).await?;
+    // As on PostgreSQL: into empty tables, load without the secondary indexes and recreate them
+    // verbatim (from sqlite_master) in the same transaction.
+    let empty: bool = sqlx::query_scalar("SELECT NOT EXISTS (SELECT 1 FROM tasks)")
+        .fetch_one(&mut conn)
+        .await?;
+    let indexes: Vec<(String, String)> = if empty {
+        sqlx::query_as(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' \
+             AND tbl_name IN ('tasks', 'task_tags') AND sql IS NOT NULL",
+        )
+        .fetch_all(&mut conn)
+        .await?
+    } else {
+        Vec::new()
+    };
+    for (name, _) in &indexes {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP INDEX \"{name}\"")))
+            .execute(&mut conn)
+            .await?;
+    }
+    let mut chunks = Chunks::new(spec, rng, now_ms);
+    while let Some(chunk) = chunks.next_chunk() {
+        let rows: Vec<(&str, &Row)> = chunk
+            .iter()
+            .flat_map(|(u, rows)| rows.iter().map(move |r| (u.as_str(), r)))
+            .collect();
+        for part in rows.chunks(SQLITE_ROWS_PER_INSERT) {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO tasks (id, user_id, title, title_lc, description, description_lc, \
+                 completed, completed_at, priority, tags, due_at, created_at, updated_at, \
+                 version) ",
+            );
+            q.push_values(part, |mut b, (user, r)| {
+                b.push_bind(r.id)
+                    .push_bind(*user)
+                    .push_bind(r.title.as_str())
+                    .push_bind(r.title.to_lowercase())
+                    .push_bind(r.description.as_deref())
+                    .push_bind(r.description.as_ref().map(|d| d.to_lowercase()))
+                    .push_bind(r.completed)
+                    .push_bind(r.completed_at())
+                    .push_bind(r.priority)
+                    .push_bind(r.tags_json())
+                    .push_bind(r.due_at)
+                    .push_bind(r.created_at)
+                    .push_bind(r.created_at)
+                    .push_bind(1_i64);
+            });
+            q.build().execute(&mut conn).await?;
+        }
+        let tag_rows: Vec<(&str, &str, Uuid)> = rows
+            .iter()
+            .flat_map(|(u, r)| r.tags.iter().map(move |t| (*u, t.as_str(), r.id)))
+            .collect();
+        // 3 columns: 3,000 rows are 9,000 parameters.
+        for part in tag_rows.chunks(3 * SQLITE_ROWS_PER_INSERT) {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO task_tags (user_id, tag, task_id) ",
+            );
+            q.push_values(part, |mut b, (user, tag, id)| {
+                b.push_bind(*user).push_bind(*tag).push_bind(*id);
+            });
+            q.build().execute(&mut conn).await?;
+        }
+    }
+    for (_, definition) in &indexes {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(definition.clone()))
+            .execute(&mut conn)
+            .await?;
+    }
+    sqlx::raw_sql("COMMIT").execute(&mut conn).await?;
+    let _ = conn.close().await;
+    Ok(chunks.finish())
+}
+
+/// A small deterministic PRNG (SplitMix64) and the vocabulary of realistic tasks.
+#[derive(Debug, Clone)]
+pub struct Gen(u64);
+
+const VERBS: &[&str] = &[
+    "Review",
+    "Write",
+    "Call",
+    "Email",
+    "Buy",
+    "Fix",
+    "Plan",
+    "Book",
+    "Prepare",
+    "Update",
+    "Clean",
+    "Schedule",
+    "Pay",
+    "Renew",
+    "Draft",
+    "Order",
+    "Organize",
+    "Read",
+    "Submit",
+    "Cancel",
+    "Pick up",
+    "Back up",
+    "Test",
+    "Refactor",
+    "Deploy",
+    "Follow up on",
+];
+
+const OBJECTS: &[&str] = &[
+    "quarterly report",
+    "dentist appointment",
+    "groceries",
+    "the leaky faucet",
+    "team offsite",
+    "flight to Berlin",
+    "tax return",
+    "project proposal",
+    "car insurance",
+    "birthday gift for Mom",
+    "garage",
+    "invoice",
+    "onboarding docs",
+    "kitchen",
+    "library books",
+    "presentation slides",
+    "budget spreadsheet",
+    "release notes",
+    "database migration",
+    "newsletter",
+    "gym membership",
+    "passport",
+    "client feedback",
+    "pull request",
+    "meeting notes",
+    "vet appointment",
+    "electric bill",
+    "conference talk",
+    "photo album",
+    "bike tires",
+    "café reservation",
+    "Überweisung an den Vermieter",
+    "réunion d'équipe",
+    "日本語の宿題",
+];
+
+const SUFFIXES: &[&str] = &[
+    "",
+    "",
+    "",
+    "",
+    " before Friday",
+    " for next week",
+    " (urgent)",
+    " with Sam",
+    " again",
+    " ASAP",
+    " — see thread",
+    " #2",
+];
+
+const SENTENCES: &[&str] = &[
+    "Check the numbers against last quarter before sending.",
+    "Ask Priya whether the budget was approved.",
+    "Bring the receipts and the signed form.",
+    "The link is in the shared drive under /finance/2025.",
+    "Call between 9:00 and 11:00, they close early on Fridays.",
+    "Remember the 10% discount code from the newsletter.",
+    "Blocked until the vendor replies.",
+    "Need two quotes: one local, one online.",
+    "Don't forget the charger!",
+    "See the comments in the last review for context.",
+    "Low effort, but it keeps slipping.",
+    "Use the new template; the old one has the wrong logo.",
+    "Café on the corner takes card only.",
+    "Steps:\n- collect inputs\n- draft\n- send for review",
+];
+
+/// Tags, most common first (drawn with a skew towards the front).
+pub const TAGS: &[&str] = &[
+    "work",
+    "home",
+    "errands",
+    "finance",
+    "health",
+    "urgent",
+    "family",
+    "shopping",
+    "travel",
+    "reading",
+    "project-x",
+    "q3",
+    "admin",
+    "garden",
+    "car",
+    "kids",
+    "fitness",
+    "learning",
+    "ops",
+    "backend",
+    "frontend",
+    "personal",
+    "someday",
+    "waiting",
+    "call",
+    "email",
+    "bills",
+    "pets",
+    "music",
+    "cooking",
+];
+
+/// Words that occur in titles, for search queries.
+pub const SEARCH_WORDS: &[&str] = &[
+    "report", "call", "invoice", "review", "book", "notes", "bill", "team", "fix", "plan",
+];
+
+const DAY_MS: i64 = 86_400_000;
+
+impl Gen {
+    /// A generator with a fixed seed.
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: usize) -> usize {
+        ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * n as f64) as usize
+    }
+
+    /// `true` with probability `p`.
+    pub fn chance(&mut self, p: f64) -> bool {
+        ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64) < p
+    }
+
+    /// A uniformly chosen element.
+    pub fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.below(items.len())]
+    }
+
+    /// A realistic title.
+    pub fn title(&mut self) -> String {
+        let mut t = format!(
+            "{} {}{}",
+            self.pick(VERBS),
+            self.pick(OBJECTS),
+            self.pick(SUFFIXES)
+        );
+        if self.chance(0.15) {
+            let _ = write!(t, " #{}", 100 + self.below(9_900));
+        }
+        t
+    }
+
+    /// A description, or `None` (45 %).
+    pub fn description(&mut self) -> Option<String> {
+        if self.chance(0.45) {
+            return None;
+        }
+        let n = 1 + self.below(3);
+        let parts: Vec<&str> = (0..n).map(|_| self.pick(SENTENCES)).collect();
+        Some(parts.join(if self.chance(0.3) { "\n\n" } else { " " }))
+    }
+
+    /// 0–4 distinct normalised tags, common ones more likely.
+    pub fn tags(&mut self) -> Vec<String> {
+        let n = [0, 1, 1, 2, 2, 2, 3, 4][self.below(8)];
+        let mut out: Vec<String> = Vec::with_capacity(n);
+        while out.len() < n {
+            let r = (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+            let tag = TAGS[((r * r) * TAGS.len() as f64) as usize];
+            if !out.iter().any(|t| t == tag) {
+                out.push(tag.to_owned());
+            }
+        }
+        out
+    }
+
+    /// A priority rank: 25 % low, 55 % medium, 20 % high.
+    pub fn priority_rank(&mut self) -> i16 {
+        match self.below(100) {
+            0..25 => 0,
+            25..80 => 1,
+            _ => 2,
+        }
+    }
+
+    /// A due date around `base_ms` (55 % of tasks have one): some at midnight UTC.
+    pub fn due(&mut self, base_ms: i64) -> Option<i64> {
+        if !self.chance(0.55) {
+            return None;
+        }
+        let offset = (self.below(70 * 24) as i64 - 10 * 24) * 3_600_000;
+        let t = base_ms + offset;
+        Some(if self.chance(0.5) {
+            t - t.rem_euclid(DAY_MS)
+        } else {
+            t
+        })
+    }
+
+    /// The rows of one user: `n` tasks created over the past year, oldest first.
+    fn user_rows(&mut self, n: usize, now_ms: i64) -> Vec<Row> {
+        let start = now_ms - 365 * DAY_MS;
+        let step = (365 * DAY_MS) / (n.max(1) as i64);
+        (0..n)
+            .map(|i| {
+                let jitter = self.below(step.max(1) as usize) as i64;
+                let created_at = (start + i as i64 * step + jitter).min(now_ms);
+                let id = Uuid::new_v7(uuid::Timestamp::from_unix(
+                    uuid::NoContext,
+                    (created_at / 1000) as u64,
+                    ((created_at % 1000) * 1_000_000) as u32,
+                ));
+                Row {
+                    id,
+                    title: self.title(),
+                    description: self.description(),
+                    completed: self.chance(0.3),
+                    priority: self.priority_rank(),
+                    tags: self.tags(),
+                    due_at: self.due(created_at),
+                    created_at,
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use todo_store::TaskQuery;
+
+    #[test]
+    fn copy_text_escapes() {
+        let mut s = String::new();
+        copy_text(&mut s, "a\\b\tc\nd\re");
+        assert_eq!(s, "a\\\\b\\tc\\nd\\re");
+    }
+
+    #[test]
+    fn rows_are_valid_tasks() {
+        let mut g = Gen::new(1);
+        let now = Utc::now().timestamp_millis();
+        let rows = g.user_rows(500, now);
+        assert!(rows.windows(2).all(|w| w[0].created_at <= w[1].created_at));
+        for r in &rows {
+            assert!(!r.title.is_empty() && r.title.chars().count() <= 200);
+            assert_eq!(r.title, r.title.trim());
+            assert!((0..=2).contains(&r.priority));
+            assert!(r.tags.len() <= 4);
+            assert_eq!(r.id.get_version_num(), 7);
+            assert!(r.created_at <= now);
+        }
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    /// Seeds a SQLite file and reads it back through the store.
+    #[test]
+    fn sqlite_rows_read_back_through_the_store() {
+        runtime().block_on(read_back(test_support::TestDb::sqlite()));
+    }
+
+    /// Seeds a fresh PostgreSQL database (skipped without a server, outside CI) and reads it
+    /// back through the store.
+    #[test]
+    fn postgres_rows_read_back_through_the_store() {
+        runtime().block_on(async {
+            if let Some(db) = test_support::TestDb::postgres().await {
+                read_back(db).await;
+            }
+        });
+    }
+
+    /// The index names on `tasks` and `task_tags`, sorted.
+    async fn index_names(url: &str) -> Vec<String> {
+        let sql = if url.starts_with("postgres") {
+            "SELECT indexname::text FROM pg_indexes \
+             WHERE tablename IN ('tasks', 'task_tags') ORDER BY 1"
+        } else {
+            "SELECT name FROM sqlite_master WHERE type = 'index' \
+             AND tbl_name IN ('tasks', 'task_tags') ORDER BY 1"
+        };
+        if url.starts_with("postgres") {
+            let mut c = sqlx::PgConnection::connect(url).await.expect("connect");
+            sqlx::query_scalar(sql)
+                .fetch_all(&mut c)
+                .await
+                .expect("indexes")
+        } else {
+            let mut c = sqlx::SqliteConnection::connect(url).await.expect("connect");
+            sqlx::query_scalar(sql)
+                .fetch_all(&mut c)
+                .await
+                .expect("indexes")
+        }
+    }
+
+    /// Every row decodes, the indexes dropped for the load are back, the store's own listing,
+    /// search and tag filter see what was written, and seeding again adds rows.
+    async fn read_back(db: test_support::TestDb) {
+        let store = db.store().await;
+        let indexes = index_names(&db.url).await;
+        let spec = Spec {
+            users: 3,
+            tasks_per_user: 30,
+            skew: false,
+        };
+        let seeded = seed(&db.url, &spec).await.expect("seed");
+        assert_eq!(seeded.tasks, 90);
+        assert_eq!(index_names(&db.url).await, indexes, "indexes rebuilt");
+        let user = &seeded.users[1];
+        let tasks = store.for_user(&user.id).expect("user");
+        let all = TaskQuery {
+            limit: 100,
+            ..TaskQuery::default()
+        };
+        let page = tasks.list(&all).await.expect("list");
+        assert_eq!(page.total, 30);
+        let newest = page.tasks.first().expect("a task");
+        assert_eq!(newest.id, *user.task_ids.last().expect("an id"));
+        assert_eq!(newest.version, 1);
+        assert_eq!(newest.created_at, newest.updated_at);
+        for t in &page.tasks {
+            assert_eq!(t.completed_at.is_some(), t.completed);
+        }
+        let one = tasks.get(user.task_ids[0]).await.expect("get");
+        let word = one.title.split(' ').next_back().expect("word");
+        let found = tasks
+            .list(&TaskQuery {
+                q: Some(word.to_uppercase()),
+                ..all.clone()
+            })
+            .await
+            .expect("search");
+        assert!(
+            found.tasks.iter().any(|t| t.id == one.id),
+            "search {word:?}"
+        );
+        if let Some(tag) = one.tags.first() {
+            let tagged = tasks
+                .list(&TaskQuery {
+                    tags: vec![tag.clone()],
+                    ..all.clone()
+                })
+                .await
+                .expect("tag filter");
+            assert!(tagged.tasks.iter().any(|t| t.id == one.id));
+        }
+        let again = seed(&db.url, &spec)
+            .await
+            .expect("seed a non-empty database");
+        assert_eq!(again.tasks, 90);
+        assert_eq!(tasks.list(&all).await.expect("list").total, 60);
+        assert_eq!(index_names(&db.url).await, indexes);
+        store.close().await;
+        db.cleanup().await;
+    }
+}
