@@ -6,8 +6,8 @@
 
 use std::collections::HashMap;
 
-use poem::listener::TcpListener;
-use poem::{Request, Route, Server, get, handler};
+use poem::{Request, Route, get, handler};
+use todo_http::server::ServeOptions;
 use todo_http::{AuthError, Authenticator, Principal, TodoApi};
 use todo_store::Store;
 
@@ -52,6 +52,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let app = Route::new().at("/", get(home)).nest("/todo", todo);
 
     println!("listening on http://{addr} (API under /todo)");
-    Server::new(TcpListener::bind(addr)).run(app).await?;
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    todo_http::server::serve(listener, app, &ServeOptions::default(), shutdown).await?;
     Ok(())
 }

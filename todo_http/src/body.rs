@@ -19,6 +19,10 @@ use crate::types::{
 /// Largest accepted body, in bytes.
 pub const BODY_LIMIT: usize = 65_536;
 
+/// How long a body may take to arrive; set by the API builder as request data.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadTimeout(pub std::time::Duration);
+
 /// A body type: its schema, its media types and how its JSON becomes a value.
 pub trait BodyKind: Send + Sync + Sized + 'static {
     /// What the handler gets.
@@ -83,16 +87,34 @@ impl<'a, K: BodyKind> ApiExtractor<'a> for JsonBody<K> {
         _param_opts: ExtractParamOptions<()>,
     ) -> poem::Result<Self> {
         let bytes = match body.take() {
-            Ok(b) => b.into_bytes_limit(BODY_LIMIT).await.map_err(|e| {
-                if matches!(e, poem::error::ReadBodyError::PayloadTooLarge) {
-                    Problem::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        format!("the body is larger than {BODY_LIMIT} bytes"),
-                    )
-                } else {
-                    Problem::new(StatusCode::BAD_REQUEST, "the body could not be read")
+            Ok(b) => {
+                let limit = request
+                    .data::<ReadTimeout>()
+                    .map_or(crate::DEFAULT_BODY_READ_TIMEOUT, |t| t.0);
+                match tokio::time::timeout(limit, b.into_bytes_limit(BODY_LIMIT)).await {
+                    Ok(read) => read.map_err(|e| {
+                        if matches!(e, poem::error::ReadBodyError::PayloadTooLarge) {
+                            Problem::new(
+                                StatusCode::PAYLOAD_TOO_LARGE,
+                                format!("the body is larger than {BODY_LIMIT} bytes"),
+                            )
+                        } else {
+                            Problem::new(StatusCode::BAD_REQUEST, "the body could not be read")
+                        }
+                    })?,
+                    Err(_) => {
+                        return Err(Problem::new(
+                            StatusCode::REQUEST_TIMEOUT,
+                            format!("the body did not arrive within {} s", limit.as_secs_f64()),
+                        )
+                        .with_header(
+                            header::CONNECTION,
+                            poem::http::HeaderValue::from_static("close"),
+                        )
+                        .into());
+                    }
                 }
-            })?,
+            }
             Err(_) => Default::default(),
         };
         let ct = request

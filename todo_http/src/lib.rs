@@ -9,9 +9,12 @@
 //! store.migrate().await?;
 //! let auth = JwtAuthenticator::new(JwtConfig::hs256("a long shared secret")).await?;
 //! let app = TodoApi::builder(store).authenticator(auth).build();
-//! poem::Server::new(poem::listener::TcpListener::bind("127.0.0.1:8080"))
-//!     .run(app)
-//!     .await?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! let opts = todo_http::server::ServeOptions::default();
+//! todo_http::server::serve(listener, app, &opts, async {
+//!     let _ = tokio::signal::ctrl_c().await;
+//! })
+//! .await?;
 //! # Ok(())
 //! # }
 //! ```
@@ -54,6 +57,7 @@ impl TodoApi {
             mount_path: String::new(),
             readiness_timeout: Duration::from_secs(2),
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
         }
     }
 
@@ -91,11 +95,15 @@ pub struct TodoApiBuilder {
     mount_path: String,
     readiness_timeout: Duration,
     max_in_flight: usize,
+    body_read_timeout: Duration,
 }
 
 /// Requests handled at once before more are shed with 503 (see
 /// [`TodoApiBuilder::max_in_flight`]).
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 4096;
+
+/// How long a request body may take to arrive (see [`TodoApiBuilder::body_read_timeout`]).
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Rejects every request: used when no authenticator was configured.
 struct DenyAll;
@@ -144,6 +152,13 @@ impl TodoApiBuilder {
     /// `Retry-After: 1` instead of queueing without bound (default [`DEFAULT_MAX_IN_FLIGHT`]).
     pub fn max_in_flight(mut self, n: usize) -> Self {
         self.max_in_flight = n.max(1);
+        self
+    }
+
+    /// How long a request body may take to arrive in full; a slower one is answered 408
+    /// (default [`DEFAULT_BODY_READ_TIMEOUT`]).
+    pub fn body_read_timeout(mut self, t: Duration) -> Self {
+        self.body_read_timeout = t;
         self
     }
 
@@ -201,6 +216,7 @@ impl TodoApiBuilder {
         let permits = Arc::new(tokio::sync::Semaphore::new(self.max_in_flight));
         route
             .data(auth)
+            .data(body::ReadTimeout(self.body_read_timeout))
             .around(problems)
             .with_if(cors.is_some(), cors.unwrap_or_default())
             .with(poem::middleware::CatchPanic::new().with_handler(|_| {

@@ -1,10 +1,20 @@
 //! The standalone server: configuration from `TODO_*` environment variables, migrations on
-//! start, graceful shutdown on SIGTERM / Ctrl-C.
+//! start, graceful shutdown on SIGTERM / Ctrl-C; and [`serve`], the HTTP/1.1 connection loop
+//! with the header-read timeout, connection limit and graceful drain it runs on.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
-use poem::Server;
-use poem::listener::TcpListener;
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use poem::http::uri::Scheme;
+use poem::web::{LocalAddr, RemoteAddr};
+use poem::{Addr, Endpoint, EndpointExt};
 use todo_store::{Store, StoreOptions};
 
 use crate::TodoApi;
@@ -19,12 +29,14 @@ pub struct ServerConfig {
     pub addr: String,
     /// `TODO_CORS_ORIGINS`: comma-separated origins (`*` for any); default none.
     pub cors_origins: Vec<String>,
-    /// `TODO_SHUTDOWN_GRACE_SECS`: how long in-flight requests may finish; default 10.
-    pub shutdown_grace: Duration,
     /// `TODO_MAX_IN_FLIGHT`: requests handled at once before shedding with 503; default 4096.
     pub max_in_flight: usize,
-    /// `TODO_IDLE_TIMEOUT_SECS`: an idle keep-alive connection is closed after this; default 60.
-    pub idle_timeout: Duration,
+    /// `TODO_BODY_READ_TIMEOUT_SECS`: a request body must arrive in full within this, else 408;
+    /// default 30.
+    pub body_read_timeout: Duration,
+    /// Connection limits: `TODO_HEADER_READ_TIMEOUT_SECS` (30), `TODO_MAX_CONNECTIONS` (10000);
+    /// its `shutdown_grace` is `TODO_SHUTDOWN_GRACE_SECS` (10).
+    pub serve: ServeOptions,
     /// `TODO_DB_MAX_CONNECTIONS` (16), `TODO_DB_ACQUIRE_TIMEOUT_MS` (5000),
     /// `TODO_DB_STATEMENT_TIMEOUT_MS` (10000; 0 disables).
     pub store: StoreOptions,
@@ -71,9 +83,25 @@ impl ServerConfig {
                 .filter(|s| !s.is_empty())
                 .map(str::to_owned)
                 .collect(),
-            shutdown_grace: Duration::from_secs(parse(&lookup, "TODO_SHUTDOWN_GRACE_SECS", 10)?),
             max_in_flight: parse(&lookup, "TODO_MAX_IN_FLIGHT", crate::DEFAULT_MAX_IN_FLIGHT)?,
-            idle_timeout: Duration::from_secs(parse(&lookup, "TODO_IDLE_TIMEOUT_SECS", 60)?),
+            body_read_timeout: Duration::from_secs(parse(
+                &lookup,
+                "TODO_BODY_READ_TIMEOUT_SECS",
+                crate::DEFAULT_BODY_READ_TIMEOUT.as_secs(),
+            )?),
+            serve: ServeOptions {
+                header_read_timeout: Duration::from_secs(parse(
+                    &lookup,
+                    "TODO_HEADER_READ_TIMEOUT_SECS",
+                    30,
+                )?),
+                max_connections: parse(&lookup, "TODO_MAX_CONNECTIONS", 10_000)?,
+                shutdown_grace: Duration::from_secs(parse(
+                    &lookup,
+                    "TODO_SHUTDOWN_GRACE_SECS",
+                    10,
+                )?),
+            },
             store: StoreOptions {
                 max_connections: parse(
                     &lookup,
@@ -134,13 +162,8 @@ pub async fn run(cfg: ServerConfig) -> Result<(), Box<dyn std::error::Error + Se
     if !applied.is_empty() {
         tracing::info!(?applied, "applied migrations");
     }
-    let listener = TcpListener::bind(cfg.addr.clone());
-    let acceptor = poem::listener::Listener::into_acceptor(listener).await?;
-    let local = poem::listener::Acceptor::local_addr(&acceptor)
-        .first()
-        .and_then(|a| a.as_socket_addr().copied())
-        .map(|a| a.to_string())
-        .unwrap_or_else(|| cfg.addr.clone());
+    let listener = tokio::net::TcpListener::bind(cfg.addr.as_str()).await?;
+    let local = listener.local_addr()?.to_string();
     let auth = match cfg.jwt.clone() {
         Some(jwt) => JwtAuthenticator::new(jwt).await?,
         None => {
@@ -161,13 +184,121 @@ pub async fn run(cfg: ServerConfig) -> Result<(), Box<dyn std::error::Error + Se
         .authenticator(auth)
         .cors_origins(cfg.cors_origins.clone())
         .max_in_flight(cfg.max_in_flight)
+        .body_read_timeout(cfg.body_read_timeout)
         .build();
     tracing::info!(addr = %local, "listening");
-    Server::new_with_acceptor(acceptor)
-        .idle_timeout(cfg.idle_timeout)
-        .run_with_graceful_shutdown(app, shutdown_signal(), Some(cfg.shutdown_grace))
-        .await?;
+    serve(listener, app, &cfg.serve, shutdown_signal()).await?;
     store.close().await;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Connection-level limits of [`serve`].
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// A request head (request line and headers) must arrive in full within this long of the
+    /// server starting to wait for it, that is of the connection opening or of the previous
+    /// response being sent; otherwise the connection is closed. An idle keep-alive connection is
+    /// closed after it too. Default 30 s.
+    pub header_read_timeout: Duration,
+    /// Most client connections open at once; further ones wait in the listen backlog until one
+    /// closes. (The process's open-file limit, `ulimit -n`, must be above it.) Default 10,000.
+    pub max_connections: usize,
+    /// After the shutdown signal, how long in-flight requests may finish before the remaining
+    /// connections are dropped. Default 10 s.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Serves `app` over HTTP/1.1 on `listener` until `shutdown` completes, then stops accepting
+/// (new connections are refused), lets in-flight requests finish for up to
+/// `opts.shutdown_grace`, and returns. Idle keep-alive connections close at once on shutdown.
+///
+/// Compared with `poem::Server`, it bounds how long a client may take to send a request head
+/// and how many connections are open at once, so slow or abusive clients cannot hold
+/// resources without end.
+pub async fn serve<E>(
+    listener: tokio::net::TcpListener,
+    app: E,
+    opts: &ServeOptions,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()>
+where
+    E: Endpoint + 'static,
+{
+    let app = Arc::new(app.map_to_response().boxed());
+    let local = LocalAddr(Addr::SocketAddr(listener.local_addr()?));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(opts.header_read_timeout)
+        .keep_alive(true);
+    let slots = Arc::new(tokio::sync::Semaphore::new(opts.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let slot = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            s = slots.clone().acquire_owned() => match s {
+                Ok(s) => s,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors, or a connection reset before it was accepted:
+                    // back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let (app, local) = (app.clone(), local.clone());
+        let remote = RemoteAddr(Addr::SocketAddr(peer));
+        let service = hyper::service::service_fn(move |req: poem::http::Request<Incoming>| {
+            let (app, local, remote) = (app.clone(), local.clone(), remote.clone());
+            async move {
+                let req = poem::Request::from((req, local, remote, Scheme::HTTP));
+                let resp: poem::http::Response<BoxBody<Bytes, std::io::Error>> =
+                    app.get_response(req).await.into();
+                Ok::<_, Infallible>(resp)
+            }
+        });
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                // Header-read timeouts, clients that went away, malformed requests.
+                tracing::debug!(error = %e, "connection closed with an error");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    let open = graceful.count();
+    tracing::info!(connections = open, "no longer accepting; draining");
+    if tokio::time::timeout(opts.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_secs = opts.shutdown_grace.as_secs_f64(),
+            "grace period over: dropping the connections still open"
+        );
+    }
     Ok(())
 }
