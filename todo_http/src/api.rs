@@ -5,7 +5,6 @@ use std::sync::Arc;
 use poem::http::StatusCode;
 use poem::{Request, RequestBody};
 use poem_openapi::param::{Header, Path, Query};
-use poem_openapi::payload::Json;
 use poem_openapi::registry::{MetaSecurityScheme, Registry};
 use poem_openapi::{
     ApiExtractor, ApiExtractorType, ApiResponse, ExtractParamOptions, OpenApi, Tags,
@@ -14,12 +13,14 @@ use todo_store::{Order, SortKey, Status, Store, TaskQuery, UserTasks};
 
 use crate::auth::{AuthError, Authenticator};
 use crate::body::{CompletionBody, CreateBody, JsonBody, ReplaceBody, UpdateBody};
+use crate::payload::JsonOut;
 use crate::problem::{
     ApiError, CreateErrors, DeleteErrors, Problem, ReadManyErrors, ReadOneErrors, WriteErrors,
 };
 use crate::types::{
-    IfMatch, ListMeta, Priority, SortBy, SortOrder, StatusFilter, TagCountDto, TagListEnvelope,
-    TagSchema, TaskDto, TaskEnvelope, TaskIdParam, TaskListEnvelope, Timestamp, UserIdParam,
+    IfMatch, ListMeta, Priority, SearchParam, SortBy, SortOrder, StatusFilter, TagCountDto,
+    TagListEnvelope, TagSchema, TaskDto, TaskEnvelope, TaskIdParam, TaskListEnvelope, Timestamp,
+    UserIdParam,
 };
 
 #[derive(Tags)]
@@ -95,7 +96,7 @@ pub enum TaskResponse {
     /// The task.
     #[oai(status = 200, content_type = "application/json")]
     Ok(
-        Json<TaskEnvelope>,
+        JsonOut<TaskEnvelope>,
         /// The task's version as an entity tag, for `If-Match`.
         #[oai(header = "ETag")]
         String,
@@ -108,7 +109,7 @@ pub enum CreatedResponse {
     /// Created.
     #[oai(status = 201, content_type = "application/json")]
     Created(
-        Json<TaskEnvelope>,
+        JsonOut<TaskEnvelope>,
         /// URL of the new task.
         #[oai(header = "Location")]
         String,
@@ -123,7 +124,7 @@ pub enum CreatedResponse {
 pub enum ListResponse {
     /// The page.
     #[oai(status = 200, content_type = "application/json")]
-    Ok(Json<TaskListEnvelope>),
+    Ok(JsonOut<TaskListEnvelope>),
 }
 
 /// Tags with counts.
@@ -131,7 +132,7 @@ pub enum ListResponse {
 pub enum TagsResponse {
     /// The tags.
     #[oai(status = 200, content_type = "application/json")]
-    Ok(Json<TagListEnvelope>),
+    Ok(JsonOut<TagListEnvelope>),
 }
 
 /// No content.
@@ -144,7 +145,7 @@ pub enum DeletedResponse {
 
 fn task_response(t: todo_store::Task) -> TaskResponse {
     let etag = format!("\"{}\"", t.version);
-    TaskResponse::Ok(Json(TaskEnvelope { data: t.into() }), etag)
+    TaskResponse::Ok(JsonOut(TaskEnvelope { data: t.into() }), etag)
 }
 
 /// The task API over a [`Store`].
@@ -187,8 +188,7 @@ impl TasksApi {
         /// Tasks carrying every one of these tags (normalised like stored tags); repeatable.
         tag: Query<Option<Vec<TagSchema>>>,
         /// Case-insensitive substring of title or description; `%`, `_` and `\` are literal.
-        #[oai(validator(max_length = 200, pattern = r"^[^\x00]*$"))]
-        q: Query<Option<String>>,
+        q: Query<Option<SearchParam>>,
         /// Only tasks with `due_at >= due_after`.
         due_after: Query<Option<Timestamp>>,
         /// Only tasks with `due_at < due_before`.
@@ -217,7 +217,7 @@ impl TasksApi {
                 .map(Into::into)
                 .collect(),
             tags: tag.0.unwrap_or_default().into_iter().map(|t| t.0).collect(),
-            q: q.0,
+            q: q.0.map(|s| s.0),
             due_after: due_after.0.map(|t| t.0),
             due_before: due_before.0.map(|t| t.0),
             sort: match sort.0 {
@@ -240,7 +240,7 @@ impl TasksApi {
             .list(&query)
             .await
             .map_err(|e| Problem::from_store_as(e, StatusCode::BAD_REQUEST))?;
-        Ok(ListResponse::Ok(Json(TaskListEnvelope {
+        Ok(ListResponse::Ok(JsonOut(TaskListEnvelope {
             data: page.tasks.into_iter().map(TaskDto::from).collect(),
             meta: ListMeta {
                 limit: page.limit,
@@ -274,7 +274,7 @@ impl TasksApi {
         let location = format!("{}/{}", base.trim_end_matches('/'), t.id);
         let etag = format!("\"{}\"", t.version);
         Ok(CreatedResponse::Created(
-            Json(TaskEnvelope { data: t.into() }),
+            JsonOut(TaskEnvelope { data: t.into() }),
             location,
             etag,
         ))
@@ -429,7 +429,7 @@ impl TasksApi {
     ) -> Res<TagsResponse, ReadManyErrors> {
         let _ = user_id;
         let tags = self.user(&auth)?.tags().await?;
-        Ok(TagsResponse::Ok(Json(TagListEnvelope {
+        Ok(TagsResponse::Ok(JsonOut(TagListEnvelope {
             data: tags
                 .into_iter()
                 .map(|t| TagCountDto {

@@ -24,6 +24,7 @@
 mod api;
 pub mod auth;
 pub mod body;
+pub mod payload;
 pub mod problem;
 pub mod server;
 pub mod types;

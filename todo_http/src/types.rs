@@ -92,6 +92,12 @@ impl ParseFromJSON for Timestamp {
     }
 }
 
+impl serde::Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&Timestamp::format(self.0))
+    }
+}
+
 impl ToJSON for Timestamp {
     fn to_json(&self) -> Option<Value> {
         Some(Value::String(Timestamp::format(self.0)))
@@ -191,8 +197,9 @@ impl ParseFromParameter for IfMatch {
 }
 
 /// Task priority.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, serde::Serialize)]
 #[oai(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
 pub enum Priority {
     /// Lowest rank.
     Low,
@@ -261,7 +268,7 @@ pub enum SortOrder {
 }
 
 /// A task.
-#[derive(Debug, Clone, PartialEq, Eq, Object)]
+#[derive(Debug, Clone, PartialEq, Eq, Object, serde::Serialize)]
 #[oai(rename = "Task", example)]
 pub struct TaskDto {
     /// UUIDv7 (time-ordered).
@@ -339,14 +346,14 @@ impl From<todo_store::Task> for TaskDto {
 }
 
 /// `{"data": Task}`.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, serde::Serialize)]
 pub struct TaskEnvelope {
     /// The task.
     pub data: TaskDto,
 }
 
 /// Paging information of a task list.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, serde::Serialize)]
 #[oai(example)]
 pub struct ListMeta {
     /// The page size used.
@@ -373,7 +380,7 @@ fn meta_example() -> ListMeta {
 }
 
 /// `{"data": [Task], "meta": {...}}`.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, serde::Serialize)]
 pub struct TaskListEnvelope {
     /// The page of tasks.
     pub data: Vec<TaskDto>,
@@ -382,7 +389,7 @@ pub struct TaskListEnvelope {
 }
 
 /// A tag with its number of tasks.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, serde::Serialize)]
 #[oai(rename = "TagCount", example)]
 pub struct TagCountDto {
     /// The tag.
@@ -405,7 +412,7 @@ fn tag_example() -> TagCountDto {
 }
 
 /// `{"data": [TagCount]}`.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, serde::Serialize)]
 pub struct TagListEnvelope {
     /// Tags, most used first, then by name.
     pub data: Vec<TagCountDto>,
@@ -416,6 +423,39 @@ pub struct TagListEnvelope {
 pub struct Health {
     /// `ok`.
     pub status: String,
+}
+
+/// The `q` listing parameter: at most 200 characters, no NUL. Checked here rather than with
+/// poem-openapi's `pattern` validator, which compiles its regular expression on every request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchParam(pub String);
+
+/// Longest `q`, in characters.
+pub const SEARCH_MAX_CHARS: usize = 200;
+
+string_type!(
+    SearchParam,
+    "Search",
+    None,
+    Some(r"^[^\x00]*$"),
+    None,
+    Some(SEARCH_MAX_CHARS),
+    "Case-insensitive substring of the title or description, at most 200 characters; `%`, `_` and `\\` are literal.",
+    None
+);
+
+impl ParseFromParameter for SearchParam {
+    fn parse_from_parameter(value: &str) -> ParseResult<Self> {
+        if value.contains('\0') {
+            return Err(ParseError::custom("must not contain NUL"));
+        }
+        if value.chars().count() > SEARCH_MAX_CHARS {
+            return Err(ParseError::custom(format!(
+                "must be at most {SEARCH_MAX_CHARS} characters"
+            )));
+        }
+        Ok(SearchParam(value.to_owned()))
+    }
 }
 
 // ---- request bodies (schemas; the bodies themselves are parsed by `crate::body`) ----

@@ -56,6 +56,10 @@ pub use error::{FieldError, StoreError};
 pub use query::{Dialect, Order, Page, SortKey, Status, TaskQuery};
 pub use task::{Patch, Priority, TagCount, Task, TaskInput, TaskPatch};
 
+/// A pooled PostgreSQL connection idle at least this long is pinged before it is handed out.
+#[cfg(feature = "postgres")]
+const PING_IF_IDLE_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Connection settings beyond the URL.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -106,9 +110,22 @@ impl Store {
                 if let Some(t) = opts.statement_timeout {
                     o = o.options([("statement_timeout", format!("{}ms", t.as_millis()))]);
                 }
+                // sqlx pings every connection as it goes back to the pool; pinging it again on
+                // acquire would cost a second round trip per request. Only a connection that sat
+                // idle (where the server or a proxy such as Neon's may have closed it) is pinged
+                // before use, and replaced if dead.
                 let pool = PgPoolOptions::new()
                     .max_connections(opts.max_connections.max(1))
                     .acquire_timeout(opts.acquire_timeout)
+                    .test_before_acquire(false)
+                    .before_acquire(|conn, meta| {
+                        Box::pin(async move {
+                            if meta.idle_for >= PING_IF_IDLE_FOR {
+                                sqlx::Connection::ping(conn).await?;
+                            }
+                            Ok(true)
+                        })
+                    })
                     .connect_lazy_with(o);
                 Ok(Self::from_pg_pool(pool))
             }
