@@ -58,6 +58,7 @@ impl TodoApi {
             mount_path: String::new(),
             readiness_timeout: Duration::from_secs(2),
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_active: DEFAULT_MAX_ACTIVE,
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
         }
     }
@@ -96,12 +97,16 @@ pub struct TodoApiBuilder {
     mount_path: String,
     readiness_timeout: Duration,
     max_in_flight: usize,
+    max_active: usize,
     body_read_timeout: Duration,
 }
 
 /// Requests handled at once before more are shed with 503 (see
 /// [`TodoApiBuilder::max_in_flight`]).
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 4096;
+
+/// Requests processed at once (see [`TodoApiBuilder::max_active`]).
+pub const DEFAULT_MAX_ACTIVE: usize = 64;
 
 /// How long a request body may take to arrive (see [`TodoApiBuilder::body_read_timeout`]).
 pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -149,10 +154,22 @@ impl TodoApiBuilder {
         self
     }
 
-    /// Most requests handled at once; beyond it requests are answered at once with 503 and
-    /// `Retry-After: 1` instead of queueing without bound (default [`DEFAULT_MAX_IN_FLIGHT`]).
+    /// Most requests accepted at once, waiting or active (see [`max_active`](Self::max_active));
+    /// beyond it requests are answered at once with 503 and `Retry-After: 1` instead of
+    /// queueing without bound (default [`DEFAULT_MAX_IN_FLIGHT`]).
     pub fn max_in_flight(mut self, n: usize) -> Self {
         self.max_in_flight = n.max(1);
+        self
+    }
+
+    /// Most requests processed at once; further accepted requests wait their turn (first come,
+    /// first served) before anything else is done for them (default [`DEFAULT_MAX_ACTIVE`]).
+    /// With a database pool of a few connections, more active requests only wait inside the
+    /// pool, each holding its parsed request and handler state: queueing them here instead keeps
+    /// memory flat however many clients are connected. [`max_in_flight`](Self::max_in_flight)
+    /// counts waiting and active requests together.
+    pub fn max_active(mut self, n: usize) -> Self {
+        self.max_active = n.max(1);
         self
     }
 
@@ -214,7 +231,10 @@ impl TodoApiBuilder {
             }
             c
         });
-        let permits = Arc::new(tokio::sync::Semaphore::new(self.max_in_flight));
+        let limits = Arc::new(Limits {
+            in_flight: tokio::sync::Semaphore::new(self.max_in_flight),
+            active: tokio::sync::Semaphore::new(self.max_active),
+        });
         route
             .data(auth)
             .data(body::ReadTimeout(self.body_read_timeout))
@@ -223,7 +243,7 @@ impl TodoApiBuilder {
             .with(poem::middleware::CatchPanic::new().with_handler(|_| {
                 Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
             }))
-            .around(move |next, req| shed(next, req, permits.clone()))
+            .around(move |next, req| admit(next, req, limits.clone()))
             .around(trace)
             .map_to_response()
     }
@@ -323,13 +343,18 @@ async fn problems<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> 
     Ok(resp)
 }
 
-/// Sheds load: a request that finds every permit taken is answered 503 at once.
-async fn shed<E: Endpoint>(
-    next: E,
-    req: Request,
-    permits: Arc<tokio::sync::Semaphore>,
-) -> poem::Result<Response> {
-    let Ok(_permit) = permits.try_acquire() else {
+/// Admission limits of one endpoint.
+struct Limits {
+    /// Requests accepted (waiting or active).
+    in_flight: tokio::sync::Semaphore,
+    /// Requests being processed.
+    active: tokio::sync::Semaphore,
+}
+
+/// Sheds load (a request that finds every in-flight permit taken is answered 503 at once) and
+/// queues the rest until one of the `max_active` slots is free.
+async fn admit<E: Endpoint>(next: E, req: Request, limits: Arc<Limits>) -> poem::Result<Response> {
+    let Ok(_in_flight) = limits.in_flight.try_acquire() else {
         tracing::warn!("shedding load: too many requests in flight");
         return Ok(Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -340,6 +365,9 @@ async fn shed<E: Endpoint>(
             poem::http::HeaderValue::from_static("1"),
         )
         .into_response());
+    };
+    let Ok(_active) = limits.active.acquire().await else {
+        return Ok(Problem::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response());
     };
     next.call(req).await.map(IntoResponse::into_response)
 }

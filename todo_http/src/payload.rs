@@ -33,8 +33,11 @@ impl<T: Type> Payload for JsonOut<T> {
 
 impl<T: serde::Serialize + Send> IntoResponse for JsonOut<T> {
     fn into_response(self) -> Response {
-        match serde_json::to_vec(&self.0) {
-            Ok(body) => Response::builder()
+        // Most bodies are a task (about 400 bytes) or a page of them: start big enough that a
+        // page grows its buffer a few times rather than a dozen.
+        let mut body = Vec::with_capacity(4096);
+        match serde_json::to_writer(&mut body, &self.0) {
+            Ok(()) => Response::builder()
                 .header(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("application/json"),

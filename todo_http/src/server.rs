@@ -29,8 +29,11 @@ pub struct ServerConfig {
     pub addr: String,
     /// `TODO_CORS_ORIGINS`: comma-separated origins (`*` for any); default none.
     pub cors_origins: Vec<String>,
-    /// `TODO_MAX_IN_FLIGHT`: requests handled at once before shedding with 503; default 4096.
+    /// `TODO_MAX_IN_FLIGHT`: requests accepted at once (waiting or active) before shedding with
+    /// 503; default 4096.
     pub max_in_flight: usize,
+    /// `TODO_MAX_ACTIVE`: requests processed at once; more wait their turn; default 64.
+    pub max_active: usize,
     /// `TODO_BODY_READ_TIMEOUT_SECS`: a request body must arrive in full within this, else 408;
     /// default 30.
     pub body_read_timeout: Duration,
@@ -84,6 +87,7 @@ impl ServerConfig {
                 .map(str::to_owned)
                 .collect(),
             max_in_flight: parse(&lookup, "TODO_MAX_IN_FLIGHT", crate::DEFAULT_MAX_IN_FLIGHT)?,
+            max_active: parse(&lookup, "TODO_MAX_ACTIVE", crate::DEFAULT_MAX_ACTIVE)?,
             body_read_timeout: Duration::from_secs(parse(
                 &lookup,
                 "TODO_BODY_READ_TIMEOUT_SECS",
@@ -184,6 +188,7 @@ pub async fn run(cfg: ServerConfig) -> Result<(), Box<dyn std::error::Error + Se
         .authenticator(auth)
         .cors_origins(cfg.cors_origins.clone())
         .max_in_flight(cfg.max_in_flight)
+        .max_active(cfg.max_active)
         .body_read_timeout(cfg.body_read_timeout)
         .build();
     tracing::info!(addr = %local, "listening");

@@ -73,8 +73,50 @@ impl Timestamp {
 
     /// `2026-01-02T03:04:05.123Z`.
     pub fn format(t: DateTime<Utc>) -> String {
-        t.to_rfc3339_opts(SecondsFormat::Millis, true)
+        let mut buf = [0u8; 24];
+        match format_millis(t, &mut buf) {
+            Some(s) => s.to_owned(),
+            None => t.to_rfc3339_opts(SecondsFormat::Millis, true),
+        }
     }
+}
+
+/// `t` as `YYYY-MM-DDTHH:MM:SS.mmmZ` in `buf`, without allocating: every timestamp of a page
+/// goes through here. `None` for what the fixed layout cannot hold (years outside 0-9999, a
+/// leap second), which [`Timestamp::format`] leaves to chrono.
+fn format_millis(t: DateTime<Utc>, buf: &mut [u8; 24]) -> Option<&str> {
+    use chrono::{Datelike, Timelike};
+    let year = u32::try_from(t.year()).ok().filter(|y| *y <= 9999)?;
+    let millis = t.timestamp_subsec_millis();
+    if millis >= 1000 {
+        return None;
+    }
+    let mut put = |at: usize, v: u32, width: usize| {
+        let mut v = v;
+        for i in (0..width).rev() {
+            buf[at + i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, year, 4);
+    put(5, t.month(), 2);
+    put(8, t.day(), 2);
+    put(11, t.hour(), 2);
+    put(14, t.minute(), 2);
+    put(17, t.second(), 2);
+    put(20, millis, 3);
+    for (at, c) in [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (19, b'.'),
+        (23, b'Z'),
+    ] {
+        buf[at] = c;
+    }
+    std::str::from_utf8(buf).ok()
 }
 
 impl ParseFromParameter for Timestamp {
@@ -94,7 +136,11 @@ impl ParseFromJSON for Timestamp {
 
 impl serde::Serialize for Timestamp {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&Timestamp::format(self.0))
+        let mut buf = [0u8; 24];
+        match format_millis(self.0, &mut buf) {
+            Some(text) => s.serialize_str(text),
+            None => s.serialize_str(&Timestamp::format(self.0)),
+        }
     }
 }
 
@@ -645,5 +691,42 @@ impl poem_openapi::types::Example for CompletionSchema {
 fn completion_example() -> CompletionSchema {
     CompletionSchema {
         completed: Some(true),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
+    use proptest::prelude::*;
+
+    use super::Timestamp;
+
+    fn chrono_format(t: DateTime<Utc>) -> String {
+        t.to_rfc3339_opts(SecondsFormat::Millis, true)
+    }
+
+    proptest! {
+        #[test]
+        fn timestamps_format_like_chrono(
+            secs in -62_167_219_200i64..253_402_300_800,
+            nanos in 0u32..1_000_000_000,
+        ) {
+            let t = Utc.timestamp_opt(secs, nanos).single().expect("in range");
+            prop_assert_eq!(Timestamp::format(t), chrono_format(t));
+        }
+    }
+
+    #[test]
+    fn timestamps_outside_the_fixed_layout_fall_back_to_chrono() {
+        for t in [
+            Utc.timestamp_opt(-62_167_219_201, 0).single(),
+            Utc.timestamp_opt(253_402_300_800, 5_000_000).single(),
+            Utc.timestamp_opt(1_483_228_799, 1_500_000_000).single(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            assert_eq!(Timestamp::format(t), chrono_format(t));
+        }
     }
 }

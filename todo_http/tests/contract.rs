@@ -547,3 +547,63 @@ async fn sheds_load_beyond_max_in_flight() {
     gate2.notify_waiters();
     assert_eq!(next.await.unwrap().status(), StatusCode::OK);
 }
+
+/// Counts the requests being authenticated at once (each takes 30 ms).
+#[derive(Default)]
+struct Counting {
+    now: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl todo_http::Authenticator for Counting {
+    async fn authenticate(
+        &self,
+        _req: &poem::Request,
+    ) -> Result<todo_http::Principal, todo_http::AuthError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let n = self.now.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(n, SeqCst);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        self.now.fetch_sub(1, SeqCst);
+        Ok(todo_http::Principal {
+            user_id: "alice".into(),
+        })
+    }
+}
+
+/// Beyond `max_active`, accepted requests wait their turn instead of being processed (or shed):
+/// all succeed, never more than `max_active` at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_beyond_max_active_queue_and_all_succeed() {
+    let store = Store::connect("sqlite::memory:").await.unwrap();
+    store.migrate().await.unwrap();
+    let counting = std::sync::Arc::new(Counting::default());
+    let ep = std::sync::Arc::new(
+        TodoApi::builder(store)
+            .shared_authenticator(counting.clone())
+            .max_active(3)
+            .max_in_flight(100)
+            .build()
+            .boxed(),
+    );
+    let calls: Vec<_> = (0..12)
+        .map(|_| {
+            let ep = ep.clone();
+            tokio::spawn(async move {
+                let req = poem::Request::builder()
+                    .uri("/api/alice/tasks".parse().unwrap())
+                    .finish();
+                poem::Endpoint::get_response(&*ep, req).await.status()
+            })
+        })
+        .collect();
+    for c in calls {
+        assert_eq!(c.await.unwrap(), StatusCode::OK);
+    }
+    assert_eq!(
+        counting.most.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "requests processed at once"
+    );
+}
