@@ -369,7 +369,12 @@ async fn admit<E: Endpoint>(next: E, req: Request, limits: Arc<Limits>) -> poem:
     let Ok(_active) = limits.active.acquire().await else {
         return Ok(Problem::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response());
     };
-    next.call(req).await.map(IntoResponse::into_response)
+    // Boxed, and only now: the future of everything inside (routing, extractors, the handler,
+    // the store) is large, and stored inline it would be allocated with this one while the
+    // request still waits for its turn above.
+    Box::pin(next.call(req))
+        .await
+        .map(IntoResponse::into_response)
 }
 
 /// The route template of a path (`/api/{user_id}/tasks/{task_id}`), so logs never carry ids.
