@@ -1,11 +1,11 @@
 //! Listing cost through the public API, end to end on an in-memory SQLite store.
 //!
-//! The statement builders (`query::Scope`) are crate-private (`Scope::new` is `pub(crate)`), so
-//! rendering a list query cannot be benchmarked on its own without adding public API to the
-//! crate. This measures `UserTasks::list` instead: validation, building and rendering the
-//! statement with sea-query, running it on SQLite (`sqlite::memory:`, one connection) and
-//! decoding the rows, for a user with 1,000 tasks and one with 10,000. `get` is the floor: one
-//! row by primary key through the same path.
+//! `build/*`: query building alone, `todo_store::list_statement` (validating the query and
+//! rendering the page statement with sea-query) for each dialect, default and filtered.
+//! `list/*`: `UserTasks::list` end to end: validation, building and rendering the statement,
+//! running it on SQLite (`sqlite::memory:`, one connection) and decoding the rows, for a user
+//! with 1,000 tasks and one with 10,000. `get` is the floor: one row by primary key through the
+//! same path.
 //!
 //! `cargo bench -p todo_store --bench list`
 
@@ -13,7 +13,10 @@
 
 use chrono::{Duration, Utc};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use todo_store::{Order, Priority, SortKey, Status, Store, TaskInput, TaskQuery, UserTasks};
+use todo_store::{
+    Dialect, Order, Priority, SortKey, Status, Store, TaskInput, TaskQuery, UserTasks,
+    list_statement,
+};
 
 const TAGS: [&str; 6] = ["work", "home", "errands", "finance", "health", "urgent"];
 const WORDS: [&str; 6] = ["Review", "Call", "Buy", "Fix", "Plan", "Book"];
@@ -75,6 +78,19 @@ fn list(c: &mut Criterion) {
         limit: 20,
         ..TaskQuery::default()
     };
+
+    let mut g = c.benchmark_group("build");
+    for (name, dialect) in [("postgres", Dialect::Postgres), ("sqlite", Dialect::Sqlite)] {
+        for (shape, q) in [
+            ("default", &TaskQuery::default()),
+            ("filter_search_sort", &filtered),
+        ] {
+            g.bench_function(BenchmarkId::new(shape, name), |b| {
+                b.iter(|| list_statement("user-1000", q, dialect).expect("statement"))
+            });
+        }
+    }
+    g.finish();
 
     let mut g = c.benchmark_group("list");
     for (n, tasks, _) in &users {

@@ -53,7 +53,7 @@ use uuid::Uuid;
 
 use backend::Pool;
 pub use error::{FieldError, StoreError};
-pub use query::{Dialect, Order, Page, SortKey, Status, TaskQuery};
+pub use query::{Dialect, Order, Page, SortKey, Status, TaskQuery, list_statement};
 pub use task::{Patch, Priority, TagCount, Task, TaskInput, TaskPatch};
 
 /// A pooled PostgreSQL connection idle at least this long is pinged before it is handed out.

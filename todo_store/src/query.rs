@@ -723,6 +723,25 @@ impl<'a> Scope<'a> {
     }
 }
 
+/// The page statement a listing of `user_id` with `q` runs on `dialect`, rendered with
+/// placeholders (`$1`… on PostgreSQL, `?` on SQLite), and the number of values bound to it: for
+/// `EXPLAIN`, logging and benchmarks of query building. The user id is validated like
+/// [`crate::Store::for_user`] and the query like [`crate::UserTasks::list`].
+pub fn list_statement(
+    user_id: &str,
+    q: &TaskQuery,
+    dialect: Dialect,
+) -> Result<(String, usize), StoreError> {
+    crate::task::validate_user_id(user_id)?;
+    let valid = q.validate()?;
+    let stmt = Scope::new(user_id, dialect).page(&valid);
+    let (sql, values) = match dialect {
+        Dialect::Postgres => stmt.build(sea_query::PostgresQueryBuilder),
+        Dialect::Sqlite => stmt.build(sea_query::SqliteQueryBuilder),
+    };
+    Ok((sql, values.0.len()))
+}
+
 pub(crate) fn tags_json(tags: &[String]) -> String {
     serde_json::to_string(tags).unwrap_or_else(|_| "[]".to_owned())
 }
@@ -732,6 +751,29 @@ mod tests {
     use super::*;
     use sea_query::{PostgresQueryBuilder, SqliteQueryBuilder};
     use sea_query_sqlx::SqlxBinder;
+
+    #[test]
+    fn list_statement_renders_the_page_query_with_its_values() {
+        let q = TaskQuery {
+            q: Some("milk".into()),
+            ..TaskQuery::default()
+        };
+        let (sql, n) = list_statement("alice", &q, Dialect::Postgres).expect("statement");
+        assert!(sql.contains("\"user_id\" = $1"), "{sql}");
+        assert!(sql.contains("LIKE"), "{sql}");
+        assert!(
+            n >= 3,
+            "user id, pattern twice and the limit are bound: {n}"
+        );
+        let (sql, _) = list_statement("alice", &q, Dialect::Sqlite).expect("statement");
+        assert!(sql.contains("\"user_id\" = ?"), "{sql}");
+        assert!(list_statement("", &q, Dialect::Sqlite).is_err());
+        let bad = TaskQuery {
+            limit: 0,
+            ..TaskQuery::default()
+        };
+        assert!(list_statement("alice", &bad, Dialect::Postgres).is_err());
+    }
 
     fn sample_task() -> Task {
         let now = crate::task::now_ms();

@@ -11,7 +11,8 @@
 //!    2-worker runtime like the server's), then starts the server (`ulimit -n 65536` wrapper) and
 //!    drives it with `load.rs`: one connection per user, each with its own HS256 token.
 //! 3. Scenarios, in this order so reads see the seeded data untouched: list, list with filter +
-//!    search + sort, get; the open-loop list runs (fixed arrival rate, latency from the intended
+//!    search + sort, get; both lists again for the heavy user alone (one connection); the
+//!    open-loop list runs (fixed arrival rate, latency from the intended
 //!    send time: 2,000 req/s over 1,000 connections, then half the closed-loop list throughput
 //!    just measured, a rate the server sustains); then create, patch, toggle; then the mix
 //!    (70 % reads). Each closed-loop scenario at 64 and 1,000 connections (`--quick`: 64 only,
@@ -655,6 +656,17 @@ fn run_backend(
             report.http.push(m);
         }
     }
+    // The heavy user's listings on their own (one connection, no queueing behind other
+    // users): the latency of a 10,000-task user's page itself.
+    for op in [Op::List, Op::ListFiltered] {
+        let m = measure(
+            format!("{}, heavy user alone", Scenario::Only(op).name()),
+            1,
+            closed(op),
+            plan.closed,
+        );
+        report.http.push(m);
+    }
     // The open loop at the rate, and at half the closed-loop list throughput measured
     // just before (a load the server can sustain, so its p99 is not just a growing backlog).
     let capacity = report
@@ -889,7 +901,7 @@ fn render(
     );
     let _ = writeln!(
         w,
-        "| server | `target/release/examples/serve`, `TODO_DB_MAX_CONNECTIONS={}`, `TODO_LOG=warn`, `ulimit -n 65536` (or the hard limit where raising it is not permitted), tokio default runtime (one worker per CPU) |",
+        "| server | `target/release/examples/serve`, `TODO_DB_MAX_CONNECTIONS={}`, `TODO_LOG=warn`, other settings at their defaults (`TODO_MAX_ACTIVE=64`, `TODO_MAX_IN_FLIGHT=4096`), `ulimit -n 65536` (or the hard limit where raising it is not permitted), tokio default runtime (one worker per CPU), glibc malloc |",
         o.db_max_connections
     );
     let _ = writeln!(
