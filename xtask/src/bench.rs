@@ -715,6 +715,21 @@ fn run_backend(
     Ok(report)
 }
 
+/// The cells every closed-loop row starts with: `| what | conns | req/s | p50 | p95 | p99 | max |
+/// errors | heavy p50 |`.
+fn stats_cells(what: &str, conns: usize, s: &Stats) -> String {
+    format!(
+        "| {what} | {conns} | {:.0} | {} | {} | {} | {} | {} | {} |",
+        s.rps,
+        ms(s.p50),
+        ms(s.p95),
+        ms(s.p99),
+        ms(s.max),
+        s.errors,
+        ms(s.first_conn_p50),
+    )
+}
+
 /// CPU time used between two samples, in % of one CPU over `wall`.
 fn cpu_share(before: Option<Duration>, after: Option<Duration>, wall: Duration) -> Option<f64> {
     let used = after?.checked_sub(before?)?;
@@ -944,16 +959,8 @@ fn render(
         for m in &r.http {
             let _ = writeln!(
                 w,
-                "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                m.what,
-                m.conns,
-                m.stats.rps,
-                ms(m.stats.p50),
-                ms(m.stats.p95),
-                ms(m.stats.p99),
-                ms(m.stats.max),
-                m.stats.errors,
-                ms(m.stats.first_conn_p50),
+                "{} {} | {} | {} | {} |",
+                stats_cells(&m.what, m.conns, &m.stats),
                 pct(m.server_cpu),
                 pct(m.db_cpu),
                 pct(m.own_cpu),
@@ -1024,16 +1031,8 @@ fn render(
             };
             let _ = writeln!(
                 w,
-                "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {tput} | {lat} |",
-                d.what,
-                d.conns,
-                d.stats.rps,
-                ms(d.stats.p50),
-                ms(d.stats.p95),
-                ms(d.stats.p99),
-                ms(d.stats.max),
-                d.stats.errors,
-                ms(d.stats.first_conn_p50),
+                "{} {} | {tput} | {lat} |",
+                stats_cells(&d.what, d.conns, &d.stats),
                 pct(d.own_cpu),
             );
         }
