@@ -319,6 +319,17 @@ both_backends! {
         assert_eq!(sorted(&u, TaskQuery { q: Some("\\".into()), ..q() }).await, ["path"]);
         assert_eq!(sorted(&u, TaskQuery { q: Some("éclair".into()), ..q() }).await, ["Ünïcode ÉCLAIR"], "non-ASCII folds too");
         assert!(sorted(&u, TaskQuery { q: Some("m_lk".into()), ..q() }).await.is_empty(), "_ is literal");
+        assert_eq!(sorted(&u, TaskQuery { q: Some("COUPON".into()), ..q() }).await, ["50% off"], "a word of the description");
+        assert_eq!(sorted(&u, TaskQuery { q: Some("on_c".into()), ..q() }).await, ["50% off"]);
+        assert!(sorted(&u, TaskQuery { q: Some("onxc".into()), ..q() }).await.is_empty(), "_ is literal with a trigram too");
+        // A description too long for the covering index, found with and without a trigram.
+        let c = store.for_user("carol").unwrap();
+        let long = format!("{}Zebra crossing", "ééé ".repeat(240));
+        c.create(mk("walk", Some(&long), Priority::Low, &[], None, false)).await.unwrap();
+        c.create(mk("zebra", None, Priority::Low, &[], None, false)).await.unwrap();
+        assert_eq!(sorted(&c, TaskQuery { q: Some("ZEBRA".into()), ..q() }).await, ["walk", "zebra"]);
+        assert_eq!(sorted(&c, TaskQuery { q: Some("a c".into()), ..q() }).await, ["walk"]);
+        assert!(sorted(&u, TaskQuery { q: Some("zebra".into()), ..q() }).await.is_empty(), "other users' tasks stay out");
         assert_eq!(sorted(&u, TaskQuery { due_after: Some(day(2)), ..q() }).await, ["50% off", "Ünïcode ÉCLAIR"]);
         assert_eq!(sorted(&u, TaskQuery { due_before: Some(day(2)), ..q() }).await, ["Buy MILK"]);
         assert_eq!(sorted(&u, TaskQuery { due_after: Some(day(1)), due_before: Some(day(3)), ..q() }).await, ["50% off", "Buy MILK"]);

@@ -161,3 +161,112 @@ async fn sqlite_concurrent_connects_on_a_new_file() {
         b.close().await;
     }
 }
+
+/// Whether `index` exists in the database at `url` (PostgreSQL).
+async fn pg_index_exists(url: &str, index: &str) -> bool {
+    let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+    let found = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+        .bind(index)
+        .fetch_one(&mut conn)
+        .await
+        .expect("to_regclass");
+    let _ = conn.close().await;
+    found
+}
+
+/// Migration V3 creates the trigram search indexes where it may create the `pg_trgm` and
+/// `btree_gin` extensions, and changes nothing where it may not (here: a role without CREATE on
+/// the database): the migration still succeeds and searches give the same answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_search_indexes_are_optional() {
+    use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+    use std::str::FromStr;
+
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let mut admin = sqlx::PgConnection::connect(&db.url).await.expect("connect");
+    let available: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM pg_available_extensions WHERE name IN ('pg_trgm', 'btree_gin')",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .expect("extensions");
+
+    // A role that may create tables in the schema but not extensions in the database.
+    let role = format!("todo_test_{}", uuid::Uuid::now_v7().simple());
+    let password = uuid::Uuid::now_v7().simple().to_string();
+    for sql in [
+        format!("CREATE ROLE {role} LOGIN PASSWORD '{password}'"),
+        format!("GRANT USAGE, CREATE ON SCHEMA public TO {role}"),
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut admin)
+            .await
+            .expect("role");
+    }
+    let opts = PgConnectOptions::from_str(&db.url)
+        .expect("url")
+        .username(&role)
+        .password(&password);
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect_lazy_with(opts);
+    let store = Store::from_pg_pool(pool);
+    let applied = store
+        .migrate()
+        .await
+        .expect("migrates without the extensions");
+    assert_eq!(applied, migration_names("postgres"));
+    assert!(!pg_index_exists(&db.url, "tasks_search_title").await);
+
+    let u = store.for_user("alice").expect("user");
+    for (title, description) in [("Buy milk", Some("at the corner shop")), ("Call mom", None)] {
+        u.create(TaskInput {
+            description: description.map(Into::into),
+            ..TaskInput::titled(title)
+        })
+        .await
+        .expect("create");
+    }
+    for (needle, expected) in [
+        ("SHOP", vec!["Buy milk"]),
+        ("l", vec!["Buy milk", "Call mom"]),
+    ] {
+        let q = TaskQuery {
+            q: Some(needle.into()),
+            ..TaskQuery::default()
+        };
+        let mut titles: Vec<_> = u
+            .list(&q)
+            .await
+            .expect("search")
+            .tasks
+            .into_iter()
+            .map(|t| t.title)
+            .collect();
+        titles.sort();
+        assert_eq!(titles, expected, "search {needle:?}");
+    }
+    store.close().await;
+
+    // The same migrations as a role that may create the extensions do create the indexes.
+    if available == 2 {
+        let Some(full) = TestDb::postgres().await else {
+            return;
+        };
+        let s = full.store().await;
+        assert!(pg_index_exists(&full.url, "tasks_search_title").await);
+        assert!(pg_index_exists(&full.url, "tasks_search_description").await);
+        s.close().await;
+        full.cleanup().await;
+    }
+
+    let _ = admin.close().await;
+    db.cleanup().await;
+    if let Ok(mut conn) = sqlx::PgConnection::connect(&test_support::admin_url()).await {
+        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP ROLE IF EXISTS {role}")))
+            .execute(&mut conn)
+            .await;
+    }
+}

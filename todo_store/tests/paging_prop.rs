@@ -156,7 +156,15 @@ fn query_spec() -> impl Strategy<Value = QuerySpec> {
             2 => Just(Vec::new()),
             1 => subsequence(TAG_INPUTS, 1..=2),
         ],
-        prop::option::weighted(0.4, text(0..=2)),
+        prop::option::weighted(
+            0.4,
+            prop_oneof![
+                2 => text(0..=2),
+                // Needles holding a trigram: on PostgreSQL they go through the trigram indexes.
+                1 => prop::collection::vec(select(&['a', 'b', 'A', 'B'][..]), 3..=4)
+                    .prop_map(|cs| cs.into_iter().collect::<String>()),
+            ],
+        ),
         prop::option::weighted(0.25, select(BOUND_OFFSETS_MS)),
         prop::option::weighted(0.25, select(BOUND_OFFSETS_MS)),
         select(SortKey::ALL.to_vec()),
