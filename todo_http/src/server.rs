@@ -277,12 +277,14 @@ where
         let remote = RemoteAddr(Addr::SocketAddr(peer));
         let service = hyper::service::service_fn(move |req: poem::http::Request<Incoming>| {
             let (app, local, remote) = (app.clone(), local.clone(), remote.clone());
-            async move {
+            // Boxed: hyper keeps the request future inside the connection's task, so inline it
+            // would make every connection, idle ones too, as large as a request in progress.
+            Box::pin(async move {
                 let req = poem::Request::from((req, local, remote, Scheme::HTTP));
                 let resp: poem::http::Response<BoxBody<Bytes, std::io::Error>> =
                     app.get_response(req).await.into();
                 Ok::<_, Infallible>(resp)
-            }
+            })
         });
         let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
