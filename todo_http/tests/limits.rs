@@ -1,6 +1,7 @@
 //! Slow and abusive clients against `server::serve` over real TCP: a request head that never
 //! completes, an idle keep-alive connection, a body that stops arriving (408, nothing written),
-//! and the connection limit (further connections wait until one closes).
+//! the connection limit (further connections wait until one closes), and a client that closes
+//! its sending side after its request (still answered).
 
 use std::time::{Duration, Instant};
 
@@ -294,4 +295,44 @@ async fn shutdown_finishes_in_flight_requests_and_refuses_new_connections() {
     assert_eq!(status, 201, "{text}");
     assert!(text.contains("\"title\":\"late\""), "{text}");
     stopping.await.expect("stop");
+}
+
+/// A client may close its sending side once its request is out (`shutdown(SHUT_WR)`, as `nc -N`
+/// or a one-shot script does): the request is still carried out and answered in full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_half_closes_after_its_request_still_gets_the_answer() {
+    let server = Running::start(ServeOptions::default(), Duration::from_secs(30)).await;
+    let auth = format!("Bearer {}", token("halfway"));
+    let body = r#"{"title":"sent, then shut"}"#;
+    let mut s = TcpStream::connect(server.addr).await.expect("connect");
+    s.write_all(
+        format!(
+            "POST /api/halfway/tasks HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("write");
+    s.shutdown().await.expect("half-close");
+    let (status, text) = read_response(&mut s).await;
+    assert_eq!(status, 201, "{text}");
+
+    let mut again = TcpStream::connect(server.addr).await.expect("connect");
+    again
+        .write_all(
+            format!("GET /api/halfway/tasks HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .expect("write");
+    let (status, text) = read_response(&mut again).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        text.contains("sent, then shut"),
+        "the task was stored: {text}"
+    );
+    drop((s, again));
+    server.stop().await;
 }
