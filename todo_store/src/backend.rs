@@ -22,26 +22,9 @@ use sqlx::{Row, Transaction};
 #[derive(Debug, Clone)]
 pub(crate) enum Pool {
     #[cfg(feature = "postgres")]
-    Postgres(PgPool, std::sync::Arc<SearchIndexes>),
+    Postgres(PgPool),
     #[cfg(feature = "sqlite")]
     Sqlite(SqlitePool, std::sync::Arc<tokio::sync::Mutex<()>>),
-}
-
-/// Whether a PostgreSQL database has the trigram search indexes of migration V3 (which skips
-/// them where its extensions cannot be created): unknown until the first search asks.
-#[derive(Debug, Default)]
-pub(crate) struct SearchIndexes(std::sync::atomic::AtomicU8);
-
-impl SearchIndexes {
-    const UNKNOWN: u8 = 0;
-    const PRESENT: u8 = 1;
-    const ABSENT: u8 = 2;
-
-    /// Forgets what was found (after migrating).
-    pub(crate) fn forget(&self) {
-        self.0
-            .store(Self::UNKNOWN, std::sync::atomic::Ordering::Relaxed);
-    }
 }
 
 /// An open write transaction.
@@ -96,7 +79,7 @@ impl Pool {
     pub(crate) fn dialect(&self) -> Dialect {
         match self {
             #[cfg(feature = "postgres")]
-            Pool::Postgres(..) => Dialect::Postgres,
+            Pool::Postgres(_) => Dialect::Postgres,
             #[cfg(feature = "sqlite")]
             Pool::Sqlite(..) => Dialect::Sqlite,
         }
@@ -105,44 +88,9 @@ impl Pool {
     fn target(&self) -> PoolTarget<'_> {
         match self {
             #[cfg(feature = "postgres")]
-            Pool::Postgres(p, _) => PoolTarget::Postgres(p),
+            Pool::Postgres(p) => PoolTarget::Postgres(p),
             #[cfg(feature = "sqlite")]
             Pool::Sqlite(p, _) => PoolTarget::Sqlite(p),
-        }
-    }
-
-    /// Whether searches can use the trigram indexes of migration V3: asked of the database
-    /// once, then remembered. A failed check answers no, and is asked again next time.
-    pub(crate) async fn has_trigram_indexes(&self) -> bool {
-        use std::sync::atomic::Ordering::Relaxed;
-        match self {
-            #[cfg(feature = "postgres")]
-            Pool::Postgres(p, known) => match known.0.load(Relaxed) {
-                SearchIndexes::PRESENT => true,
-                SearchIndexes::ABSENT => false,
-                _ => {
-                    let found = sqlx::query_scalar::<_, bool>(
-                        "SELECT to_regclass('tasks_search_title') IS NOT NULL \
-                         AND to_regclass('tasks_search_description') IS NOT NULL",
-                    )
-                    .fetch_one(p)
-                    .await;
-                    match found {
-                        Ok(found) => {
-                            let state = if found {
-                                SearchIndexes::PRESENT
-                            } else {
-                                SearchIndexes::ABSENT
-                            };
-                            known.0.store(state, Relaxed);
-                            found
-                        }
-                        Err(_) => false,
-                    }
-                }
-            },
-            #[cfg(feature = "sqlite")]
-            Pool::Sqlite(..) => false,
         }
     }
 
@@ -152,7 +100,7 @@ impl Pool {
     pub(crate) async fn begin(&self) -> Result<Tx, StoreError> {
         match self {
             #[cfg(feature = "postgres")]
-            Pool::Postgres(p, _) => Ok(Tx::Postgres(p.begin().await?)),
+            Pool::Postgres(p) => Ok(Tx::Postgres(p.begin().await?)),
             #[cfg(feature = "sqlite")]
             Pool::Sqlite(p, lock) => {
                 let guard = lock.clone().lock_owned().await;
@@ -231,7 +179,7 @@ impl Pool {
     pub(crate) async fn ping(&self) -> Result<(), StoreError> {
         match self {
             #[cfg(feature = "postgres")]
-            Pool::Postgres(p, _) => sqlx::raw_sql("SELECT 1").execute(p).await.map(drop)?,
+            Pool::Postgres(p) => sqlx::raw_sql("SELECT 1").execute(p).await.map(drop)?,
             #[cfg(feature = "sqlite")]
             Pool::Sqlite(p, _) => sqlx::raw_sql("SELECT 1").execute(p).await.map(drop)?,
         }
@@ -241,7 +189,7 @@ impl Pool {
     pub(crate) async fn close(&self) {
         match self {
             #[cfg(feature = "postgres")]
-            Pool::Postgres(p, _) => p.close().await,
+            Pool::Postgres(p) => p.close().await,
             #[cfg(feature = "sqlite")]
             Pool::Sqlite(p, _) => p.close().await,
         }

@@ -185,7 +185,7 @@ impl Store {
     #[cfg(feature = "postgres")]
     pub fn from_pg_pool(pool: sqlx::PgPool) -> Store {
         Store {
-            pool: Pool::Postgres(pool, Default::default()),
+            pool: Pool::Postgres(pool),
         }
     }
 
@@ -201,12 +201,7 @@ impl Store {
     /// Applies pending schema migrations; returns the names of those applied now (empty when
     /// the schema is current). Safe to call from several processes at once.
     pub async fn migrate(&self) -> Result<Vec<String>, StoreError> {
-        let applied = migrate::run(&self.pool).await;
-        #[cfg(feature = "postgres")]
-        if let Pool::Postgres(_, search) = &self.pool {
-            search.forget();
-        }
-        applied
+        migrate::run(&self.pool).await
     }
 
     /// The SQL dialect of this store's database.
@@ -340,8 +335,7 @@ impl UserTasks {
     /// One page of the user's tasks. See [`TaskQuery`].
     pub async fn list(&self, query: &TaskQuery) -> Result<Page, StoreError> {
         let q = query.validate()?;
-        let trigram = q.trigram_search() && self.pool.has_trigram_indexes().await;
-        let scope = self.scope().with_trigram_indexes(trigram);
+        let scope = self.scope();
         let (mut tasks, total) = self.pool.fetch_tasks(&scope.page(&q)).await?;
         let total = match (total, &q.cursor) {
             (Some(t), _) => t,

@@ -27,7 +27,7 @@ macro_rules! migration_list {
 
 /// PostgreSQL migrations, oldest first (files under `migrations/postgres/`).
 pub(crate) const POSTGRES: &[(&str, &str)] =
-    migration_list!("postgres": "V1__tasks", "V2__list_indexes", "V3__search_index");
+    migration_list!("postgres": "V1__tasks", "V2__list_indexes");
 /// SQLite migrations, oldest first (files under `migrations/sqlite/`).
 pub(crate) const SQLITE: &[(&str, &str)] =
     migration_list!("sqlite": "V1__tasks", "V2__list_indexes");
@@ -108,7 +108,7 @@ fn failed(e: impl std::fmt::Display) -> StoreError {
 pub(crate) async fn run(pool: &Pool) -> Result<Vec<String>, StoreError> {
     let report = match pool {
         #[cfg(feature = "postgres")]
-        Pool::Postgres(p, _) => {
+        Pool::Postgres(p) => {
             let mut tx = Sqlx(p.begin().await?);
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
                 .bind(LOCK_KEY)

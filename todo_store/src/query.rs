@@ -16,15 +16,12 @@
 //!   (an index row must stay under ~2.7 kB on PostgreSQL), so only longer descriptions are read
 //!   from the table. A search or tag filter also counts in that same pass (`COUNT(*) OVER ()`),
 //!   so its predicates run once, not once for the page and once for the count.
-//! - **matches first**, for a search on PostgreSQL when the trigram indexes of migration V3
-//!   exist and the needle holds a trigram: the matches come from those GIN indexes into a
-//!   materialised CTE, which the page and the count both read.
 
 use chrono::{DateTime, Utc};
 use sea_query::{
-    Asterisk, CommonTableExpression, DeleteStatement, Expr, ExprTrait, Func, InsertStatement,
-    JoinType, LikeExpr, LockType, NullOrdering, Order as SqlOrder, Query, SelectStatement,
-    SimpleExpr, UpdateStatement, Value, WindowStatement, WithClause,
+    Asterisk, DeleteStatement, Expr, ExprTrait, Func, InsertStatement, JoinType, LikeExpr,
+    LockType, NullOrdering, Order as SqlOrder, Query, SelectStatement, SimpleExpr, UpdateStatement,
+    Value, WindowStatement,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -48,8 +45,6 @@ const PAGE: &str = "p";
 const ROW: &str = "t";
 /// Alias of `tasks` read for a description too long for the index (see [`Scope::filtered`]).
 const LONG: &str = "d";
-/// The materialised matches of a matches-first page (see [`Scope::page_matches_first`]).
-const MATCHES: &str = "m";
 /// Column of an ids-first page's subquery: whether the row comes after the cursor.
 const AFTER_CURSOR: &str = "after_cursor";
 
@@ -241,8 +236,6 @@ pub(crate) struct ValidQuery {
     priorities: Vec<Priority>,
     tags: Vec<String>,
     pattern: Option<String>,
-    /// The needle holds a trigram pg_trgm can look up (see [`has_trigram`]).
-    trigram_needle: bool,
     due_after: Option<DateTime<Utc>>,
     due_before: Option<DateTime<Utc>>,
     pub sort: SortKey,
@@ -265,7 +258,6 @@ impl TaskQuery {
                 Err(m) => c.fail("tag", m),
             }
         }
-        let mut trigram_needle = false;
         let pattern = match self.q.as_deref() {
             None | Some("") => None,
             Some(q) if q.chars().count() > Q_MAX => {
@@ -276,11 +268,7 @@ impl TaskQuery {
                 c.fail("q", "must not contain NUL characters");
                 None
             }
-            Some(q) => {
-                let needle = q.to_lowercase();
-                trigram_needle = has_trigram(&needle);
-                Some(like_pattern(&needle))
-            }
+            Some(q) => Some(like_pattern(&q.to_lowercase())),
         };
         let due_after = self.due_after.map(|t| c.timestamp("due_after", t));
         let due_before = self.due_before.map(|t| c.timestamp("due_before", t));
@@ -305,7 +293,6 @@ impl TaskQuery {
             priorities,
             tags,
             pattern,
-            trigram_needle,
             due_after,
             due_before,
             sort: self.sort,
@@ -314,24 +301,6 @@ impl TaskQuery {
             cursor,
         })
     }
-}
-
-impl ValidQuery {
-    /// A text search whose needle the trigram indexes can look up.
-    pub(crate) fn trigram_search(&self) -> bool {
-        self.pattern.is_some() && self.trigram_needle
-    }
-}
-
-/// Whether pg_trgm extracts at least one trigram from `%needle%`: a run of three ASCII letters
-/// or digits. pg_trgm splits words at anything that is not alphanumeric (in the database's
-/// locale, where ASCII ones always are), and a needle without a trigram would make the index
-/// return every entry of the user.
-fn has_trigram(needle: &str) -> bool {
-    needle
-        .as_bytes()
-        .windows(3)
-        .any(|w| w.iter().all(u8::is_ascii_alphanumeric))
 }
 
 /// `%` + the text with `\`, `%` and `_` escaped + `%`, for `LIKE … ESCAPE '\'`.
@@ -416,29 +385,12 @@ fn order_page(s: &mut SelectStatement, table: &'static str, q: &ValidQuery) {
 pub struct Scope<'a> {
     user_id: &'a str,
     dialect: Dialect,
-    /// The trigram search indexes of migration V3 exist (PostgreSQL only).
-    trigram_indexes: bool,
 }
 
 impl<'a> Scope<'a> {
     /// Scope for a user id that has already been validated.
     pub(crate) fn new(user_id: &'a str, dialect: Dialect) -> Self {
-        Self {
-            user_id,
-            dialect,
-            trigram_indexes: false,
-        }
-    }
-
-    /// Whether searches may rely on the trigram indexes of migration V3 (PostgreSQL only).
-    pub(crate) fn with_trigram_indexes(mut self, exist: bool) -> Self {
-        self.trigram_indexes = exist && self.dialect == Dialect::Postgres;
-        self
-    }
-
-    /// Whether `q` is a search answered through the trigram indexes.
-    fn by_trigram(&self, q: &ValidQuery) -> bool {
-        self.trigram_indexes && q.trigram_search()
+        Self { user_id, dialect }
     }
 
     /// `SELECT … FROM tasks WHERE tasks.user_id = ?` (no columns yet).
@@ -509,11 +461,6 @@ impl<'a> Scope<'a> {
                     Dialect::Sqlite => pattern.escape('\\'),
                 })
             };
-            if self.by_trigram(q) {
-                // The GIN indexes of migration V3 cover title_lc and the whole description_lc.
-                s.and_where(like(col("title_lc")).or(like(col("description_lc"))));
-                return self.filtered_by_date(s, q);
-            }
             // description_lc_short (migration V2) is the description when it is short enough to
             // index, '' when there is none and NULL when it is longer. Those long ones are found
             // apart, through the partial index tasks_user_long_description: an uncorrelated
@@ -532,10 +479,6 @@ impl<'a> Scope<'a> {
                     .or(col("id").in_subquery(long)),
             );
         }
-        self.filtered_by_date(s, q)
-    }
-
-    fn filtered_by_date(&self, mut s: SelectStatement, q: &ValidQuery) -> SelectStatement {
         if let Some(t) = q.due_after {
             s.and_where(col("due_at").gte(self.dialect.ts(t)));
         }
@@ -557,12 +500,9 @@ impl<'a> Scope<'a> {
     /// - a due-date cursor: ids first with a separate count, because "after the cursor" (`due_at
     ///   IS NULL OR (due_at, id) > …`) is not an index range; the ids pass filters it on index
     ///   entries instead of table rows;
-    /// - a search through the trigram indexes: [matches first](Self::page_matches_first);
     /// - otherwise [plain](Self::page_plain).
     pub(crate) fn page(&self, q: &ValidQuery) -> SelectStatement {
-        if self.by_trigram(q) {
-            self.page_matches_first(q)
-        } else if q.pattern.is_some() || !q.tags.is_empty() {
+        if q.pattern.is_some() || !q.tags.is_empty() {
             self.page_ids_first(q, Total::InPass)
         } else if q.sort == SortKey::DueAt && q.cursor.is_some() {
             self.page_ids_first(q, Total::Subquery)
@@ -579,7 +519,7 @@ impl<'a> Scope<'a> {
         s.columns(COLUMNS.map(|c| (TASKS, c)));
         s.expr_as(SimpleExpr::from(self.count(q)), "total");
         if let Some(cur) = &q.cursor {
-            s.and_where(self.after(TASKS, q, cur));
+            s.and_where(self.after(q, cur));
         }
         order_page(&mut s, TASKS, q);
         s.limit(u64::from(q.limit) + 1);
@@ -612,82 +552,24 @@ impl<'a> Scope<'a> {
                     "total",
                 );
                 if let Some(cur) = cursor {
-                    ids.expr_as(self.after(TASKS, q, cur), AFTER_CURSOR)
+                    ids.expr_as(self.after(q, cur), AFTER_CURSOR)
                         .order_by(AFTER_CURSOR, SqlOrder::Desc);
                 }
             }
             (Total::Subquery, Some(cur)) => {
-                ids.and_where(self.after(TASKS, q, cur));
+                ids.and_where(self.after(q, cur));
             }
             (Total::Subquery, None) => {}
         }
         order_page(&mut ids, TASKS, q);
         ids.limit(u64::from(q.limit) + 1);
 
-        let mut s = match total {
-            Total::InPass => self.rows_of(ids, Expr::col((PAGE, "total")), q),
-            Total::Subquery => self.rows_of(ids, Expr::from(self.count(q)), q),
-        };
-        if total == Total::InPass && q.cursor.is_some() {
-            s.and_where(Expr::col((PAGE, AFTER_CURSOR)));
-        }
-        s
-    }
-
-    /// A search through the trigram indexes of migration V3: every match is found once, into a
-    /// materialised CTE, from which the page takes its first `limit + 1` rows after the cursor
-    /// and the count counts:
-    ///
-    /// ```sql
-    /// WITH m AS MATERIALIZED (SELECT tasks.id, tasks.<key> FROM tasks WHERE <user and filters>)
-    /// SELECT t.<task columns>, (SELECT COUNT(*) FROM m) AS total
-    /// FROM (SELECT m.id, m.<key> FROM m WHERE <after cursor> ORDER BY <key>, id LIMIT n + 1) AS p
-    /// JOIN tasks AS t ON t.id = p.id AND t.user_id = <user>
-    /// ORDER BY p.<key>, p.id
-    /// ```
-    ///
-    /// The fence matters: as one query with `COUNT(*) OVER ()`, the planner may walk a sort index
-    /// in order to stop early at the limit, which the count never lets it do, and test the search
-    /// on every row of the user instead of asking the trigram indexes.
-    fn page_matches_first(&self, q: &ValidQuery) -> SelectStatement {
-        let mut matches = self.filtered(q);
-        matches
-            .column((TASKS, "id"))
-            .column((TASKS, q.sort.column()));
-        let mut ids = Query::select();
-        ids.column((MATCHES, "id"))
-            .column((MATCHES, q.sort.column()))
-            .from(MATCHES);
-        if let Some(cur) = &q.cursor {
-            ids.and_where(self.after(MATCHES, q, cur));
-        }
-        order_page(&mut ids, MATCHES, q);
-        ids.limit(u64::from(q.limit) + 1);
-        let count = Query::select()
-            .expr(Func::count(Expr::col(Asterisk)))
-            .from(MATCHES)
-            .to_owned();
-        let mut s = self.rows_of(ids, Expr::from(count), q);
-        s.with_cte(
-            WithClause::new()
-                .cte(
-                    CommonTableExpression::new()
-                        .query(matches)
-                        .table_name(MATCHES)
-                        .materialized(true)
-                        .to_owned(),
-                )
-                .to_owned(),
-        );
-        s
-    }
-
-    /// The task rows of a page whose ids (and sort keys) `ids` selects, each with `total`, in
-    /// the page's order.
-    fn rows_of(&self, ids: SelectStatement, total: Expr, q: &ValidQuery) -> SelectStatement {
         let mut s = Query::select();
         s.columns(COLUMNS.map(|c| (ROW, c)));
-        s.expr_as(total, "total");
+        match total {
+            Total::InPass => s.column((PAGE, "total")),
+            Total::Subquery => s.expr_as(SimpleExpr::from(self.count(q)), "total"),
+        };
         s.from_subquery(ids, PAGE).join_as(
             JoinType::InnerJoin,
             TASKS,
@@ -696,15 +578,17 @@ impl<'a> Scope<'a> {
                 .equals((PAGE, "id"))
                 .and(Expr::col((ROW, "user_id")).eq(self.user_id)),
         );
+        if total == Total::InPass && q.cursor.is_some() {
+            s.and_where(Expr::col((PAGE, AFTER_CURSOR)));
+        }
         order_page(&mut s, PAGE, q);
         s
     }
 
-    /// Whether a row of `table` (`tasks` or an alias with its columns) comes after the cursor
-    /// row in the query's order.
-    fn after(&self, table: &'static str, q: &ValidQuery, cur: &Cursor) -> Expr {
-        let key = Expr::col((table, q.sort.column()));
-        let id = Expr::col((table, "id"));
+    /// Whether a `tasks` row comes after the cursor row in the query's order.
+    fn after(&self, q: &ValidQuery, cur: &Cursor) -> Expr {
+        let key = col(q.sort.column());
+        let id = col("id");
         let after = |a: Expr, b: Expr| match q.order {
             Order::Asc => a.gt(b),
             Order::Desc => a.lt(b),
@@ -842,8 +726,7 @@ impl<'a> Scope<'a> {
 /// The page statement a listing of `user_id` with `q` runs on `dialect`, rendered with
 /// placeholders (`$1`… on PostgreSQL, `?` on SQLite), and the number of values bound to it: for
 /// `EXPLAIN`, logging and benchmarks of query building. The user id is validated like
-/// [`crate::Store::for_user`] and the query like [`crate::UserTasks::list`]. On PostgreSQL the
-/// statement is the one for a database with the trigram search indexes of migration V3.
+/// [`crate::Store::for_user`] and the query like [`crate::UserTasks::list`].
 pub fn list_statement(
     user_id: &str,
     q: &TaskQuery,
@@ -851,9 +734,7 @@ pub fn list_statement(
 ) -> Result<(String, usize), StoreError> {
     crate::task::validate_user_id(user_id)?;
     let valid = q.validate()?;
-    let stmt = Scope::new(user_id, dialect)
-        .with_trigram_indexes(true)
-        .page(&valid);
+    let stmt = Scope::new(user_id, dialect).page(&valid);
     let (sql, values) = match dialect {
         Dialect::Postgres => stmt.build(sea_query::PostgresQueryBuilder),
         Dialect::Sqlite => stmt.build(sea_query::SqliteQueryBuilder),
