@@ -126,6 +126,20 @@ impl Pool {
         })
     }
 
+    /// Runs a query returning `(id, version, title_lc, description_lc)` rows.
+    pub(crate) async fn fetch_texts<S: SqlxBinder>(
+        &self,
+        stmt: &S,
+    ) -> Result<Vec<(Uuid, i64, String, Option<String>)>, StoreError> {
+        use PoolTarget as Target;
+        on_backend!(self.target(), stmt, |q, p| {
+            let rows = q.fetch_all(p).await?;
+            rows.iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
+                .collect()
+        })
+    }
+
     /// Runs a query returning one integer (a count).
     pub(crate) async fn fetch_i64<S: SqlxBinder>(&self, stmt: &S) -> Result<i64, StoreError> {
         use PoolTarget as Target;

@@ -44,6 +44,7 @@ mod cursor;
 mod error;
 mod migrate;
 pub mod query;
+mod signature;
 pub mod task;
 
 use std::str::FromStr;
@@ -54,6 +55,7 @@ use uuid::Uuid;
 use backend::Pool;
 pub use error::{FieldError, StoreError};
 pub use query::{Dialect, Order, Page, SortKey, Status, TaskQuery, list_statement};
+pub use signature::search_signature;
 pub use task::{Patch, Priority, TagCount, Task, TaskInput, TaskPatch};
 
 /// A pooled PostgreSQL connection idle at least this long is pinged before it is handed out.
@@ -200,8 +202,14 @@ impl Store {
 
     /// Applies pending schema migrations; returns the names of those applied now (empty when
     /// the schema is current). Safe to call from several processes at once.
+    ///
+    /// It then computes the search signature (see [`search_signature`]) of tasks that have none
+    /// yet: every existing task the first time it runs after upgrading to schema V3, else none
+    /// (an index lists them, so the check costs nothing).
     pub async fn migrate(&self) -> Result<Vec<String>, StoreError> {
-        migrate::run(&self.pool).await
+        let applied = migrate::run(&self.pool).await?;
+        migrate::fill_signatures(&self.pool).await?;
+        Ok(applied)
     }
 
     /// The SQL dialect of this store's database.

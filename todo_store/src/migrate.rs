@@ -13,8 +13,12 @@ use sqlx::{Acquire, Row};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use uuid::Uuid;
+
 use crate::backend::Pool;
 use crate::error::StoreError;
+use crate::query;
+use crate::signature::search_signature;
 
 /// The key of the PostgreSQL advisory lock held while migrating ("todo" in ASCII).
 const LOCK_KEY: i64 = 0x746f_646f;
@@ -27,10 +31,10 @@ macro_rules! migration_list {
 
 /// PostgreSQL migrations, oldest first (files under `migrations/postgres/`).
 pub(crate) const POSTGRES: &[(&str, &str)] =
-    migration_list!("postgres": "V1__tasks", "V2__list_indexes");
+    migration_list!("postgres": "V1__tasks", "V2__list_indexes", "V3__search_signatures");
 /// SQLite migrations, oldest first (files under `migrations/sqlite/`).
 pub(crate) const SQLITE: &[(&str, &str)] =
-    migration_list!("sqlite": "V1__tasks", "V2__list_indexes");
+    migration_list!("sqlite": "V1__tasks", "V2__list_indexes", "V3__search_signatures");
 
 fn runner(files: &[(&str, &str)]) -> Result<Runner, StoreError> {
     let migrations = files
@@ -102,6 +106,37 @@ impl_refinery!(sqlx::Sqlite);
 
 fn failed(e: impl std::fmt::Display) -> StoreError {
     StoreError::Migration(e.to_string())
+}
+
+/// Tasks read and updated per transaction by [`fill_signatures`].
+const SIGNATURE_BATCH: u64 = 500;
+
+/// Computes the search signature of every task still at the default `[-1, -1]` (rows written
+/// before migration V3, or by tools that do not compute it), a batch per transaction; returns
+/// how many rows were looked at. Until then such rows are still found by every search, only
+/// without the pre-test's savings, so an interrupted fill is simply resumed by the next call.
+pub(crate) async fn fill_signatures(pool: &Pool) -> Result<u64, StoreError> {
+    let mut after = Uuid::nil();
+    let mut seen = 0;
+    loop {
+        let rows = pool
+            .fetch_texts(&query::unsigned_tasks(after, SIGNATURE_BATCH))
+            .await?;
+        let Some(last) = rows.last() else { break };
+        after = last.0;
+        let mut tx = pool.begin().await?;
+        for (id, version, title_lc, description_lc) in &rows {
+            let bits = search_signature(title_lc, description_lc.as_deref());
+            tx.execute(&query::set_signature(*id, *version, bits))
+                .await?;
+        }
+        tx.commit().await?;
+        seen += rows.len() as u64;
+        if (rows.len() as u64) < SIGNATURE_BATCH {
+            break;
+        }
+    }
+    Ok(seen)
 }
 
 /// Applies every pending migration; returns the names of those applied by this call.

@@ -3,7 +3,8 @@
 //!
 //! The schema is created with [`todo_store::Store::migrate`]; rows are then written directly,
 //! bypassing the store, exactly as `UserTasks::create` writes them: UUIDv7 ids (time-ordered, from
-//! `created_at`), `title_lc` / `description_lc` = `to_lowercase()`, `tags` as the JSON array of
+//! `created_at`), `title_lc` / `description_lc` = `to_lowercase()`, the search signature from
+//! [`todo_store::search_signature`], `tags` as the JSON array of
 //! normalised tags plus one `task_tags` row per tag, priority rank 0–2, version 1,
 //! `updated_at = created_at`, and `completed_at = created_at` for tasks created completed.
 //! Timestamps have millisecond precision (PostgreSQL `timestamptz`, SQLite integer ms).
@@ -193,6 +194,13 @@ impl Row {
     fn completed_at(&self) -> Option<i64> {
         self.completed.then_some(self.created_at)
     }
+    /// `title_lc` and `description_lc`.
+    fn lowercased(&self) -> (String, Option<String>) {
+        (
+            self.title.to_lowercase(),
+            self.description.as_ref().map(|d| d.to_lowercase()),
+        )
+    }
 }
 
 /// Rows are written in chunks of about this many tasks.
@@ -319,7 +327,7 @@ async fn seed_pg(
             .copy_in_raw(
                 "COPY tasks (id, user_id, title, title_lc, description, description_lc, \
                  completed, completed_at, priority, tags, due_at, created_at, updated_at, \
-                 version) FROM STDIN",
+                 version, search_bits_lo, search_bits_hi) FROM STDIN",
             )
             .await?;
         copy.send(tasks.into_bytes()).await?;
@@ -357,11 +365,11 @@ fn pg_copy_text(chunk: &[(String, Vec<Row>)]) -> (String, String) {
             tasks.push('\t');
             copy_text(&mut tasks, &r.title);
             tasks.push('\t');
-            copy_text(&mut tasks, &r.title.to_lowercase());
+            let (title_lc, description_lc) = r.lowercased();
+            copy_text(&mut tasks, &title_lc);
             tasks.push('\t');
             copy_opt(&mut tasks, r.description.as_deref());
             tasks.push('\t');
-            let description_lc = r.description.as_ref().map(|d| d.to_lowercase());
             copy_opt(&mut tasks, description_lc.as_deref());
             let _ = write!(tasks, "\t{}\t", if r.completed { "t" } else { "f" });
             copy_opt(&mut tasks, ts(r.completed_at()).as_deref());
@@ -370,7 +378,8 @@ fn pg_copy_text(chunk: &[(String, Vec<Row>)]) -> (String, String) {
             tasks.push('\t');
             copy_opt(&mut tasks, ts(r.due_at).as_deref());
             let created = rfc3339_ms(r.created_at);
-            let _ = writeln!(tasks, "\t{created}\t{created}\t1");
+            let [lo, hi] = todo_store::search_signature(&title_lc, description_lc.as_deref());
+            let _ = writeln!(tasks, "\t{created}\t{created}\t1\t{lo}\t{hi}");
             for tag in &r.tags {
                 copy_text(&mut tags, user);
                 tags.push('\t');
@@ -382,7 +391,7 @@ fn pg_copy_text(chunk: &[(String, Vec<Row>)]) -> (String, String) {
     (tasks, tags)
 }
 
-/// Rows per multi-row INSERT on SQLite (14 columns: 14,000 parameters of SQLite's 32,766).
+/// Rows per multi-row INSERT on SQLite (16 columns: 16,000 parameters of SQLite's 32,766).
 const SQLITE_ROWS_PER_INSERT: usize = 1_000;
 
 async fn seed_sqlite(
@@ -425,15 +434,17 @@ async fn seed_sqlite(
             let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
                 "INSERT INTO tasks (id, user_id, title, title_lc, description, description_lc, \
                  completed, completed_at, priority, tags, due_at, created_at, updated_at, \
-                 version) ",
+                 version, search_bits_lo, search_bits_hi) ",
             );
             q.push_values(part, |mut b, (user, r)| {
+                let (title_lc, description_lc) = r.lowercased();
+                let [lo, hi] = todo_store::search_signature(&title_lc, description_lc.as_deref());
                 b.push_bind(r.id)
                     .push_bind(*user)
                     .push_bind(r.title.as_str())
-                    .push_bind(r.title.to_lowercase())
+                    .push_bind(title_lc)
                     .push_bind(r.description.as_deref())
-                    .push_bind(r.description.as_ref().map(|d| d.to_lowercase()))
+                    .push_bind(description_lc)
                     .push_bind(r.completed)
                     .push_bind(r.completed_at())
                     .push_bind(r.priority)
@@ -441,7 +452,9 @@ async fn seed_sqlite(
                     .push_bind(r.due_at)
                     .push_bind(r.created_at)
                     .push_bind(r.created_at)
-                    .push_bind(1_i64);
+                    .push_bind(1_i64)
+                    .push_bind(lo)
+                    .push_bind(hi);
             });
             q.build().execute(&mut conn).await?;
         }
