@@ -185,7 +185,11 @@ impl TodoApiBuilder {
         let service = spec_service(&self.mount_path, self.store.clone());
         let spec_json = service.spec();
         let spec_yaml = service.spec_yaml();
-        let docs = service.swagger_ui();
+        let docs = LazyDocs {
+            mount_path: self.mount_path.clone(),
+            store: self.store.clone(),
+            built: std::sync::OnceLock::new(),
+        };
         let auth = api::AuthHandle(
             self.authenticator
                 .unwrap_or_else(|| Arc::new(DenyAll) as Arc<dyn Authenticator>),
@@ -246,6 +250,27 @@ impl TodoApiBuilder {
             .around(move |next, req| admit(next, req, limits.clone()))
             .around(trace)
             .map_to_response()
+    }
+}
+
+/// Swagger UI, built on its first request: the page embeds the whole Swagger UI bundle (about
+/// 1.6 MB), which built up front would be a few MB of every server's memory, used or not.
+struct LazyDocs {
+    mount_path: String,
+    store: Store,
+    built: std::sync::OnceLock<poem::endpoint::BoxEndpoint<'static>>,
+}
+
+impl Endpoint for LazyDocs {
+    type Output = Response;
+    async fn call(&self, req: Request) -> poem::Result<Response> {
+        let docs = self.built.get_or_init(|| {
+            spec_service(&self.mount_path, self.store.clone())
+                .swagger_ui()
+                .map_to_response()
+                .boxed()
+        });
+        docs.call(req).await
     }
 }
 

@@ -442,9 +442,15 @@ both_backends! {
             assert!(text.contains(&format!("\"operationId\":\"{op}\"")), "{op}");
         }
         assert!(!text.contains("charset=utf-8"));
+        // Built on the first request, the same page on every later one, carrying the spec.
         let docs = api.send(req(Method::GET, "/docs")).await;
         assert_eq!(docs.status, StatusCode::OK);
-        assert!(docs.body.as_str().unwrap_or("").contains("swagger"));
+        let page = docs.body.as_str().unwrap_or("").to_owned();
+        assert!(page.contains("swagger") && page.contains("listTasks"));
+        let again = api.send(req(Method::GET, "/docs")).await;
+        assert_eq!(again.body.as_str(), Some(page.as_str()));
+        let receiver = api.send(req(Method::GET, "/docs/oauth-receiver.html")).await;
+        assert_eq!(receiver.status, StatusCode::OK);
         let yaml = api.send(req(Method::GET, "/openapi.yaml")).await;
         assert!(yaml.body.as_str().unwrap_or("").starts_with("openapi: 3"));
     }
