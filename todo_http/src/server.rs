@@ -2,20 +2,15 @@
 //! start, graceful shutdown on SIGTERM / Ctrl-C; and [`serve`], the HTTP/1.1 connection loop
 //! with the header-read timeout, connection limit and graceful drain it runs on.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use poem::http::uri::Scheme;
 use poem::web::{LocalAddr, RemoteAddr};
 use poem::{Addr, Endpoint, EndpointExt};
 use todo_store::{Store, StoreOptions};
+
+mod conn;
 
 use crate::TodoApi;
 use crate::auth::{JwtAuthenticator, JwtConfig, mint_hs256};
@@ -230,7 +225,8 @@ impl Default for ServeOptions {
 ///
 /// Compared with `poem::Server`, it bounds how long a client may take to send a request head
 /// and how many connections are open at once, so slow or abusive clients cannot hold
-/// resources without end.
+/// resources without end; and a connection holds no buffer while it waits for a request,
+/// so thousands of keep-alive clients cost little memory.
 pub async fn serve<E>(
     listener: tokio::net::TcpListener,
     app: E,
@@ -240,36 +236,29 @@ pub async fn serve<E>(
 where
     E: Endpoint + 'static,
 {
-    let app = Arc::new(app.map_to_response().boxed());
-    let local = LocalAddr(Addr::SocketAddr(listener.local_addr()?));
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(opts.header_read_timeout)
-        .keep_alive(true)
-        // While a request is being answered, hyper would otherwise keep reading the socket to
-        // notice a client that hung up: a second 8 KiB read buffer per request (the first one
-        // is still held by the parsed head), which with 1,000 requests queued behind
-        // TODO_MAX_ACTIVE is most of the server's memory. Every request is answered; a client
-        // that went away is noticed when its answer is written.
-        .half_close(true);
+    let shared = Arc::new(conn::Shared {
+        app: app.map_to_response().boxed(),
+        local: LocalAddr(Addr::SocketAddr(listener.local_addr()?)),
+        header_read_timeout: opts.header_read_timeout,
+    });
     let slots = Arc::new(tokio::sync::Semaphore::new(opts.max_connections.max(1)));
-    let graceful = GracefulShutdown::new();
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let mut conns = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
-        let slot = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            s = slots.clone().acquire_owned() => match s {
-                Ok(s) => s,
-                Err(_) => break,
-            },
+        let accepted = async {
+            let slot = slots.clone().acquire_owned().await;
+            (slot, listener.accept().await)
         };
-        let (stream, peer) = tokio::select! {
+        let (slot, (stream, peer)) = tokio::select! {
             biased;
             () = &mut shutdown => break,
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
+            // Reap finished connections (their tasks' memory is kept until joined).
+            Some(_) = conns.join_next() => continue,
+            (slot, accepted) = accepted => match (slot, accepted) {
+                (Ok(slot), Ok(c)) => (slot, c),
+                (Err(_), _) => break,
+                (Ok(_), Err(e)) => {
                     // Out of file descriptors, or a connection reset before it was accepted:
                     // back off briefly instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
@@ -279,32 +268,18 @@ where
             },
         };
         let _ = stream.set_nodelay(true);
-        let (app, local) = (app.clone(), local.clone());
         let remote = RemoteAddr(Addr::SocketAddr(peer));
-        let service = hyper::service::service_fn(move |req: poem::http::Request<Incoming>| {
-            let (app, local, remote) = (app.clone(), local.clone(), remote.clone());
-            // Boxed: hyper keeps the request future inside the connection's task, so inline it
-            // would make every connection, idle ones too, as large as a request in progress.
-            Box::pin(async move {
-                let req = poem::Request::from((req, local, remote, Scheme::HTTP));
-                let resp: poem::http::Response<BoxBody<Bytes, std::io::Error>> =
-                    app.get_response(req).await.into();
-                Ok::<_, Infallible>(resp)
-            })
-        });
-        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                // Header-read timeouts, clients that went away, malformed requests.
-                tracing::debug!(error = %e, "connection closed with an error");
-            }
+        let connection = conn::serve_connection(stream, remote, shared.clone(), stopping.clone());
+        conns.spawn(async move {
+            connection.await;
             drop(slot);
         });
     }
     drop(listener);
-    let open = graceful.count();
-    tracing::info!(connections = open, "no longer accepting; draining");
-    if tokio::time::timeout(opts.shutdown_grace, graceful.shutdown())
+    stop.send_replace(true);
+    tracing::info!(connections = conns.len(), "no longer accepting; draining");
+    let drained = async { while conns.join_next().await.is_some() {} };
+    if tokio::time::timeout(opts.shutdown_grace, drained)
         .await
         .is_err()
     {
@@ -312,6 +287,7 @@ where
             grace_secs = opts.shutdown_grace.as_secs_f64(),
             "grace period over: dropping the connections still open"
         );
+        conns.shutdown().await;
     }
     Ok(())
 }
