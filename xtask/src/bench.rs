@@ -1,6 +1,9 @@
 //! `cargo xtask bench [--quick] [--backend postgres|sqlite]… [--connections 64,1000]
-//! [--out FILE] [--db-max-connections N]`: HTTP load benchmarks of the release server, with a
-//! direct-store baseline, written as Markdown.
+//! [--out FILE] [--db-max-connections N] [--server PATH] [--only PART,…]`: HTTP load benchmarks
+//! of the release server, with a direct-store baseline, written as Markdown. `--server` measures
+//! another build of the server (to compare two under the same conditions); `--only` runs only
+//! some parts (`direct`, `list`, `filtered`, `get`, `heavy`, `open`, `create`, `patch`,
+//! `toggle`, `mix`).
 //!
 //! 1. Builds the server (`--example serve`) and xtask itself in release, then re-runs itself from
 //!    the release binary under `sh -c 'ulimit -n 65536; exec …'` (the loader holds 1,000 sockets;
@@ -58,6 +61,35 @@ pub struct Options {
     pub db_max_connections: u32,
     /// Overrides the connection counts (`--connections 64,1000`).
     pub connections: Option<Vec<usize>>,
+    /// A server binary to measure instead of building `target/release/examples/serve`
+    /// (`--server PATH`): to compare two builds under the same conditions.
+    pub server: Option<PathBuf>,
+    /// Only these parts (`--only list,open`; see [`PARTS`]); empty: all.
+    pub only: Vec<String>,
+}
+
+/// The parts of a run `--only` can pick.
+pub const PARTS: [&str; 10] = [
+    "direct", "list", "filtered", "get", "heavy", "open", "create", "patch", "toggle", "mix",
+];
+
+impl Options {
+    fn wants(&self, part: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|p| p == part)
+    }
+}
+
+/// The `--only` part of a closed-loop scenario.
+fn part_of(s: Scenario) -> &'static str {
+    match s {
+        Scenario::Only(Op::List) => "list",
+        Scenario::Only(Op::ListFiltered) => "filtered",
+        Scenario::Only(Op::Get) => "get",
+        Scenario::Only(Op::Create) => "create",
+        Scenario::Only(Op::Patch) => "patch",
+        Scenario::Only(Op::Toggle) => "toggle",
+        Scenario::Mix => "mix",
+    }
 }
 
 impl Options {
@@ -69,6 +101,8 @@ impl Options {
             out: None,
             db_max_connections: StoreOptions::default().max_connections,
             connections: None,
+            server: None,
+            only: Vec::new(),
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -90,6 +124,18 @@ impl Options {
                         .collect::<Option<Vec<_>>>()
                         .ok_or("bad --connections (e.g. 64,1000)")?;
                     o.connections = Some(list);
+                }
+                "--server" => o.server = Some(PathBuf::from(value()?)),
+                "--only" => {
+                    for part in value()?.split(',').map(str::trim) {
+                        if !PARTS.contains(&part) {
+                            return Err(format!(
+                                "unknown --only part {part:?} (one of {})",
+                                PARTS.join(", ")
+                            ));
+                        }
+                        o.only.push(part.to_owned());
+                    }
                 }
                 "--db-max-connections" => {
                     o.db_max_connections =
@@ -213,7 +259,7 @@ impl Plan {
 pub fn main(root: &Path, args: &[String]) -> Result<(), String> {
     let o = Options::parse(args)?;
     if std::env::var_os(CHILD_ENV).is_none() {
-        return relaunch(root, args);
+        return relaunch(root, args, o.server.is_none());
     }
     run(root, o)
 }
@@ -235,19 +281,21 @@ fn cargo(root: &Path, args: &[&str]) -> Result<(), String> {
 
 /// Builds the server and xtask in release and runs the bench from the release binary with a
 /// raised open-file limit.
-fn relaunch(root: &Path, args: &[String]) -> Result<(), String> {
+fn relaunch(root: &Path, args: &[String], build_server: bool) -> Result<(), String> {
     let started = Instant::now();
-    cargo(
-        root,
-        &[
-            "build",
-            "--release",
-            "-p",
-            "todo_examples",
-            "--example",
-            "serve",
-        ],
-    )?;
+    if build_server {
+        cargo(
+            root,
+            &[
+                "build",
+                "--release",
+                "-p",
+                "todo_examples",
+                "--example",
+                "serve",
+            ],
+        )?;
+    }
     cargo(root, &["build", "--release", "-p", "xtask"])?;
     let built = started.elapsed();
     println!("builds took {:.1} s", built.as_secs_f64());
@@ -581,7 +629,12 @@ fn run_backend(
             },
         ))
         .map_err(|e| e.to_string())?;
-    for op in [Op::List, Op::Get] {
+    let direct_ops = if o.wants("direct") {
+        vec![Op::List, Op::Get]
+    } else {
+        Vec::new()
+    };
+    for op in direct_ops {
         for &conns in &plan.conns {
             let (cpu0, t0) = (cpu_time("self"), Instant::now());
             let rec = store_rt.block_on(direct(&store, &users[..conns], op, plan.closed));
@@ -603,8 +656,12 @@ fn run_backend(
     }
     store_rt.block_on(store.close());
 
+    let binary = o
+        .server
+        .clone()
+        .unwrap_or_else(|| crate::serve::release_binary(root));
     let server = ServeProcess::start(
-        root,
+        &binary,
         url,
         secret,
         &[("TODO_DB_MAX_CONNECTIONS", o.db_max_connections.to_string())],
@@ -645,7 +702,11 @@ fn run_backend(
         m
     };
     let closed = |op| Mode::Closed(Scenario::Only(op));
-    for &op in &plan.reads {
+    for &op in plan
+        .reads
+        .iter()
+        .filter(|&&op| o.wants(part_of(Scenario::Only(op))))
+    {
         for &conns in &plan.conns {
             let m = measure(
                 Scenario::Only(op).name().into(),
@@ -658,7 +719,12 @@ fn run_backend(
     }
     // The heavy user's listings on their own (one connection, no queueing behind other
     // users): the latency of a 10,000-task user's page itself.
-    for op in [Op::List, Op::ListFiltered] {
+    let heavy = if o.wants("heavy") {
+        vec![Op::List, Op::ListFiltered]
+    } else {
+        Vec::new()
+    };
+    for op in heavy {
         let m = measure(
             format!("{}, heavy user alone", Scenario::Only(op).name()),
             1,
@@ -681,6 +747,9 @@ fn run_backend(
     if capacity > 0.0 && half < OPEN_RATE {
         rates.push(half);
     }
+    if !o.wants("open") {
+        rates.clear();
+    }
     for rate in rates {
         report.open.push(measure(
             format!("open loop: list at {rate:.0} req/s"),
@@ -693,7 +762,7 @@ fn run_backend(
     if plan.mix {
         scenarios.push(Scenario::Mix);
     }
-    for scenario in scenarios {
+    for scenario in scenarios.into_iter().filter(|&s| o.wants(part_of(s))) {
         for &conns in &plan.conns {
             let m = measure(
                 scenario.name().into(),
@@ -916,7 +985,12 @@ fn render(
     );
     let _ = writeln!(
         w,
-        "| server | `target/release/examples/serve`, `TODO_DB_MAX_CONNECTIONS={}`, `TODO_LOG=warn`, other settings at their defaults (`TODO_MAX_ACTIVE=64`, `TODO_MAX_IN_FLIGHT=4096`), `ulimit -n 65536` (or the hard limit where raising it is not permitted), tokio default runtime (one worker per CPU), glibc malloc |",
+        "| server | `{}`, `TODO_DB_MAX_CONNECTIONS={}`, `TODO_LOG=warn`, other settings at their defaults (`TODO_MAX_ACTIVE=64`, `TODO_MAX_IN_FLIGHT=4096`), `ulimit -n 65536` (or the hard limit where raising it is not permitted), tokio default runtime (one worker per CPU), glibc malloc |",
+        o.server
+            .as_ref()
+            .map_or("target/release/examples/serve".into(), |p| p
+                .display()
+                .to_string()),
         o.db_max_connections
     );
     let _ = writeln!(

@@ -131,7 +131,13 @@ fn random_secret() -> String {
 
 fn start(root: &Path, database_url: &str, secret: &str) -> Result<(ServeProcess, u16), String> {
     let log = root.join("target/e2e-server.log");
-    let server = ServeProcess::start(root, database_url, secret, &[], &log)?;
+    let server = ServeProcess::start(
+        &crate::serve::release_binary(root),
+        database_url,
+        secret,
+        &[],
+        &log,
+    )?;
     let port = server.addr.port();
     Ok((server, port))
 }

@@ -10,8 +10,9 @@
 //! - `seed --database-url URL --users N --tasks-per-user M [--skew]`: fill a database with
 //!   realistic tasks (see `seed.rs`).
 //! - `bench [--quick] [--backend postgres|sqlite]… [--connections 64,1000] [--out FILE]
-//!   [--db-max-connections N]`: load benchmarks of the release server with a direct-store
-//!   baseline, written to `BENCHMARKS.md` (see `bench.rs` and `load.rs`).
+//!   [--db-max-connections N] [--server PATH] [--only PART,…]`: load benchmarks of the release
+//!   server with a direct-store baseline, written to `BENCHMARKS.md` (see `bench.rs` and
+//!   `load.rs`).
 
 mod bench;
 mod e2e;
@@ -30,7 +31,7 @@ fn root() -> PathBuf {
         .unwrap_or_default()
 }
 
-const USAGE: &str = "usage: cargo xtask openapi [--check] | token <user_id> [--ttl 1h] | e2e [--backend B]... [--only CHECK]... [--fuzz-seconds N] | seed --database-url URL --users N --tasks-per-user M [--skew] | bench [--quick] [--backend B]... [--connections N,M] [--out FILE] [--db-max-connections N]";
+const USAGE: &str = "usage: cargo xtask openapi [--check] | token <user_id> [--ttl 1h] | e2e [--backend B]... [--only CHECK]... [--fuzz-seconds N] | seed --database-url URL --users N --tasks-per-user M [--skew] | bench [--quick] [--backend B]... [--connections N,M] [--out FILE] [--db-max-connections N] [--server PATH] [--only PART,...]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -10,7 +10,13 @@ use std::time::{Duration, Instant};
 pub const RAISE_NOFILE_AND_EXEC: &str =
     r#"ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec "$0" "$@""#;
 
-/// A running `target/release/examples/serve`; stopped with SIGTERM (graceful) when dropped.
+/// Where the release build puts the server.
+pub fn release_binary(root: &Path) -> std::path::PathBuf {
+    root.join("target/release/examples/serve")
+}
+
+/// A running server binary (`target/release/examples/serve` unless told otherwise); stopped
+/// with SIGTERM (graceful) when dropped.
 pub struct ServeProcess {
     child: Child,
     /// Where it listens.
@@ -18,11 +24,11 @@ pub struct ServeProcess {
 }
 
 impl ServeProcess {
-    /// Starts the server on a free port of 127.0.0.1 with `env` added to a clean JWT
+    /// Starts `binary` on a free port of 127.0.0.1 with `env` added to a clean JWT
     /// environment (`TODO_JWT_SECRET` = `secret`, logging at `warn` into `log`), and waits up to
     /// 60 s for `/readyz` to answer 200.
     pub fn start(
-        root: &Path,
+        binary: &Path,
         database_url: &str,
         secret: &str,
         env: &[(&str, String)],
@@ -37,7 +43,7 @@ impl ServeProcess {
         let child = Command::new("sh")
             .arg("-c")
             .arg(RAISE_NOFILE_AND_EXEC)
-            .arg(root.join("target/release/examples/serve"))
+            .arg(binary)
             .env("DATABASE_URL", database_url)
             .env("TODO_ADDR", addr.to_string())
             .env("TODO_JWT_SECRET", secret)
