@@ -13,29 +13,190 @@ use crate::query::Dialect;
 use crate::task::{Priority, TagCount, Task};
 
 #[cfg(feature = "postgres")]
-use sqlx::postgres::{PgPool, PgRow, Postgres};
+use sqlx::postgres::{PgRow, Postgres};
 #[cfg(feature = "sqlite")]
 use sqlx::sqlite::{Sqlite, SqlitePool, SqliteRow};
-use sqlx::{Row, Transaction};
+use sqlx::{Connection, Row, Transaction};
 
 /// A connection pool to one of the supported databases.
 #[derive(Debug, Clone)]
 pub(crate) enum Pool {
     #[cfg(feature = "postgres")]
-    Postgres(PgPool),
+    Postgres(std::sync::Arc<pg::Conns>),
+    #[cfg(feature = "sqlite")]
+    Sqlite(SqlitePool, std::sync::Arc<tokio::sync::Mutex<()>>),
+}
+
+/// A connection held for one write transaction (see [`Pool::writer`]).
+pub(crate) enum Writer {
+    #[cfg(feature = "postgres")]
+    Postgres(pg::Lease),
     #[cfg(feature = "sqlite")]
     Sqlite(SqlitePool, std::sync::Arc<tokio::sync::Mutex<()>>),
 }
 
 /// An open write transaction.
-pub(crate) enum Tx {
+pub(crate) enum Tx<'a> {
     #[cfg(feature = "postgres")]
-    Postgres(Transaction<'static, Postgres>),
+    Postgres(Transaction<'a, Postgres>),
     #[cfg(feature = "sqlite")]
     Sqlite(
         Transaction<'static, Sqlite>,
         #[allow(dead_code)] tokio::sync::OwnedMutexGuard<()>,
+        std::marker::PhantomData<&'a ()>,
     ),
+}
+
+/// PostgreSQL connections kept between requests.
+///
+/// sqlx sends every connection that goes back to its pool a `Sync` and waits for the server's
+/// answer (a safety net for futures dropped mid-query): a second round trip per request, which
+/// costs the server and PostgreSQL as much CPU as a small query. Connections are therefore
+/// leased from sqlx's pool once and kept in a small LIFO cache between requests. A lease whose
+/// work did not finish cleanly (an error, a dropped future, a transaction not committed) goes
+/// back to sqlx's pool instead, where that check runs (and an open transaction is rolled
+/// back). Connections idle for [`IDLE_RETURN`] go back too, so sqlx's idle timeout and max
+/// lifetime still apply and a host that shares its pool gets them back.
+#[cfg(feature = "postgres")]
+pub(crate) mod pg {
+    use std::sync::{Arc, Mutex, Weak};
+    use std::time::{Duration, Instant};
+
+    use sqlx::pool::PoolConnection;
+    use sqlx::postgres::{PgPool, Postgres};
+    use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+    use crate::error::StoreError;
+
+    /// A cached connection idle this long is handed back to sqlx's pool.
+    pub(crate) const IDLE_RETURN: Duration = Duration::from_secs(1);
+
+    /// The cache in front of a sqlx pool.
+    #[derive(Debug)]
+    pub(crate) struct Conns {
+        /// The sqlx pool: where connections come from, and go back to.
+        pub(crate) pool: PgPool,
+        idle: Mutex<Vec<(PoolConnection<Postgres>, Instant)>>,
+        /// One permit per connection the pool may open: leases never exceed its size.
+        permits: Arc<Semaphore>,
+        acquire_timeout: Duration,
+    }
+
+    /// One leased connection; back in the cache on drop if [`keep`](Lease::keep) was called,
+    /// else back to sqlx's pool.
+    pub(crate) struct Lease {
+        conn: Option<PoolConnection<Postgres>>,
+        home: Arc<Conns>,
+        keep: bool,
+        // Released after `conn` is back in the cache (fields drop after `Drop::drop`).
+        _permit: OwnedSemaphorePermit,
+    }
+
+    impl Conns {
+        pub(crate) fn new(pool: PgPool) -> Arc<Conns> {
+            let conns = Arc::new(Conns {
+                permits: Arc::new(Semaphore::new(pool.options().get_max_connections() as usize)),
+                acquire_timeout: pool.options().get_acquire_timeout(),
+                idle: Mutex::new(Vec::new()),
+                pool,
+            });
+            // Without a runtime (a store built outside one) idle connections are returned when
+            // the next lease looks at the cache.
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(sweep(Arc::downgrade(&conns)));
+            }
+            conns
+        }
+
+        pub(crate) fn idle(
+            &self,
+        ) -> std::sync::MutexGuard<'_, Vec<(PoolConnection<Postgres>, Instant)>> {
+            self.idle.lock().unwrap_or_else(|p| p.into_inner())
+        }
+
+        /// Drops (back to sqlx) every cached connection idle for `at_least`.
+        fn return_idle(&self, at_least: Duration) {
+            let stale: Vec<_> = {
+                let mut idle = self.idle();
+                // Oldest first: the cache is pushed and popped at its end.
+                let n = idle
+                    .iter()
+                    .take_while(|(_, since)| since.elapsed() >= at_least)
+                    .count();
+                idle.drain(..n).collect()
+            };
+            drop(stale);
+        }
+
+        /// A connection: the most recently used cached one, else one from sqlx's pool. Waits
+        /// at most the pool's acquire timeout, then fails as sqlx does (`Unavailable`).
+        pub(crate) async fn lease(self: &Arc<Self>) -> Result<Lease, StoreError> {
+            let deadline = tokio::time::Instant::now() + self.acquire_timeout;
+            let permit = tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned())
+                .await
+                .map_err(|_| sqlx::Error::PoolTimedOut)?
+                .map_err(|_| sqlx::Error::PoolClosed)?;
+            self.return_idle(IDLE_RETURN);
+            let cached = self.idle().pop().map(|(c, _)| c);
+            let conn = match cached {
+                Some(c) => c,
+                None => tokio::time::timeout_at(deadline, self.pool.acquire())
+                    .await
+                    .map_err(|_| sqlx::Error::PoolTimedOut)??,
+            };
+            Ok(Lease {
+                conn: Some(conn),
+                home: self.clone(),
+                keep: false,
+                _permit: permit,
+            })
+        }
+
+        /// Returns every cached connection and closes the pool.
+        pub(crate) async fn close(&self) {
+            self.permits.close();
+            self.return_idle(Duration::ZERO);
+            self.pool.close().await;
+        }
+    }
+
+    /// Every [`IDLE_RETURN`], hands connections idle that long back to sqlx; ends with the store.
+    async fn sweep(conns: Weak<Conns>) {
+        let mut tick = tokio::time::interval(IDLE_RETURN);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match conns.upgrade() {
+                Some(c) if !c.pool.is_closed() => c.return_idle(IDLE_RETURN),
+                _ => return,
+            }
+        }
+    }
+
+    impl Lease {
+        pub(crate) fn conn(&mut self) -> &mut sqlx::PgConnection {
+            // Only `Drop` takes it.
+            self.conn
+                .as_deref_mut()
+                .expect("a lease holds its connection until dropped")
+        }
+
+        /// The work on this connection finished cleanly: cache it for the next request.
+        pub(crate) fn keep(&mut self) {
+            self.keep = true;
+        }
+    }
+
+    impl Drop for Lease {
+        fn drop(&mut self) {
+            if let Some(conn) = self.conn.take()
+                && self.keep
+                && !self.home.pool.is_closed()
+            {
+                self.home.idle().push((conn, Instant::now()));
+            }
+        }
+    }
 }
 
 /// Renders `$stmt` for the backend of `$target`, binds it as `$q`, names the executor `$ex`,
@@ -67,12 +228,35 @@ enum Target<'a> {
     Sqlite(&'a mut sqlx::SqliteConnection),
 }
 
-/// Borrowed pool of either backend.
-enum PoolTarget<'a> {
-    #[cfg(feature = "postgres")]
-    Postgres(&'a PgPool),
-    #[cfg(feature = "sqlite")]
-    Sqlite(&'a SqlitePool),
+/// Renders `$stmt` for the pool's backend, binds it as `$q`, and evaluates `$body` with `$ex`
+/// an executor: a leased PostgreSQL connection (cached again if `$body` succeeds) or the
+/// SQLite pool.
+macro_rules! on_pool {
+    ($pool:expr, $stmt:expr, |$q:ident, $ex:ident| $body:expr) => {
+        match $pool {
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(conns) => {
+                let (sql, values) = $stmt.build_sqlx(sea_query::PostgresQueryBuilder);
+                let $q = sqlx::query_with(sqlx::AssertSqlSafe(sql), values);
+                let mut lease = conns.lease().await?;
+                let result: Result<_, StoreError> = async {
+                    let $ex = lease.conn();
+                    $body
+                }
+                .await;
+                if result.is_ok() {
+                    lease.keep();
+                }
+                result
+            }
+            #[cfg(feature = "sqlite")]
+            Pool::Sqlite($ex, _) => {
+                let (sql, values) = $stmt.build_sqlx(sea_query::SqliteQueryBuilder);
+                let $q = sqlx::query_with(sqlx::AssertSqlSafe(sql), values);
+                $body
+            }
+        }
+    };
 }
 
 impl Pool {
@@ -85,27 +269,14 @@ impl Pool {
         }
     }
 
-    fn target(&self) -> PoolTarget<'_> {
+    /// A connection for one write transaction: `writer.begin()`, the statements,
+    /// `tx.commit()`, then `writer.done()`.
+    pub(crate) async fn writer(&self) -> Result<Writer, StoreError> {
         match self {
             #[cfg(feature = "postgres")]
-            Pool::Postgres(p) => PoolTarget::Postgres(p),
+            Pool::Postgres(conns) => Ok(Writer::Postgres(conns.lease().await?)),
             #[cfg(feature = "sqlite")]
-            Pool::Sqlite(p, _) => PoolTarget::Sqlite(p),
-        }
-    }
-
-    /// Starts a write transaction. SQLite writers queue on an in-process lock and then take the
-    /// database's write lock up front (`BEGIN IMMEDIATE`), so they never fail with "database is
-    /// locked" on upgrade.
-    pub(crate) async fn begin(&self) -> Result<Tx, StoreError> {
-        match self {
-            #[cfg(feature = "postgres")]
-            Pool::Postgres(p) => Ok(Tx::Postgres(p.begin().await?)),
-            #[cfg(feature = "sqlite")]
-            Pool::Sqlite(p, lock) => {
-                let guard = lock.clone().lock_owned().await;
-                Ok(Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?, guard))
-            }
+            Pool::Sqlite(p, lock) => Ok(Writer::Sqlite(p.clone(), lock.clone())),
         }
     }
 
@@ -114,8 +285,7 @@ impl Pool {
         &self,
         stmt: &S,
     ) -> Result<(Vec<Task>, Option<i64>), StoreError> {
-        use PoolTarget as Target;
-        on_backend!(self.target(), stmt, |q, p| {
+        on_pool!(self, stmt, |q, p| {
             let rows = q.fetch_all(p).await?;
             let total = match rows.first() {
                 Some(r) => Some(r.try_get::<i64, _>(crate::query::COLUMNS.len())?),
@@ -131,8 +301,7 @@ impl Pool {
         &self,
         stmt: &S,
     ) -> Result<Vec<(Uuid, i64, String, Option<String>)>, StoreError> {
-        use PoolTarget as Target;
-        on_backend!(self.target(), stmt, |q, p| {
+        on_pool!(self, stmt, |q, p| {
             let rows = q.fetch_all(p).await?;
             rows.iter()
                 .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
@@ -142,8 +311,7 @@ impl Pool {
 
     /// Runs a query returning one integer (a count).
     pub(crate) async fn fetch_i64<S: SqlxBinder>(&self, stmt: &S) -> Result<i64, StoreError> {
-        use PoolTarget as Target;
-        on_backend!(self.target(), stmt, |q, p| {
+        on_pool!(self, stmt, |q, p| {
             Ok(q.fetch_one(p).await?.try_get::<i64, _>(0)?)
         })
     }
@@ -153,8 +321,7 @@ impl Pool {
         &self,
         stmt: &S,
     ) -> Result<Vec<TagCount>, StoreError> {
-        use PoolTarget as Target;
-        on_backend!(self.target(), stmt, |q, p| {
+        on_pool!(self, stmt, |q, p| {
             let rows = q.fetch_all(p).await?;
             rows.iter()
                 .map(|r| {
@@ -172,8 +339,7 @@ impl Pool {
         &self,
         stmt: &S,
     ) -> Result<Option<Task>, StoreError> {
-        use PoolTarget as Target;
-        on_backend!(self.target(), stmt, |q, p| {
+        on_pool!(self, stmt, |q, p| {
             match q.fetch_optional(p).await? {
                 Some(r) => Ok(Some(decode_task(&r)?)),
                 None => Ok(None),
@@ -183,8 +349,7 @@ impl Pool {
 
     /// Runs a statement outside any transaction; returns the rows affected.
     pub(crate) async fn execute<S: SqlxBinder>(&self, stmt: &S) -> Result<u64, StoreError> {
-        use PoolTarget as Target;
-        on_backend!(self.target(), stmt, |q, p| {
+        on_pool!(self, stmt, |q, p| {
             Ok(q.execute(p).await?.rows_affected())
         })
     }
@@ -193,7 +358,11 @@ impl Pool {
     pub(crate) async fn ping(&self) -> Result<(), StoreError> {
         match self {
             #[cfg(feature = "postgres")]
-            Pool::Postgres(p) => sqlx::raw_sql("SELECT 1").execute(p).await.map(drop)?,
+            Pool::Postgres(conns) => {
+                let mut lease = conns.lease().await?;
+                sqlx::raw_sql("SELECT 1").execute(lease.conn()).await?;
+                lease.keep();
+            }
             #[cfg(feature = "sqlite")]
             Pool::Sqlite(p, _) => sqlx::raw_sql("SELECT 1").execute(p).await.map(drop)?,
         }
@@ -203,20 +372,52 @@ impl Pool {
     pub(crate) async fn close(&self) {
         match self {
             #[cfg(feature = "postgres")]
-            Pool::Postgres(p) => p.close().await,
+            Pool::Postgres(conns) => conns.close().await,
             #[cfg(feature = "sqlite")]
             Pool::Sqlite(p, _) => p.close().await,
         }
     }
 }
 
-impl Tx {
+impl Writer {
+    /// Starts the write transaction. SQLite writers queue on an in-process lock and then take
+    /// the database's write lock up front (`BEGIN IMMEDIATE`), so they never fail with
+    /// "database is locked" on upgrade.
+    pub(crate) async fn begin(&mut self) -> Result<Tx<'_>, StoreError> {
+        match self {
+            #[cfg(feature = "postgres")]
+            Writer::Postgres(lease) => Ok(Tx::Postgres(lease.conn().begin().await?)),
+            #[cfg(feature = "sqlite")]
+            Writer::Sqlite(p, lock) => {
+                let guard = lock.clone().lock_owned().await;
+                Ok(Tx::Sqlite(
+                    p.begin_with("BEGIN IMMEDIATE").await?,
+                    guard,
+                    std::marker::PhantomData,
+                ))
+            }
+        }
+    }
+
+    /// The transaction committed: the connection can serve the next request. (A writer dropped
+    /// without this hands its connection back to sqlx's pool, which rolls back what is open.)
+    pub(crate) fn done(mut self) {
+        match &mut self {
+            #[cfg(feature = "postgres")]
+            Writer::Postgres(lease) => lease.keep(),
+            #[cfg(feature = "sqlite")]
+            Writer::Sqlite(..) => {}
+        }
+    }
+}
+
+impl Tx<'_> {
     fn target(&mut self) -> Target<'_> {
         match self {
             #[cfg(feature = "postgres")]
             Tx::Postgres(t) => Target::Postgres(t),
             #[cfg(feature = "sqlite")]
-            Tx::Sqlite(t, _) => Target::Sqlite(t),
+            Tx::Sqlite(t, ..) => Target::Sqlite(t),
         }
     }
 
@@ -245,7 +446,7 @@ impl Tx {
             #[cfg(feature = "postgres")]
             Tx::Postgres(t) => t.commit().await?,
             #[cfg(feature = "sqlite")]
-            Tx::Sqlite(t, _guard) => t.commit().await?,
+            Tx::Sqlite(t, _guard, _) => t.commit().await?,
         }
         Ok(())
     }
@@ -312,4 +513,73 @@ where
         updated_at: required(r.ts(10)?, "updated_at")?,
         version: r.try_get(11)?,
     })
+}
+
+#[cfg(all(test, feature = "postgres"))]
+mod tests {
+    use std::time::Duration;
+
+    use super::Pool;
+    use crate::{Store, StoreOptions, TaskInput, TaskQuery};
+
+    /// The connection cache stays within the pool's size, keeps connections between requests
+    /// (sqlx sees none idle), hands them back to sqlx once idle, and a read abandoned midway
+    /// leaves nothing behind that a later read could trip over.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn leased_connections_are_bounded_kept_and_returned_when_idle() {
+        let Some(db) = test_support::TestDb::postgres().await else {
+            return;
+        };
+        let opts = StoreOptions {
+            max_connections: 3,
+            ..StoreOptions::default()
+        };
+        let store = Store::connect_with(&db.url, &opts).await.expect("connect");
+        store.migrate().await.expect("migrate");
+        let Pool::Postgres(conns) = &store.pool else {
+            panic!("a PostgreSQL store");
+        };
+        let mut work = tokio::task::JoinSet::new();
+        for i in 0..24 {
+            let store = store.clone();
+            work.spawn(async move {
+                let u = store.for_user(&format!("user-{}", i % 4)).expect("user");
+                u.create(TaskInput::titled(format!("task {i}")))
+                    .await
+                    .expect("create");
+                u.list(&TaskQuery::default()).await.expect("list").total
+            });
+        }
+        while let Some(r) = work.join_next().await {
+            assert!(r.expect("task") >= 1);
+        }
+        assert!(conns.pool.size() <= 3, "{} connections", conns.pool.size());
+        let cached = conns.idle().len();
+        assert!((1..=3).contains(&cached), "{cached} cached");
+        assert_eq!(conns.pool.num_idle(), 0, "cached connections stay leased");
+
+        // Reads abandoned at every point of their round trip.
+        let u = store.for_user("user-0").expect("user");
+        for micros in (0..400).step_by(20) {
+            let _ =
+                tokio::time::timeout(Duration::from_micros(micros), u.list(&TaskQuery::default()))
+                    .await;
+        }
+        for _ in 0..10 {
+            let page = u.list(&TaskQuery::default()).await.expect("list");
+            assert_eq!(page.total, 6);
+            assert_eq!(page.tasks.len(), 6);
+        }
+
+        tokio::time::sleep(super::pg::IDLE_RETURN * 3).await;
+        assert_eq!(conns.idle().len(), 0, "idle connections go back to sqlx");
+        assert!(conns.pool.num_idle() >= 1);
+        assert_eq!(
+            u.list(&TaskQuery::default()).await.expect("list").total,
+            6,
+            "and are leased again"
+        );
+        store.close().await;
+        db.cleanup().await;
+    }
 }

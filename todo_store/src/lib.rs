@@ -187,7 +187,7 @@ impl Store {
     #[cfg(feature = "postgres")]
     pub fn from_pg_pool(pool: sqlx::PgPool) -> Store {
         Store {
-            pool: Pool::Postgres(pool),
+            pool: Pool::Postgres(backend::pg::Conns::new(pool)),
         }
     }
 
@@ -323,12 +323,14 @@ impl UserTasks {
         t.apply_content(content);
         t.set_completed(completed.unwrap_or(false), now);
         let scope = self.scope();
-        let mut tx = self.pool.begin().await?;
+        let mut writer = self.pool.writer().await?;
+        let mut tx = writer.begin().await?;
         tx.execute(&scope.insert(&t)).await?;
         if !t.tags.is_empty() {
             tx.execute(&scope.insert_tags(t.id, &t.tags)).await?;
         }
         tx.commit().await?;
+        writer.done();
         Ok(t)
     }
 
@@ -455,7 +457,8 @@ impl UserTasks {
         change: impl FnOnce(&mut Task, chrono::DateTime<chrono::Utc>),
     ) -> Result<Task, StoreError> {
         let scope = self.scope();
-        let mut tx = self.pool.begin().await?;
+        let mut writer = self.pool.writer().await?;
+        let mut tx = writer.begin().await?;
         let mut t = tx
             .fetch_task(&scope.get_for_update(id))
             .await?
@@ -477,6 +480,7 @@ impl UserTasks {
             }
         }
         tx.commit().await?;
+        writer.done();
         Ok(t)
     }
 }

@@ -124,13 +124,15 @@ pub(crate) async fn fill_signatures(pool: &Pool) -> Result<u64, StoreError> {
             .await?;
         let Some(last) = rows.last() else { break };
         after = last.0;
-        let mut tx = pool.begin().await?;
+        let mut writer = pool.writer().await?;
+        let mut tx = writer.begin().await?;
         for (id, version, title_lc, description_lc) in &rows {
             let bits = search_signature(title_lc, description_lc.as_deref());
             tx.execute(&query::set_signature(*id, *version, bits))
                 .await?;
         }
         tx.commit().await?;
+        writer.done();
         seen += rows.len() as u64;
         if (rows.len() as u64) < SIGNATURE_BATCH {
             break;
@@ -143,8 +145,8 @@ pub(crate) async fn fill_signatures(pool: &Pool) -> Result<u64, StoreError> {
 pub(crate) async fn run(pool: &Pool) -> Result<Vec<String>, StoreError> {
     let report = match pool {
         #[cfg(feature = "postgres")]
-        Pool::Postgres(p) => {
-            let mut tx = Sqlx(p.begin().await?);
+        Pool::Postgres(conns) => {
+            let mut tx = Sqlx(conns.pool.begin().await?);
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
                 .bind(LOCK_KEY)
                 .execute(&mut *tx.0)
