@@ -2,7 +2,8 @@
 //!
 //! Statements arrive already built (by [`crate::query::Scope`]); this module only renders them
 //! with the backend's query builder, binds, runs and decodes. Each operation is written once, in
-//! the `on_backend!` macro, and expanded for every compiled-in backend.
+//! the `on_pool!` (outside a transaction) or `on_backend!` (inside one) macro, and expanded for
+//! every compiled-in backend.
 
 use chrono::{DateTime, Utc};
 use sea_query_sqlx::SqlxBinder;

@@ -812,8 +812,25 @@ async fn db_version(url: &str) -> String {
                 let v: Result<(String,), _> = sqlx::query_as("SHOW server_version")
                     .fetch_one(&mut c)
                     .await;
+                // How the server and the baseline reach it: the same URL, so the same transport.
+                let link: Result<(Option<String>, Option<String>, Option<String>), _> =
+                    sqlx::query_as(
+                        "SELECT host(client_addr), s.version, s.cipher FROM pg_stat_activity a \
+                         LEFT JOIN pg_stat_ssl s USING (pid) WHERE a.pid = pg_backend_pid()",
+                    )
+                    .fetch_one(&mut c)
+                    .await;
                 let _ = c.close().await;
-                v.map(|v| format!("PostgreSQL {}", v.0)).unwrap_or_default()
+                let link = match link {
+                    Ok((None, ..)) => ", reached over its Unix socket".to_owned(),
+                    Ok((Some(addr), Some(tls), Some(cipher))) => {
+                        format!(", reached over TCP ({addr}) with {tls} ({cipher})")
+                    }
+                    Ok((Some(addr), ..)) => format!(", reached over TCP ({addr}) without TLS"),
+                    Err(_) => String::new(),
+                };
+                v.map(|v| format!("PostgreSQL {}{link}", v.0))
+                    .unwrap_or_default()
             }
             Err(_) => String::new(),
         }
