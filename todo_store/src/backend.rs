@@ -584,3 +584,32 @@ mod tests {
         db.cleanup().await;
     }
 }
+
+#[cfg(all(test, feature = "sqlite"))]
+mod sqlite_tests {
+    use super::Pool;
+    use crate::Store;
+
+    /// Every pooled SQLite connection gets the small page cache, not SQLite's 2 MB default.
+    #[tokio::test]
+    async fn sqlite_connections_use_a_small_page_cache() {
+        let db = test_support::TestDb::sqlite();
+        let store = Store::connect(&db.url).await.expect("connect");
+        let Pool::Sqlite(pool, _) = &store.pool else {
+            panic!("a SQLite store");
+        };
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            let mut conn = pool.acquire().await.expect("acquire");
+            let kib: i64 = sqlx::query_scalar("PRAGMA cache_size")
+                .fetch_one(&mut *conn)
+                .await
+                .expect("pragma");
+            assert_eq!(kib, -512);
+            held.push(conn);
+        }
+        drop(held);
+        store.close().await;
+        db.cleanup().await;
+    }
+}
