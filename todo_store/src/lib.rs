@@ -187,7 +187,10 @@ impl Store {
         }
     }
 
-    /// Uses a PostgreSQL pool the host application already has.
+    /// Uses a PostgreSQL pool the host application already has. The store leases connections
+    /// from it and keeps each between its own requests (sparing sqlx's check of every returned
+    /// connection, a round trip), at most the pool's size at once; a connection idle for a
+    /// second goes back to the pool, where the host's other users get it.
     #[cfg(feature = "postgres")]
     pub fn from_pg_pool(pool: sqlx::PgPool) -> Store {
         Store {
