@@ -117,15 +117,7 @@ pub(crate) mod pg {
 
         /// Drops (back to sqlx) every cached connection idle for `at_least`.
         fn return_idle(&self, at_least: Duration) {
-            let stale: Vec<_> = {
-                let mut idle = self.idle();
-                // Oldest first: the cache is pushed and popped at its end.
-                let n = idle
-                    .iter()
-                    .take_while(|(_, since)| since.elapsed() >= at_least)
-                    .count();
-                idle.drain(..n).collect()
-            };
+            let stale = take_stale(&mut self.idle(), at_least);
             drop(stale);
         }
 
@@ -137,8 +129,13 @@ pub(crate) mod pg {
                 .await
                 .map_err(|_| sqlx::Error::PoolTimedOut)?
                 .map_err(|_| sqlx::Error::PoolClosed)?;
-            self.return_idle(IDLE_RETURN);
-            let cached = self.idle().pop().map(|(c, _)| c);
+            // One look at the cache: hand back what idled too long, take the freshest.
+            let (stale, cached) = {
+                let mut idle = self.idle();
+                let stale = take_stale(&mut idle, IDLE_RETURN);
+                (stale, idle.pop().map(|(c, _)| c))
+            };
+            drop(stale);
             let conn = match cached {
                 Some(c) => c,
                 None => tokio::time::timeout_at(deadline, self.pool.acquire())
@@ -159,6 +156,19 @@ pub(crate) mod pg {
             self.return_idle(Duration::ZERO);
             self.pool.close().await;
         }
+    }
+
+    /// Removes the cached connections idle for `at_least` (the oldest: the cache is pushed and
+    /// popped at its end), to be dropped outside the lock.
+    fn take_stale(
+        idle: &mut Vec<(PoolConnection<Postgres>, Instant)>,
+        at_least: Duration,
+    ) -> Vec<(PoolConnection<Postgres>, Instant)> {
+        let n = idle
+            .iter()
+            .take_while(|(_, since)| since.elapsed() >= at_least)
+            .count();
+        idle.drain(..n).collect()
     }
 
     /// Every [`IDLE_RETURN`], hands connections idle that long back to sqlx; ends with the store.

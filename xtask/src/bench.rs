@@ -264,39 +264,14 @@ pub fn main(root: &Path, args: &[String]) -> Result<(), String> {
     run(root, o)
 }
 
-fn cargo(root: &Path, args: &[&str]) -> Result<(), String> {
-    let what = format!("cargo {}", args.join(" "));
-    println!("$ {what}");
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(args)
-        .current_dir(root)
-        .status()
-        .map_err(|e| format!("{what}: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("{what} failed ({status})"))
-    }
-}
-
 /// Builds the server and xtask in release and runs the bench from the release binary with a
 /// raised open-file limit.
 fn relaunch(root: &Path, args: &[String], build_server: bool) -> Result<(), String> {
     let started = Instant::now();
     if build_server {
-        cargo(
-            root,
-            &[
-                "build",
-                "--release",
-                "-p",
-                "todo_examples",
-                "--example",
-                "serve",
-            ],
-        )?;
+        crate::serve::build_release_server(root)?;
     }
-    cargo(root, &["build", "--release", "-p", "xtask"])?;
+    crate::serve::cargo(root, &["build", "--release", "-p", "xtask"])?;
     let built = started.elapsed();
     println!("builds took {:.1} s", built.as_secs_f64());
     let command = std::iter::once("cargo xtask bench".to_owned())

@@ -208,19 +208,7 @@ fn checks(root: &Path, st: &Path, o: &Options, port: u16, secret: &str) -> Vec<S
 
 /// Runs the end-to-end checks; `Err` lists what failed.
 pub fn main(root: &Path, o: Options) -> Result<(), String> {
-    run(
-        Command::new("cargo")
-            .args([
-                "build",
-                "--release",
-                "-p",
-                "todo_examples",
-                "--example",
-                "serve",
-            ])
-            .current_dir(root),
-        "cargo build --release --example serve",
-    )?;
+    crate::serve::build_release_server(root)?;
     let st = prepare(root, &o)?;
     let rt = test_support::tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     let mut failures = Vec::new();

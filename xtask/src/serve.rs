@@ -15,6 +15,37 @@ pub fn release_binary(root: &Path) -> std::path::PathBuf {
     root.join("target/release/examples/serve")
 }
 
+/// `cargo build --release -p todo_examples --example serve`, shared by `bench` and `e2e`.
+pub fn build_release_server(root: &Path) -> Result<(), String> {
+    cargo(
+        root,
+        &[
+            "build",
+            "--release",
+            "-p",
+            "todo_examples",
+            "--example",
+            "serve",
+        ],
+    )
+}
+
+/// Runs `cargo <args>` in `root`, echoing the command.
+pub fn cargo(root: &Path, args: &[&str]) -> Result<(), String> {
+    let what = format!("cargo {}", args.join(" "));
+    println!("$ {what}");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(args)
+        .current_dir(root)
+        .status()
+        .map_err(|e| format!("{what}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{what} failed ({status})"))
+    }
+}
+
 /// A running server binary (`target/release/examples/serve` unless told otherwise); stopped
 /// with SIGTERM (graceful) when dropped.
 pub struct ServeProcess {
