@@ -286,6 +286,11 @@ fn relaunch(root: &Path, args: &[String], build_server: bool) -> Result<(), Stri
         .args(args)
         .env(CHILD_ENV, "1")
         .env(COMMAND_ENV, command)
+        // The server's allocator settings (examples/serve.rs) for the direct-store baseline too.
+        .env(
+            "MIMALLOC_PURGE_DELAY",
+            std::env::var("MIMALLOC_PURGE_DELAY").unwrap_or_else(|_| "0".into()),
+        )
         .current_dir(root)
         .status()
         .map_err(|e| format!("run the release xtask: {e}"))?;
@@ -977,7 +982,7 @@ fn render(
     );
     let _ = writeln!(
         w,
-        "| server | `{}`, `TODO_DB_MAX_CONNECTIONS={}`, `TODO_LOG=warn`, other settings at their defaults (`TODO_MAX_ACTIVE=64`, `TODO_MAX_IN_FLIGHT=4096`), `ulimit -n 65536` (or the hard limit where raising it is not permitted), tokio default runtime (one worker per CPU), glibc malloc |",
+        "| server | `{}`, `TODO_DB_MAX_CONNECTIONS={}`, `TODO_LOG=warn`, other settings at their defaults (`TODO_MAX_ACTIVE=64`, `TODO_MAX_IN_FLIGHT=4096`), `ulimit -n 65536` (or the hard limit where raising it is not permitted), tokio default runtime (one worker per CPU), mimalloc (no transparent huge pages, purge delay 0) |",
         o.server
             .as_ref()
             .map_or("target/release/examples/serve".into(), |p| p
@@ -1074,7 +1079,7 @@ fn render(
             w,
             "The same queries through `todo_store` in-process (`UserTasks::list` with the \
              default query, `UserTasks::get`), one task per user at the same concurrency, same \
-             pool size, on a 2-worker tokio runtime. `HTTP / direct` compares throughput (req/s \
+             pool size, on a 2-worker tokio runtime, with the server's allocator. `HTTP / direct` compares throughput (req/s \
              over ops/s: the share of the store's throughput left once HTTP, JSON, JWT and the \
              load generator take their part) and the medians.\n"
         );

@@ -31,6 +31,11 @@ fn root() -> PathBuf {
         .unwrap_or_default()
 }
 
+/// The server's allocator (see `examples/serve.rs`), so the direct-store baseline that `bench`
+/// runs in this process allocates the way the server does.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str = "usage: cargo xtask openapi [--check] | token <user_id> [--ttl 1h] | e2e [--backend B]... [--only CHECK]... [--fuzz-seconds N] | seed --database-url URL --users N --tasks-per-user M [--skew] | bench [--quick] [--backend B]... [--connections N,M] [--out FILE] [--db-max-connections N] [--server PATH] [--only PART,...]";
 
 fn main() -> ExitCode {
