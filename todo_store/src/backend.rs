@@ -468,9 +468,33 @@ trait BackendRow: Row {
     fn ts(&self, i: usize) -> Result<Option<DateTime<Utc>>, sqlx::Error>;
 }
 
+/// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01 00:00:00 UTC).
+#[cfg(feature = "postgres")]
+const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
 #[cfg(feature = "postgres")]
 impl BackendRow for PgRow {
+    /// A `timestamptz` in binary format is microseconds since 2000-01-01 UTC: one addition here.
+    /// sqlx's own decoding goes through `NaiveDate` arithmetic and a fixed offset, about 5 % of
+    /// the server's CPU time on a page of 50 tasks (four timestamps each). Text-format values
+    /// (and anything unexpected) still go through sqlx.
     fn ts(&self, i: usize) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+        use sqlx::ValueRef as _;
+        use sqlx::postgres::PgValueFormat;
+        let raw = self.try_get_raw(i)?;
+        if raw.is_null() {
+            return Ok(None);
+        }
+        if raw.format() == PgValueFormat::Binary
+            && let Some(t) = raw
+                .as_bytes()
+                .ok()
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .and_then(|b| i64::from_be_bytes(b).checked_add(PG_EPOCH_MICROS))
+                .and_then(DateTime::from_timestamp_micros)
+        {
+            return Ok(Some(t));
+        }
         self.try_get(i)
     }
 }
@@ -492,24 +516,27 @@ fn required<T>(v: Option<T>, col: &str) -> Result<T, sqlx::Error> {
 }
 
 /// Decodes a row whose first columns are [`crate::query::COLUMNS`].
+///
+/// The statements come from `query.rs`, so each column's type is known: the reads skip sqlx's
+/// per-value type check (about 2 % of the server's time on a page of tasks).
 fn decode_task<R>(r: &R) -> Result<Task, sqlx::Error>
 where
     R: BackendRow,
     usize: sqlx::ColumnIndex<R>,
-    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-    for<'a> Uuid: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-    for<'a> bool: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-    for<'a> i16: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> String: sqlx::Decode<'a, R::Database>,
+    for<'a> Uuid: sqlx::Decode<'a, R::Database>,
+    for<'a> bool: sqlx::Decode<'a, R::Database>,
+    for<'a> i16: sqlx::Decode<'a, R::Database>,
+    for<'a> i64: sqlx::Decode<'a, R::Database>,
 {
-    let rank: i16 = r.try_get(6)?;
-    let tags: String = r.try_get(7)?;
+    let rank: i16 = r.try_get_unchecked(6)?;
+    let tags: String = r.try_get_unchecked(7)?;
     Ok(Task {
-        id: r.try_get(0)?,
-        user_id: r.try_get(1)?,
-        title: r.try_get(2)?,
-        description: r.try_get(3)?,
-        completed: r.try_get(4)?,
+        id: r.try_get_unchecked(0)?,
+        user_id: r.try_get_unchecked(1)?,
+        title: r.try_get_unchecked(2)?,
+        description: r.try_get_unchecked(3)?,
+        completed: r.try_get_unchecked(4)?,
         completed_at: r.ts(5)?,
         priority: Priority::from_rank(rank).ok_or_else(|| sqlx::Error::ColumnDecode {
             index: "priority".into(),
@@ -522,7 +549,7 @@ where
         due_at: r.ts(8)?,
         created_at: required(r.ts(9)?, "created_at")?,
         updated_at: required(r.ts(10)?, "updated_at")?,
-        version: r.try_get(11)?,
+        version: r.try_get_unchecked(11)?,
     })
 }
 
@@ -591,6 +618,62 @@ mod tests {
             "and are leased again"
         );
         store.close().await;
+        db.cleanup().await;
+    }
+}
+
+/// The fast `timestamptz` decoding agrees with sqlx's own, in binary and in text format.
+#[cfg(all(test, feature = "postgres"))]
+mod pg_timestamp_tests {
+    use chrono::{DateTime, Utc};
+    use sqlx::{Connection, Row};
+
+    use super::BackendRow;
+
+    #[tokio::test]
+    async fn timestamps_decode_like_sqlx() {
+        let Some(db) = test_support::TestDb::postgres().await else {
+            return;
+        };
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.expect("connect");
+        let values = [
+            "0001-01-01 00:00:00+00",
+            "1969-12-31 23:59:59.999999+00",
+            "1970-01-01 00:00:00+00",
+            "1999-12-31 23:59:59.999999+00",
+            "2000-01-01 00:00:00+00",
+            "2000-01-01 00:00:00.000001+00",
+            "2026-11-26 12:34:56.789012+05:30",
+            "9999-12-31 23:59:59.999999+00",
+        ];
+        let mut seen = Vec::new();
+        for v in values {
+            // Bound parameter: the extended protocol, binary results.
+            let row = sqlx::query("SELECT $1::timestamptz, NULL::timestamptz")
+                .bind(v)
+                .fetch_one(&mut conn)
+                .await
+                .expect("select");
+            let fast = row.ts(0).expect("decode");
+            let sqlx_way: Option<DateTime<Utc>> = row.try_get(0).expect("sqlx decode");
+            assert_eq!(fast, sqlx_way, "{v}");
+            assert_eq!(row.ts(1).expect("null"), None);
+            // Simple query protocol: text results.
+            // The values are the constants above.
+            let text = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("SELECT '{v}'::timestamptz")))
+                .fetch_one(&mut conn)
+                .await
+                .expect("raw select");
+            assert_eq!(text.ts(0).expect("text decode"), fast, "{v} as text");
+            seen.push(fast.expect("not null"));
+        }
+        // The values were distinct and ordered: the decoding did not collapse them.
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+        assert_eq!(
+            seen[2],
+            DateTime::<Utc>::from_timestamp_micros(0).expect("epoch")
+        );
+        conn.close().await.expect("close");
         db.cleanup().await;
     }
 }
