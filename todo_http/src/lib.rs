@@ -24,6 +24,7 @@
 mod api;
 pub mod auth;
 pub mod body;
+mod json;
 pub mod payload;
 pub mod problem;
 pub mod server;

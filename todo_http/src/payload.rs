@@ -1,4 +1,5 @@
-//! `JsonOut<T>`: a JSON response body written straight from `T`'s `serde::Serialize`.
+//! `JsonOut<T>`: a JSON response body written straight from `T` ([`JsonBody`]: its
+//! `serde::Serialize`, or for task bodies the writer in `json.rs`).
 //!
 //! poem-openapi's `Json<T>` first builds a `serde_json::Value` tree through `ToJSON` (a map
 //! and a string copy per field of every task) and then serialises that tree; for a page of 50
@@ -31,13 +32,22 @@ impl<T: Type> Payload for JsonOut<T> {
     }
 }
 
-impl<T: serde::Serialize + Send> IntoResponse for JsonOut<T> {
+/// A response body type: how it becomes JSON bytes.
+pub trait JsonBody: serde::Serialize {
+    /// The body as JSON; by default serde_json over `Serialize`.
+    fn to_json_bytes(&self) -> serde_json::Result<Vec<u8>> {
+        let mut body = Vec::with_capacity(1024);
+        serde_json::to_writer(&mut body, self)?;
+        Ok(body)
+    }
+}
+
+impl JsonBody for crate::types::TagListEnvelope {}
+
+impl<T: JsonBody + Send> IntoResponse for JsonOut<T> {
     fn into_response(self) -> Response {
-        // Most bodies are a task (about 400 bytes) or a page of them: start big enough that a
-        // page grows its buffer a few times rather than a dozen.
-        let mut body = Vec::with_capacity(4096);
-        match serde_json::to_writer(&mut body, &self.0) {
-            Ok(()) => Response::builder()
+        match self.0.to_json_bytes() {
+            Ok(body) => Response::builder()
                 .header(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("application/json"),

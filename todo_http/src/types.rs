@@ -84,13 +84,16 @@ impl Timestamp {
 /// `t` as `YYYY-MM-DDTHH:MM:SS.mmmZ` in `buf`, without allocating: every timestamp of a page
 /// goes through here. `None` for what the fixed layout cannot hold (years outside 0-9999, a
 /// leap second), which [`Timestamp::format`] leaves to chrono.
-fn format_millis(t: DateTime<Utc>, buf: &mut [u8; 24]) -> Option<&str> {
-    use chrono::{Datelike, Timelike};
-    let year = u32::try_from(t.year()).ok().filter(|y| *y <= 9999)?;
+pub(crate) fn format_millis(t: DateTime<Utc>, buf: &mut [u8; 24]) -> Option<&str> {
+    // A leap second (sub-second part of 1,000 ms or more) takes chrono's path.
     let millis = t.timestamp_subsec_millis();
     if millis >= 1000 {
         return None;
     }
+    let secs = t.timestamp();
+    let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
+    let year = u32::try_from(year).ok().filter(|y| *y <= 9999)?;
+    let of_day = secs.rem_euclid(86_400) as u32;
     let mut put = |at: usize, v: u32, width: usize| {
         let mut v = v;
         for i in (0..width).rev() {
@@ -99,11 +102,11 @@ fn format_millis(t: DateTime<Utc>, buf: &mut [u8; 24]) -> Option<&str> {
         }
     };
     put(0, year, 4);
-    put(5, t.month(), 2);
-    put(8, t.day(), 2);
-    put(11, t.hour(), 2);
-    put(14, t.minute(), 2);
-    put(17, t.second(), 2);
+    put(5, month, 2);
+    put(8, day, 2);
+    put(11, of_day / 3600, 2);
+    put(14, of_day / 60 % 60, 2);
+    put(17, of_day % 60, 2);
     put(20, millis, 3);
     for (at, c) in [
         (4, b'-'),
@@ -117,6 +120,21 @@ fn format_millis(t: DateTime<Utc>, buf: &mut [u8; 24]) -> Option<&str> {
         buf[at] = c;
     }
     std::str::from_utf8(buf).ok()
+}
+
+/// The proleptic Gregorian `(year, month, day)` of a day count from 1970-01-01 (Howard
+/// Hinnant's `civil_from_days`): integer arithmetic only, where chrono's `year()`, `month()`
+/// and `day()` each walk its calendar tables.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097); // day of the 400-year era, 0..=146_096
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // 0..=399
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // 0..=365, from 1 March
+    let mp = (5 * doy + 2) / 153; // 0..=11, March first
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
 }
 
 impl ParseFromParameter for Timestamp {

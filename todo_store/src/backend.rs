@@ -515,6 +515,26 @@ fn required<T>(v: Option<T>, col: &str) -> Result<T, sqlx::Error> {
     })
 }
 
+/// Reads the `tags` column, a JSON array of strings as the store writes it (`["a","b"]`). Without
+/// a backslash no string in it can hold a quote, so it splits at `","`; anything else (escapes,
+/// spacing, a malformed value) goes through serde_json. On a page of tasks serde_json's parser
+/// was about 3.5 % of the server's time.
+fn parse_tags(json: &str) -> Result<Vec<String>, serde_json::Error> {
+    if json == "[]" {
+        return Ok(Vec::new());
+    }
+    if !json.contains('\\')
+        && let Some(body) = json.strip_prefix("[\"").and_then(|s| s.strip_suffix("\"]"))
+        && body.bytes().all(|b| b >= 0x20)
+    {
+        let tags: Vec<String> = body.split("\",\"").map(str::to_owned).collect();
+        if tags.iter().all(|t| !t.contains('"')) {
+            return Ok(tags);
+        }
+    }
+    serde_json::from_str(json)
+}
+
 /// Decodes a row whose first columns are [`crate::query::COLUMNS`].
 ///
 /// The statements come from `query.rs`, so each column's type is known: the reads skip sqlx's
@@ -542,7 +562,7 @@ where
             index: "priority".into(),
             source: format!("bad rank {rank}").into(),
         })?,
-        tags: serde_json::from_str(&tags).map_err(|e| sqlx::Error::ColumnDecode {
+        tags: parse_tags(&tags).map_err(|e| sqlx::Error::ColumnDecode {
             index: "tags".into(),
             source: Box::new(e),
         })?,
@@ -619,6 +639,42 @@ mod tests {
         );
         store.close().await;
         db.cleanup().await;
+    }
+}
+
+#[cfg(test)]
+mod tag_tests {
+    use proptest::prelude::*;
+
+    use super::parse_tags;
+
+    proptest! {
+        /// Whatever the tags, reading what serde_json wrote gives them back.
+        #[test]
+        fn tags_round_trip(tags in proptest::collection::vec(any::<String>(), 0..5)) {
+            let json = serde_json::to_string(&tags).unwrap();
+            prop_assert_eq!(parse_tags(&json).unwrap(), tags);
+        }
+
+        /// On any input the result is serde_json's (same tags, or an error where it errs).
+        #[test]
+        fn tags_parse_like_serde_json(json in r#"\[("[a-z ,"\\]{0,6}"|[ ,\]\["a-z\\]){0,6}\]?"#) {
+            let ours = parse_tags(&json).ok();
+            let theirs = serde_json::from_str::<Vec<String>>(&json).ok();
+            prop_assert_eq!(ours, theirs, "{}", json);
+        }
+    }
+
+    #[test]
+    fn tag_columns_written_with_spaces_or_escapes_still_read() {
+        assert_eq!(parse_tags("[]").unwrap(), Vec::<String>::new());
+        assert_eq!(parse_tags(r#"["a","b c"]"#).unwrap(), ["a", "b c"]);
+        assert_eq!(parse_tags(r#"[ "a" , "b" ]"#).unwrap(), ["a", "b"]);
+        assert_eq!(parse_tags(r#"["a\"b","c"]"#).unwrap(), ["a\"b", "c"]);
+        assert_eq!(parse_tags(r#"["a\u0041"]"#).unwrap(), ["aA"]);
+        assert!(parse_tags(r#"["a","b""#).is_err());
+        assert!(parse_tags("[\"a\u{1}\"]").is_err());
+        assert!(parse_tags(r#"["a"b"]"#).is_err());
     }
 }
 
