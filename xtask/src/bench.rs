@@ -448,6 +448,43 @@ fn loadavg() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
+/// `(busy, total)` jiffies of all CPUs from `/proc/stat`.
+fn cpu_jiffies() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let total: u64 = fields.iter().take(8).sum();
+    // idle and iowait
+    let idle = fields.get(3)? + fields.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
+}
+
+/// Share of the machine's CPU time in use over `window`, 0.0-1.0.
+fn cpu_busy(window: Duration) -> Option<f64> {
+    let (b0, t0) = cpu_jiffies()?;
+    std::thread::sleep(window);
+    let (b1, t1) = cpu_jiffies()?;
+    (t1 > t0).then(|| (b1 - b0) as f64 / (t1 - t0) as f64)
+}
+
+/// Waits (up to 30 s) for the CPUs to go quiet, e.g. after the release build that precedes the
+/// run, and returns how busy they were in the last second before measuring.
+fn settle() -> Option<f64> {
+    let mut busy = cpu_busy(Duration::from_secs(1))?;
+    for _ in 0..29 {
+        if busy < 0.15 {
+            break;
+        }
+        busy = cpu_busy(Duration::from_secs(1))?;
+    }
+    Some(busy)
+}
+
 fn git(root: &Path, args: &[&str]) -> String {
     Command::new("git")
         .args(args)
@@ -471,6 +508,7 @@ fn random_secret() -> String {
 }
 
 fn run(root: &Path, o: Options) -> Result<(), String> {
+    let busy_before = settle();
     let started = Instant::now();
     let load_before = loadavg();
     let date = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string();
@@ -524,6 +562,7 @@ fn run(root: &Path, o: Options) -> Result<(), String> {
         &command,
         &load_before,
         &load_after,
+        busy_before,
         elapsed,
         &reports,
     );
@@ -935,6 +974,7 @@ fn render(
     command: &str,
     load_before: &str,
     load_after: &str,
+    busy_before: Option<f64>,
     elapsed: Duration,
     reports: &[BackendReport],
 ) -> String {
@@ -964,6 +1004,13 @@ fn render(
         w,
         "| load average (1, 5, 15 min) | before: {load_before}; after: {load_after} |"
     );
+    if let Some(busy) = busy_before {
+        let _ = writeln!(
+            w,
+            "| CPU in use just before measuring | {:.0}% of all CPUs (over 1 s, after waiting up to 30 s for the build to settle) |",
+            busy * 100.0
+        );
+    }
     let _ = writeln!(
         w,
         "| code | commit `{commit}`{} |",
@@ -1011,7 +1058,7 @@ fn render(
         seed::HEAVY_USER,
         plan.seed.tasks_of(0)
     );
-    if let Some(note) = busy_note(load_before, load_after, machine.nproc) {
+    if let Some(note) = busy_before.and_then(busy_note) {
         let _ = writeln!(w, "> **Note:** {note}\n");
     }
     for r in reports {
@@ -1131,17 +1178,14 @@ fn rss(m: &Measured) -> String {
     }
 }
 
-/// A sentence when the machine was busy before or after the run.
-fn busy_note(before: &str, after: &str, nproc: usize) -> Option<String> {
-    let first = |s: &str| s.split_whitespace().next()?.parse::<f64>().ok();
-    let (b, a) = (first(before)?, first(after)?);
-    let limit = nproc as f64 * 0.5;
-    (b > limit || a > limit).then(|| {
+/// A sentence when other work kept the CPUs busy just before the run.
+fn busy_note(busy: f64) -> Option<String> {
+    (busy >= 0.15).then(|| {
         format!(
-            "the machine was busy: the 1-minute load average was {b:.2} before and {a:.2} after \
-             the run on {nproc} CPUs (other builds and tests were running alongside; the load \
-             after also includes the benchmark itself). Expect these numbers to be lower and \
-             noisier than on an idle machine."
+            "the machine was busy: {:.0}% of its CPU time was in use in the second before \
+             measuring, with nothing of the benchmark running yet (other builds or tests \
+             alongside). Expect these numbers to be lower and noisier than on an idle machine.",
+            busy * 100.0
         )
     })
 }
