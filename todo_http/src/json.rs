@@ -78,15 +78,11 @@ pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
 }
 
 fn write_timestamp(out: &mut Vec<u8>, t: &Timestamp) {
-    let mut buf = [0u8; 24];
-    match crate::types::format_millis(t.0, &mut buf) {
-        Some(text) => {
-            out.push(b'"');
-            out.extend_from_slice(text.as_bytes());
-            out.push(b'"');
-        }
-        None => write_str(out, &Timestamp::format(t.0)),
-    }
+    t.with_text(|text| {
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    });
 }
 
 fn write_opt_timestamp(out: &mut Vec<u8>, t: Option<&Timestamp>) {

@@ -73,10 +73,16 @@ impl Timestamp {
 
     /// `2026-01-02T03:04:05.123Z`.
     pub fn format(t: DateTime<Utc>) -> String {
+        Timestamp(t).with_text(str::to_owned)
+    }
+
+    /// Calls `f` with the output text, formatted on the stack when the fixed layout holds it.
+    /// The text is ASCII digits and `-:.TZ+`, never anything a JSON string must escape.
+    pub(crate) fn with_text<R>(&self, f: impl FnOnce(&str) -> R) -> R {
         let mut buf = [0u8; 24];
-        match format_millis(t, &mut buf) {
-            Some(s) => s.to_owned(),
-            None => t.to_rfc3339_opts(SecondsFormat::Millis, true),
+        match format_millis(self.0, &mut buf) {
+            Some(text) => f(text),
+            None => f(&self.0.to_rfc3339_opts(SecondsFormat::Millis, true)),
         }
     }
 }
@@ -84,7 +90,7 @@ impl Timestamp {
 /// `t` as `YYYY-MM-DDTHH:MM:SS.mmmZ` in `buf`, without allocating: every timestamp of a page
 /// goes through here. `None` for what the fixed layout cannot hold (years outside 0-9999, a
 /// leap second), which [`Timestamp::format`] leaves to chrono.
-pub(crate) fn format_millis(t: DateTime<Utc>, buf: &mut [u8; 24]) -> Option<&str> {
+fn format_millis(t: DateTime<Utc>, buf: &mut [u8; 24]) -> Option<&str> {
     // A leap second (sub-second part of 1,000 ms or more) takes chrono's path.
     let millis = t.timestamp_subsec_millis();
     if millis >= 1000 {
@@ -154,11 +160,7 @@ impl ParseFromJSON for Timestamp {
 
 impl serde::Serialize for Timestamp {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut buf = [0u8; 24];
-        match format_millis(self.0, &mut buf) {
-            Some(text) => s.serialize_str(text),
-            None => s.serialize_str(&Timestamp::format(self.0)),
-        }
+        self.with_text(|text| s.serialize_str(text))
     }
 }
 
