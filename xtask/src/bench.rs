@@ -9,10 +9,12 @@
 //!    the release binary under `sh -c 'ulimit -n 65536; exec …'` (the loader holds 1,000 sockets;
 //!    a debug-built loader would measure itself).
 //! 2. Per backend (PostgreSQL on a fresh database from `test_support`, and a fresh SQLite file):
-//!    seeds it (`seed.rs`, with one heavy user of 10,000 tasks), then runs the **direct-store
-//!    baseline** in-process (`UserTasks::list` / `get`, same concurrency, same pool size, a
-//!    2-worker runtime like the server's), then starts the server (`ulimit -n 65536` wrapper) and
-//!    drives it with `load.rs`: one connection per user, each with its own HS256 token.
+//!    seeds it (`seed.rs`, with one heavy user of 10,000 tasks), starts the server (`ulimit -n
+//!    65536` wrapper) and drives it with `load.rs`: one connection per user, each with its own
+//!    HS256 token. Beside it, the **direct-store baseline** runs in-process (`UserTasks::list` /
+//!    `get`, same concurrency, same pool size, a 2-worker runtime like the server's); list is
+//!    measured in alternating slices, direct then HTTP, so that their ratio compares the two on
+//!    the same machine at the same times.
 //! 3. Scenarios, in this order so reads see the seeded data untouched: list, list with filter +
 //!    search + sort, get; both lists again for the heavy user alone (one connection); the
 //!    open-loop list runs (fixed arrival rate, latency from the intended
@@ -47,6 +49,10 @@ const CHILD_ENV: &str = "XTASK_BENCH_CHILD";
 const COMMAND_ENV: &str = "XTASK_BENCH_COMMAND";
 /// Open-loop arrival rate, requests per second.
 const OPEN_RATE: f64 = 2_000.0;
+/// Slices of the paired list measurement: direct and HTTP alternate this many times, each
+/// measuring a third of the window, so that the machine's speed drifting during the run (on a
+/// shared host, by a quarter over minutes) moves both sides of their ratio alike.
+const PAIRED_ROUNDS: u32 = 3;
 
 /// Options of one run.
 #[derive(Debug, Clone)]
@@ -214,6 +220,15 @@ impl Plan {
         }
     }
 
+    /// One slice of the paired list measurement: a share of the window, and a shorter warm-up
+    /// (the pool and the server are warm after the first).
+    fn paired_slice(&self) -> Timing {
+        Timing {
+            warmup: self.closed.warmup.min(Duration::from_secs(1)),
+            measure: self.closed.measure / PAIRED_ROUNDS,
+        }
+    }
+
     fn describe(&self, quick: bool) -> String {
         let conns = self
             .conns
@@ -372,6 +387,59 @@ async fn backend_cpu(url: &str) -> Option<std::collections::HashMap<i32, Duratio
 
 // ---------------------------------------------------------------------------------------------
 // Results.
+
+/// CPU time used between two readings.
+fn used(before: Option<Duration>, after: Option<Duration>) -> Option<Duration> {
+    after?.checked_sub(before?)
+}
+
+/// What one measurement saw, before it becomes a row; slices of the same scenario add up.
+struct Sample {
+    rec: load::Recorded,
+    wall: Duration,
+    server_cpu: Option<Duration>,
+    db_cpu: Option<Duration>,
+    own_cpu: Option<Duration>,
+    peak_rss_kib: Option<u64>,
+    peak_reset: bool,
+}
+
+impl Sample {
+    /// Adds `s` to the slices gathered in `acc` so far.
+    fn add_to(acc: &mut Option<Sample>, s: Sample) {
+        *acc = Some(match acc.take() {
+            None => s,
+            Some(mut a) => {
+                let sum = |x: Option<Duration>, y: Option<Duration>| Some(x? + y?);
+                a.rec.append(s.rec);
+                a.wall += s.wall;
+                a.server_cpu = sum(a.server_cpu, s.server_cpu);
+                a.db_cpu = sum(a.db_cpu, s.db_cpu);
+                a.own_cpu = sum(a.own_cpu, s.own_cpu);
+                a.peak_rss_kib = a.peak_rss_kib.max(s.peak_rss_kib);
+                a.peak_reset &= s.peak_reset;
+                a
+            }
+        });
+    }
+
+    fn into_measured(self, what: String, conns: usize, rate: Option<f64>) -> Measured {
+        let share = |d: Option<Duration>| {
+            d.map(|d| 100.0 * d.as_secs_f64() / self.wall.as_secs_f64().max(1e-9))
+        };
+        Measured {
+            what,
+            conns,
+            rate,
+            server_cpu: share(self.server_cpu),
+            db_cpu: share(self.db_cpu),
+            own_cpu: share(self.own_cpu),
+            peak_rss_kib: self.peak_rss_kib,
+            peak_reset: self.peak_reset,
+            stats: self.rec.stats(),
+        }
+    }
+}
 
 /// One measured row.
 struct Measured {
@@ -638,43 +706,6 @@ fn run_backend(
         errors: Vec::new(),
     };
 
-    // The direct-store baseline, before any write.
-    let store = store_rt
-        .block_on(Store::connect_with(
-            url,
-            &StoreOptions {
-                max_connections: o.db_max_connections,
-                ..StoreOptions::default()
-            },
-        ))
-        .map_err(|e| e.to_string())?;
-    let direct_ops = if o.wants("direct") {
-        vec![Op::List, Op::Get]
-    } else {
-        Vec::new()
-    };
-    for op in direct_ops {
-        for &conns in &plan.conns {
-            let (cpu0, t0) = (cpu_time("self"), Instant::now());
-            let rec = store_rt.block_on(direct(&store, &users[..conns], op, plan.closed));
-            let own_cpu = cpu_share(cpu0, cpu_time("self"), t0.elapsed());
-            let m = Measured {
-                what: Scenario::Only(op).name().to_owned(),
-                conns,
-                stats: rec.stats(),
-                rate: None,
-                server_cpu: None,
-                db_cpu: None,
-                own_cpu,
-                peak_rss_kib: None,
-                peak_reset: false,
-            };
-            print_row("direct", &m);
-            report.direct.push(m);
-        }
-    }
-    store_rt.block_on(store.close());
-
     let binary = o
         .server
         .clone()
@@ -687,9 +718,33 @@ fn run_backend(
         &logs.join(format!("server-{backend}.log")),
     )?;
     report.nofile.0 = open_files_limit(&server.pid().to_string());
-    let measure = |what: String, conns: usize, mode: Mode, timing: Timing| {
+    // The direct-store baseline's own pool, open beside the (idle) server's while it runs.
+    let store = store_rt
+        .block_on(Store::connect_with(
+            url,
+            &StoreOptions {
+                max_connections: o.db_max_connections,
+                ..StoreOptions::default()
+            },
+        ))
+        .map_err(|e| e.to_string())?;
+    let measure_direct = |op: Op, conns: usize, timing: Timing| {
+        let (cpu0, t0) = (cpu_time("self"), Instant::now());
+        let rec = store_rt.block_on(direct(&store, &users[..conns], op, timing));
+        let wall = t0.elapsed();
+        Sample {
+            rec,
+            wall,
+            server_cpu: None,
+            db_cpu: None,
+            own_cpu: used(cpu0, cpu_time("self")),
+            peak_rss_kib: None,
+            peak_reset: false,
+        }
+    };
+    let measure = |mode: Mode, conns: usize, timing: Timing| {
         let pid = server.pid();
-        let reset = reset_peak_rss(pid);
+        let peak_reset = reset_peak_rss(pid);
         let server0 = cpu_time(&pid.to_string());
         let db0 = store_rt.block_on(backend_cpu(url));
         let (own0, t0) = (cpu_time("self"), Instant::now());
@@ -697,45 +752,76 @@ fn run_backend(
         let wall = t0.elapsed();
         let db_cpu = db0.and_then(|before| {
             let after = store_rt.block_on(backend_cpu(url))?;
-            let used: Duration = after
-                .iter()
-                .map(|(pid, t)| t.saturating_sub(before.get(pid).copied().unwrap_or_default()))
-                .sum();
-            Some(100.0 * used.as_secs_f64() / wall.as_secs_f64().max(1e-9))
+            Some(
+                after
+                    .iter()
+                    .map(|(pid, t)| t.saturating_sub(before.get(pid).copied().unwrap_or_default()))
+                    .sum(),
+            )
         });
-        let m = Measured {
-            what,
-            conns,
-            stats: rec.stats(),
-            rate: match mode {
-                Mode::OpenList { rate } => Some(rate),
-                Mode::Closed(_) => None,
-            },
-            server_cpu: cpu_share(server0, cpu_time(&pid.to_string()), wall),
+        Sample {
+            rec,
+            wall,
+            server_cpu: used(server0, cpu_time(&pid.to_string())),
             db_cpu,
-            own_cpu: cpu_share(own0, cpu_time("self"), wall),
+            own_cpu: used(own0, cpu_time("self")),
             peak_rss_kib: proc_status_kib(pid, "VmHWM"),
-            peak_reset: reset,
-        };
+            peak_reset,
+        }
+    };
+    let http_row = |what: String, conns: usize, rate: Option<f64>, s: Sample| {
+        let m = s.into_measured(what, conns, rate);
         print_row("http", &m);
         m
     };
+    let direct_row = |op: Op, conns: usize, s: Sample| {
+        let m = s.into_measured(Scenario::Only(op).name().to_owned(), conns, None);
+        print_row("direct", &m);
+        m
+    };
     let closed = |op| Mode::Closed(Scenario::Only(op));
+    // List is measured in alternating slices, direct then HTTP, so that a change in the
+    // machine's speed during the run falls on both sides of the ratio alike.
+    let paired = o.wants("direct") && o.wants("list");
+    let direct_ops = if o.wants("direct") {
+        vec![Op::List, Op::Get]
+    } else {
+        Vec::new()
+    };
+    for op in direct_ops
+        .into_iter()
+        .filter(|&op| !(paired && op == Op::List))
+    {
+        for &conns in &plan.conns {
+            let s = measure_direct(op, conns, plan.closed);
+            report.direct.push(direct_row(op, conns, s));
+        }
+    }
     for &op in plan
         .reads
         .iter()
         .filter(|&&op| o.wants(part_of(Scenario::Only(op))))
     {
         for &conns in &plan.conns {
-            let m = measure(
-                Scenario::Only(op).name().into(),
-                conns,
-                closed(op),
-                plan.closed,
-            );
-            report.http.push(m);
+            let what = Scenario::Only(op).name().to_owned();
+            if paired && op == Op::List {
+                let slice = plan.paired_slice();
+                let (mut d, mut h) = (None::<Sample>, None::<Sample>);
+                for _ in 0..PAIRED_ROUNDS {
+                    Sample::add_to(&mut d, measure_direct(op, conns, slice));
+                    Sample::add_to(&mut h, measure(closed(op), conns, slice));
+                }
+                if let (Some(d), Some(h)) = (d, h) {
+                    report.direct.push(direct_row(op, conns, d));
+                    report.http.push(http_row(what, conns, None, h));
+                }
+            } else {
+                let s = measure(closed(op), conns, plan.closed);
+                report.http.push(http_row(what, conns, None, s));
+            }
         }
     }
+    store_rt.block_on(store.close());
     // The heavy user's listings on their own (one connection, no queueing behind other
     // users): the latency of a 10,000-task user's page itself.
     let heavy = if o.wants("heavy") {
@@ -744,13 +830,9 @@ fn run_backend(
         Vec::new()
     };
     for op in heavy {
-        let m = measure(
-            format!("{}, heavy user alone", Scenario::Only(op).name()),
-            1,
-            closed(op),
-            plan.closed,
-        );
-        report.http.push(m);
+        let s = measure(closed(op), 1, plan.closed);
+        let what = format!("{}, heavy user alone", Scenario::Only(op).name());
+        report.http.push(http_row(what, 1, None, s));
     }
     // The open loop at the issue's rate, and at half the closed-loop list throughput measured
     // just before (a load the server can sustain, so its p99 is not just a growing backlog).
@@ -770,12 +852,11 @@ fn run_backend(
         rates.clear();
     }
     for rate in rates {
-        report.open.push(measure(
-            format!("open loop: list at {rate:.0} req/s"),
-            plan.open_conns,
-            Mode::OpenList { rate },
-            plan.open,
-        ));
+        let s = measure(Mode::OpenList { rate }, plan.open_conns, plan.open);
+        let what = format!("open loop: list at {rate:.0} req/s");
+        report
+            .open
+            .push(http_row(what, plan.open_conns, Some(rate), s));
     }
     let mut scenarios: Vec<Scenario> = plan.writes.iter().map(|&op| Scenario::Only(op)).collect();
     if plan.mix {
@@ -783,13 +864,10 @@ fn run_backend(
     }
     for scenario in scenarios.into_iter().filter(|&s| o.wants(part_of(s))) {
         for &conns in &plan.conns {
-            let m = measure(
-                scenario.name().into(),
-                conns,
-                Mode::Closed(scenario),
-                plan.closed,
-            );
-            report.http.push(m);
+            let s = measure(Mode::Closed(scenario), conns, plan.closed);
+            report
+                .http
+                .push(http_row(scenario.name().into(), conns, None, s));
         }
     }
     for m in report.http.iter().chain(&report.open) {
@@ -816,12 +894,6 @@ fn stats_cells(what: &str, conns: usize, s: &Stats) -> String {
         s.errors,
         ms(s.first_conn_p50),
     )
-}
-
-/// CPU time used between two samples, in % of one CPU over `wall`.
-fn cpu_share(before: Option<Duration>, after: Option<Duration>, wall: Duration) -> Option<f64> {
-    let used = after?.checked_sub(before?)?;
-    Some(100.0 * used.as_secs_f64() / wall.as_secs_f64().max(1e-9))
 }
 
 async fn db_version(url: &str) -> String {
@@ -1122,13 +1194,19 @@ fn render(
             }
         }
         let _ = writeln!(w, "\n### Direct store baseline (no HTTP, JSON or JWT)\n");
+        let slice = plan.paired_slice();
         let _ = writeln!(
             w,
             "The same queries through `todo_store` in-process (`UserTasks::list` with the \
              default query, `UserTasks::get`), one task per user at the same concurrency, same \
-             pool size, on a 2-worker tokio runtime, with the server's allocator. `HTTP / direct` compares throughput (req/s \
-             over ops/s: the share of the store's throughput left once HTTP, JSON, JWT and the \
-             load generator take their part) and the medians.\n"
+             pool size, on a 2-worker tokio runtime, with the server's allocator. `HTTP / \
+             direct` compares throughput (req/s over ops/s: the share of the store's throughput \
+             left once HTTP, JSON, JWT and the load generator take their part) and the medians. \
+             When both run, list is measured in {PAIRED_ROUNDS} alternating slices, direct then \
+             HTTP, each {:.1} s after {:.1} s of warm-up, and each list row adds up its slices: \
+             both sides of the ratio see the machine at the same times.\n",
+            slice.measure.as_secs_f64(),
+            slice.warmup.as_secs_f64(),
         );
         let _ = writeln!(
             w,

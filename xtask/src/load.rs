@@ -216,16 +216,28 @@ impl Recorded {
         }
     }
 
+    /// The measured window, stretched to the last response when that came later.
+    fn elapsed(&self) -> Duration {
+        let stretched = self.span.map(|(s, e)| e.saturating_duration_since(s));
+        stretched.map_or(self.window, |d| d.max(self.window))
+    }
+
+    /// Adds a separate, later measurement of the same thing: its responses, and its window to
+    /// this one's (the time between the two windows is not counted).
+    pub fn append(&mut self, other: Recorded) {
+        let window = self.elapsed() + other.elapsed();
+        self.first_conn.extend_from_slice(&other.first_conn);
+        self.merge(other);
+        self.span = None;
+        self.window = window;
+    }
+
     /// Summary statistics (sorts the latencies).
     pub fn stats(mut self) -> Stats {
         self.latencies.sort_unstable();
         self.first_conn.sort_unstable();
         let n = self.latencies.len();
-        let stretched = self.span.map(|(s, e)| e.saturating_duration_since(s));
-        let secs = stretched
-            .map_or(self.window, |d| d.max(self.window))
-            .as_secs_f64()
-            .max(1e-9);
+        let secs = self.elapsed().as_secs_f64().max(1e-9);
         Stats {
             rps: n as f64 / secs,
             p50: percentile(&self.latencies, 50.0),
@@ -494,6 +506,34 @@ mod tests {
         assert_eq!(percentile(&v, 100.0), 100);
         assert_eq!(percentile(&[7], 99.0), 7);
         assert_eq!(percentile(&[], 50.0), 0);
+    }
+
+    #[test]
+    fn appended_windows_add_up_without_the_gap() {
+        let t0 = Instant::now();
+        let mut a = Recorded {
+            latencies: vec![1, 2, 3],
+            first_conn: vec![1],
+            window: Duration::from_secs(2),
+            // The last response came 1 s after the window closed.
+            span: Some((t0, t0 + Duration::from_secs(3))),
+            ..Recorded::default()
+        };
+        let b = Recorded {
+            latencies: vec![4],
+            first_conn: vec![4],
+            errors: 1,
+            window: Duration::from_secs(2),
+            span: Some((t0 + Duration::from_secs(60), t0 + Duration::from_secs(61))),
+            ..Recorded::default()
+        };
+        a.append(b);
+        let s = a.stats();
+        // 4 responses over 3 s + 2 s; the 57 s between the slices do not count.
+        assert!((s.rps - 0.8).abs() < 1e-9, "{}", s.rps);
+        assert_eq!(s.errors, 1);
+        assert_eq!(s.first_conn_p50, 1);
+        assert_eq!(s.max, 4);
     }
 
     #[test]
