@@ -8,7 +8,11 @@
 //! the buffer is sized from the page before writing. The tests compare the output with
 //! serde_json's for arbitrary tasks.
 
-use crate::types::{ListMeta, Priority, TaskDto, TaskEnvelope, TaskListEnvelope, Timestamp};
+use chrono::{DateTime, Utc};
+use todo_store::{Tags, TaskView};
+
+use crate::payload::JsonBytes;
+use crate::types::{ListMeta, TaskDto, TaskEnvelope, TaskListEnvelope, Timestamp};
 
 /// Bytes with every byte set to `b`.
 const fn splat(b: u8) -> u64 {
@@ -77,15 +81,15 @@ pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
-fn write_timestamp(out: &mut Vec<u8>, t: &Timestamp) {
-    t.with_text(|text| {
+fn write_timestamp(out: &mut Vec<u8>, t: DateTime<Utc>) {
+    Timestamp(t).with_text(|text| {
         out.push(b'"');
         out.extend_from_slice(text.as_bytes());
         out.push(b'"');
     });
 }
 
-fn write_opt_timestamp(out: &mut Vec<u8>, t: Option<&Timestamp>) {
+fn write_opt_timestamp(out: &mut Vec<u8>, t: Option<DateTime<Utc>>) {
     match t {
         Some(t) => write_timestamp(out, t),
         None => out.extend_from_slice(b"null"),
@@ -97,24 +101,46 @@ fn write_int(out: &mut Vec<u8>, n: impl itoa::Integer) {
 }
 
 /// A rough size of a task's JSON, to size the buffer once.
-fn estimate(t: &TaskDto) -> usize {
+fn estimate(t: &TaskView<'_>) -> usize {
     // Keys, punctuation, the id, four timestamps, numbers: about 280 bytes.
     280 + t.user_id.len()
         + t.title.len()
-        + t.description.as_ref().map_or(0, String::len)
-        + t.tags.iter().map(|tag| tag.len() + 3).sum::<usize>()
+        + t.description.map_or(0, str::len)
+        + t.tags.compact_json().map_or_else(
+            || t.tags.iter().map(|tag| tag.len() + 3).sum::<usize>(),
+            str::len,
+        )
 }
 
-fn write_task(out: &mut Vec<u8>, t: &TaskDto) {
+/// A [`TaskDto`] as the store's borrowed view, for the one writer below.
+fn view_of(t: &TaskDto) -> TaskView<'_> {
+    TaskView {
+        id: t.id,
+        user_id: &t.user_id,
+        title: &t.title,
+        description: t.description.as_deref(),
+        completed: t.completed,
+        completed_at: t.completed_at.map(|t| t.0),
+        priority: t.priority.into(),
+        tags: Tags::from(t.tags.as_slice()),
+        due_at: t.due_at.map(|t| t.0),
+        created_at: t.created_at.0,
+        updated_at: t.updated_at.0,
+        version: t.version,
+    }
+}
+
+/// Writes a task as [`TaskDto`] serialises.
+fn write_task(out: &mut Vec<u8>, t: &TaskView<'_>) {
     out.extend_from_slice(b"{\"id\":\"");
     let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
     out.extend_from_slice(t.id.hyphenated().encode_lower(&mut id).as_bytes());
     out.extend_from_slice(b"\",\"user_id\":");
-    write_str(out, &t.user_id);
+    write_str(out, t.user_id);
     out.extend_from_slice(b",\"title\":");
-    write_str(out, &t.title);
+    write_str(out, t.title);
     out.extend_from_slice(b",\"description\":");
-    match &t.description {
+    match t.description {
         Some(d) => write_str(out, d),
         None => out.extend_from_slice(b"null"),
     }
@@ -123,69 +149,108 @@ fn write_task(out: &mut Vec<u8>, t: &TaskDto) {
     } else {
         b",\"completed\":false,\"completed_at\":"
     });
-    write_opt_timestamp(out, t.completed_at.as_ref());
+    write_opt_timestamp(out, t.completed_at);
     out.extend_from_slice(match t.priority {
-        Priority::Low => b",\"priority\":\"low\",\"tags\":[",
-        Priority::Medium => b",\"priority\":\"medium\",\"tags\":[",
-        Priority::High => b",\"priority\":\"high\",\"tags\":[",
+        todo_store::Priority::Low => b",\"priority\":\"low\",\"tags\":",
+        todo_store::Priority::Medium => b",\"priority\":\"medium\",\"tags\":",
+        todo_store::Priority::High => b",\"priority\":\"high\",\"tags\":",
     });
-    for (i, tag) in t.tags.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
+    match t.tags.compact_json() {
+        // The stored text is already serde_json's array for these tags.
+        Some(json) => out.extend_from_slice(json.as_bytes()),
+        None => {
+            out.push(b'[');
+            for (i, tag) in t.tags.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_str(out, tag);
+            }
+            out.push(b']');
         }
-        write_str(out, tag);
     }
-    out.extend_from_slice(b"],\"due_at\":");
-    write_opt_timestamp(out, t.due_at.as_ref());
+    out.extend_from_slice(b",\"due_at\":");
+    write_opt_timestamp(out, t.due_at);
     out.extend_from_slice(b",\"created_at\":");
-    write_timestamp(out, &t.created_at);
+    write_timestamp(out, t.created_at);
     out.extend_from_slice(b",\"updated_at\":");
-    write_timestamp(out, &t.updated_at);
+    write_timestamp(out, t.updated_at);
     out.extend_from_slice(b",\"version\":");
     write_int(out, t.version);
     out.push(b'}');
 }
 
-fn write_meta(out: &mut Vec<u8>, m: &ListMeta) {
-    out.extend_from_slice(b"{\"limit\":");
-    write_int(out, m.limit);
-    out.extend_from_slice(b",\"next_cursor\":");
-    match &m.next_cursor {
-        Some(c) => write_str(out, c),
-        None => out.extend_from_slice(b"null"),
-    }
-    out.extend_from_slice(b",\"total\":");
-    write_int(out, m.total);
-    out.push(b'}');
-}
-
 impl crate::payload::JsonBody for TaskEnvelope {
     fn to_json_bytes(&self) -> serde_json::Result<Vec<u8>> {
-        let mut out = Vec::with_capacity(estimate(&self.data) + 16);
+        let view = view_of(&self.data);
+        let mut out = Vec::with_capacity(estimate(&view) + 16);
         out.extend_from_slice(b"{\"data\":");
-        write_task(&mut out, &self.data);
+        write_task(&mut out, &view);
         out.push(b'}');
         Ok(out)
+    }
+}
+
+/// A [`TaskListEnvelope`] body written task by task, as the store hands the page out
+/// ([`todo_store::UserTasks::list_each`]): no task is copied out of its row first.
+pub(crate) struct ListWriter {
+    out: Vec<u8>,
+    limit: usize,
+    tasks: usize,
+}
+
+impl ListWriter {
+    /// A body for a page of at most `limit` tasks.
+    pub(crate) fn new(limit: u32) -> Self {
+        ListWriter {
+            out: Vec::new(),
+            limit: limit as usize,
+            tasks: 0,
+        }
+    }
+
+    /// Appends the page's next task.
+    pub(crate) fn push(&mut self, t: &TaskView<'_>) {
+        if self.tasks == 0 {
+            // Sized once from the first task, for a full page (most are: a short one is the
+            // last of a listing).
+            self.out
+                .reserve(128 + estimate(t) * self.limit.clamp(1, 100));
+            self.out.extend_from_slice(b"{\"data\":[");
+        } else {
+            self.out.push(b',');
+        }
+        write_task(&mut self.out, t);
+        self.tasks += 1;
+    }
+
+    /// The finished body.
+    pub(crate) fn finish(mut self, meta: &ListMeta) -> JsonBytes<TaskListEnvelope> {
+        if self.tasks == 0 {
+            self.out.extend_from_slice(b"{\"data\":[");
+        }
+        let out = &mut self.out;
+        out.extend_from_slice(b"],\"meta\":{\"limit\":");
+        write_int(out, meta.limit);
+        out.extend_from_slice(b",\"next_cursor\":");
+        match &meta.next_cursor {
+            Some(c) => write_str(out, c),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"total\":");
+        write_int(out, meta.total);
+        out.extend_from_slice(b"}}");
+        JsonBytes::new(self.out)
     }
 }
 
 impl crate::payload::JsonBody for TaskListEnvelope {
     fn to_json_bytes(&self) -> serde_json::Result<Vec<u8>> {
-        let size = 96
-            + self.meta.next_cursor.as_ref().map_or(0, String::len)
-            + self.data.iter().map(estimate).sum::<usize>();
-        let mut out = Vec::with_capacity(size);
-        out.extend_from_slice(b"{\"data\":[");
-        for (i, t) in self.data.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            write_task(&mut out, t);
+        let mut w = ListWriter::new(self.data.len().max(1) as u32);
+        for t in &self.data {
+            w.push(&view_of(t));
         }
-        out.extend_from_slice(b"],\"meta\":");
-        write_meta(&mut out, &self.meta);
-        out.push(b'}');
-        Ok(out)
+        Ok(w.finish(&self.meta).into_bytes())
     }
 }
 
@@ -197,6 +262,7 @@ mod tests {
 
     use super::*;
     use crate::payload::JsonBody;
+    use crate::types::Priority;
 
     fn serde_str(s: &str) -> Vec<u8> {
         serde_json::to_vec(s).expect("serialises")
@@ -308,6 +374,21 @@ mod tests {
             };
             prop_assert_eq!(
                 String::from_utf8(page.to_json_bytes().unwrap()).unwrap(),
+                serde_json::to_string(&page).unwrap()
+            );
+            // The same page as the store hands it out: tags as the stored JSON text.
+            let stored: Vec<String> = page
+                .data
+                .iter()
+                .map(|t| serde_json::to_string(&t.tags).unwrap())
+                .collect();
+            let mut w = ListWriter::new(page.meta.limit);
+            for (t, tags) in page.data.iter().zip(&stored) {
+                let tags = Tags::from_json(tags).unwrap();
+                w.push(&TaskView { tags, ..view_of(t) });
+            }
+            prop_assert_eq!(
+                String::from_utf8(w.finish(&page.meta).into_bytes()).unwrap(),
                 serde_json::to_string(&page).unwrap()
             );
         }

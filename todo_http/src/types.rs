@@ -100,32 +100,47 @@ fn format_millis(t: DateTime<Utc>, buf: &mut [u8; 24]) -> Option<&str> {
     let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
     let year = u32::try_from(year).ok().filter(|y| *y <= 9999)?;
     let of_day = secs.rem_euclid(86_400) as u32;
-    let mut put = |at: usize, v: u32, width: usize| {
-        let mut v = v;
-        for i in (0..width).rev() {
-            buf[at + i] = b'0' + (v % 10) as u8;
-            v /= 10;
-        }
-    };
-    put(0, year, 4);
-    put(5, month, 2);
-    put(8, day, 2);
-    put(11, of_day / 3600, 2);
-    put(14, of_day / 60 % 60, 2);
-    put(17, of_day % 60, 2);
-    put(20, millis, 3);
-    for (at, c) in [
-        (4, b'-'),
-        (7, b'-'),
-        (10, b'T'),
-        (13, b':'),
-        (16, b':'),
-        (19, b'.'),
-        (23, b'Z'),
-    ] {
-        buf[at] = c;
-    }
+    let (hour, minute, second) = (of_day / 3600, of_day / 60 % 60, of_day % 60);
+    let [y0, y1] = two_digits(year / 100);
+    let [y2, y3] = two_digits(year % 100);
+    let [mo0, mo1] = two_digits(month);
+    let [d0, d1] = two_digits(day);
+    let [h0, h1] = two_digits(hour);
+    let [mi0, mi1] = two_digits(minute);
+    let [s0, s1] = two_digits(second);
+    let [ms1, ms2] = two_digits(millis % 100);
+    *buf = [
+        y0,
+        y1,
+        y2,
+        y3,
+        b'-',
+        mo0,
+        mo1,
+        b'-',
+        d0,
+        d1,
+        b'T',
+        h0,
+        h1,
+        b':',
+        mi0,
+        mi1,
+        b':',
+        s0,
+        s1,
+        b'.',
+        b'0' + (millis / 100) as u8,
+        ms1,
+        ms2,
+        b'Z',
+    ];
     std::str::from_utf8(buf).ok()
+}
+
+/// The two ASCII digits of `v` (below 100).
+fn two_digits(v: u32) -> [u8; 2] {
+    [b'0' + (v / 10) as u8, b'0' + (v % 10) as u8]
 }
 
 /// The proleptic Gregorian `(year, month, day)` of a day count from 1970-01-01 (Howard

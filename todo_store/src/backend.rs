@@ -12,6 +12,7 @@ use uuid::Uuid;
 use crate::error::StoreError;
 use crate::query::Dialect;
 use crate::task::{Priority, TagCount, Task};
+use crate::view::{Tags, TaskView};
 
 #[cfg(feature = "postgres")]
 use sqlx::postgres::{PgRow, Postgres};
@@ -138,7 +139,11 @@ pub(crate) mod pg {
             drop(stale);
             let conn = match cached {
                 Some(c) => c,
-                None => tokio::time::timeout_at(deadline, self.pool.acquire())
+                // Boxed: sqlx's acquire future holds a whole connection attempt (TLS and all,
+                // about 14 KiB). Inline, it made every query's future that size, and each
+                // request copied it from frame to frame a few times over (a tenth of the
+                // server's instructions under `cargo xtask bench`), cached connection or not.
+                None => tokio::time::timeout_at(deadline, Box::pin(self.pool.acquire()))
                     .await
                     .map_err(|_| sqlx::Error::PoolTimedOut)??,
             };
@@ -291,19 +296,28 @@ impl Pool {
         }
     }
 
-    /// Runs a query returning task rows (with an optional trailing `total` column).
-    pub(crate) async fn fetch_tasks<S: SqlxBinder>(
+    /// Runs a query returning task rows with a trailing `total` column: hands each row to
+    /// `each` (its index, the row count, the task), and returns the first row's total (`None`
+    /// when there are no rows).
+    pub(crate) async fn fetch_each<S, F>(
         &self,
         stmt: &S,
-    ) -> Result<(Vec<Task>, Option<i64>), StoreError> {
+        mut each: F,
+    ) -> Result<Option<i64>, StoreError>
+    where
+        S: SqlxBinder,
+        F: FnMut(usize, usize, &TaskView<'_>),
+    {
         on_pool!(self, stmt, |q, p| {
             let rows = q.fetch_all(p).await?;
             let total = match rows.first() {
                 Some(r) => Some(r.try_get::<i64, _>(crate::query::COLUMNS.len())?),
                 None => None,
             };
-            let tasks = rows.iter().map(decode_task).collect::<Result<_, _>>()?;
-            Ok((tasks, total))
+            for (i, r) in rows.iter().enumerate() {
+                each(i, rows.len(), &decode_view(r)?);
+            }
+            Ok(total)
         })
     }
 
@@ -402,7 +416,8 @@ impl Writer {
             Writer::Sqlite(p, lock) => {
                 let guard = lock.clone().lock_owned().await;
                 Ok(Tx::Sqlite(
-                    p.begin_with("BEGIN IMMEDIATE").await?,
+                    // Boxed for the same reason as PostgreSQL's acquire (`pg::Conns::lease`).
+                    Box::pin(p.begin_with("BEGIN IMMEDIATE")).await?,
                     guard,
                     std::marker::PhantomData,
                 ))
@@ -515,43 +530,23 @@ fn required<T>(v: Option<T>, col: &str) -> Result<T, sqlx::Error> {
     })
 }
 
-/// Reads the `tags` column, a JSON array of strings as the store writes it (`["a","b"]`). Without
-/// a backslash no string in it can hold a quote, so it splits at `","`; anything else (escapes,
-/// spacing, a malformed value) goes through serde_json. On a page of tasks serde_json's parser
-/// was about 3.5 % of the server's time.
-fn parse_tags(json: &str) -> Result<Vec<String>, serde_json::Error> {
-    if json == "[]" {
-        return Ok(Vec::new());
-    }
-    if !json.contains('\\')
-        && let Some(body) = json.strip_prefix("[\"").and_then(|s| s.strip_suffix("\"]"))
-        && body.bytes().all(|b| b >= 0x20)
-    {
-        let tags: Vec<String> = body.split("\",\"").map(str::to_owned).collect();
-        if tags.iter().all(|t| !t.contains('"')) {
-            return Ok(tags);
-        }
-    }
-    serde_json::from_str(json)
-}
-
-/// Decodes a row whose first columns are [`crate::query::COLUMNS`].
+/// Decodes a row whose first columns are [`crate::query::COLUMNS`], borrowing its text.
 ///
 /// The statements come from `query.rs`, so each column's type is known: the reads skip sqlx's
 /// per-value type check (about 2 % of the server's time on a page of tasks).
-fn decode_task<R>(r: &R) -> Result<Task, sqlx::Error>
+fn decode_view<'r, R>(r: &'r R) -> Result<TaskView<'r>, sqlx::Error>
 where
     R: BackendRow,
     usize: sqlx::ColumnIndex<R>,
-    for<'a> String: sqlx::Decode<'a, R::Database>,
-    for<'a> Uuid: sqlx::Decode<'a, R::Database>,
-    for<'a> bool: sqlx::Decode<'a, R::Database>,
-    for<'a> i16: sqlx::Decode<'a, R::Database>,
-    for<'a> i64: sqlx::Decode<'a, R::Database>,
+    &'r str: sqlx::Decode<'r, R::Database>,
+    Uuid: sqlx::Decode<'r, R::Database>,
+    bool: sqlx::Decode<'r, R::Database>,
+    i16: sqlx::Decode<'r, R::Database>,
+    i64: sqlx::Decode<'r, R::Database>,
 {
     let rank: i16 = r.try_get_unchecked(6)?;
-    let tags: String = r.try_get_unchecked(7)?;
-    Ok(Task {
+    let tags: &str = r.try_get_unchecked(7)?;
+    Ok(TaskView {
         id: r.try_get_unchecked(0)?,
         user_id: r.try_get_unchecked(1)?,
         title: r.try_get_unchecked(2)?,
@@ -562,7 +557,7 @@ where
             index: "priority".into(),
             source: format!("bad rank {rank}").into(),
         })?,
-        tags: parse_tags(&tags).map_err(|e| sqlx::Error::ColumnDecode {
+        tags: Tags::from_json(tags).map_err(|e| sqlx::Error::ColumnDecode {
             index: "tags".into(),
             source: Box::new(e),
         })?,
@@ -571,6 +566,20 @@ where
         updated_at: required(r.ts(10)?, "updated_at")?,
         version: r.try_get_unchecked(11)?,
     })
+}
+
+/// [`decode_view`], copied out.
+fn decode_task<R>(r: &R) -> Result<Task, sqlx::Error>
+where
+    R: BackendRow,
+    usize: sqlx::ColumnIndex<R>,
+    for<'a> &'a str: sqlx::Decode<'a, R::Database>,
+    for<'a> Uuid: sqlx::Decode<'a, R::Database>,
+    for<'a> bool: sqlx::Decode<'a, R::Database>,
+    for<'a> i16: sqlx::Decode<'a, R::Database>,
+    for<'a> i64: sqlx::Decode<'a, R::Database>,
+{
+    decode_view(r).map(|v| v.to_task())
 }
 
 #[cfg(all(test, feature = "postgres"))]
@@ -639,42 +648,6 @@ mod tests {
         );
         store.close().await;
         db.cleanup().await;
-    }
-}
-
-#[cfg(test)]
-mod tag_tests {
-    use proptest::prelude::*;
-
-    use super::parse_tags;
-
-    proptest! {
-        /// Whatever the tags, reading what serde_json wrote gives them back.
-        #[test]
-        fn tags_round_trip(tags in proptest::collection::vec(any::<String>(), 0..5)) {
-            let json = serde_json::to_string(&tags).unwrap();
-            prop_assert_eq!(parse_tags(&json).unwrap(), tags);
-        }
-
-        /// On any input the result is serde_json's (same tags, or an error where it errs).
-        #[test]
-        fn tags_parse_like_serde_json(json in r#"\[("[a-z ,"\\]{0,6}"|[ ,\]\["a-z\\]){0,6}\]?"#) {
-            let ours = parse_tags(&json).ok();
-            let theirs = serde_json::from_str::<Vec<String>>(&json).ok();
-            prop_assert_eq!(ours, theirs, "{}", json);
-        }
-    }
-
-    #[test]
-    fn tag_columns_written_with_spaces_or_escapes_still_read() {
-        assert_eq!(parse_tags("[]").unwrap(), Vec::<String>::new());
-        assert_eq!(parse_tags(r#"["a","b c"]"#).unwrap(), ["a", "b c"]);
-        assert_eq!(parse_tags(r#"[ "a" , "b" ]"#).unwrap(), ["a", "b"]);
-        assert_eq!(parse_tags(r#"["a\"b","c"]"#).unwrap(), ["a\"b", "c"]);
-        assert_eq!(parse_tags(r#"["a\u0041"]"#).unwrap(), ["aA"]);
-        assert!(parse_tags(r#"["a","b""#).is_err());
-        assert!(parse_tags("[\"a\u{1}\"]").is_err());
-        assert!(parse_tags(r#"["a"b"]"#).is_err());
     }
 }
 

@@ -34,6 +34,7 @@ use crate::cursor::{Cursor, KeyValue};
 use crate::error::StoreError;
 use crate::signature::{needle_signature, search_signature};
 use crate::task::{Checker, Priority, Task, normalize_tag};
+use crate::view::TaskView;
 
 /// Largest page.
 pub const LIMIT_MAX: u32 = 100;
@@ -132,7 +133,7 @@ impl SortKey {
     }
 
     /// The cursor key of a row under this sort.
-    pub(crate) fn key_of(self, t: &Task) -> KeyValue {
+    pub(crate) fn key_of(self, t: &TaskView<'_>) -> KeyValue {
         match self {
             SortKey::CreatedAt => KeyValue::Int(Some(t.created_at.timestamp_millis())),
             SortKey::UpdatedAt => KeyValue::Int(Some(t.updated_at.timestamp_millis())),
@@ -226,6 +227,18 @@ impl Default for TaskQuery {
 pub struct Page {
     /// The tasks, in order.
     pub tasks: Vec<Task>,
+    /// The page size asked for.
+    pub limit: u32,
+    /// Cursor for the next page; `None` exactly when no row follows.
+    pub next_cursor: Option<String>,
+    /// How many tasks match the filters (the cursor ignored).
+    pub total: i64,
+}
+
+/// What [`UserTasks::list_each`](crate::UserTasks::list_each) returns besides the tasks: a
+/// [`Page`] without them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageMeta {
     /// The page size asked for.
     pub limit: u32,
     /// Cursor for the next page; `None` exactly when no row follows.
@@ -895,7 +908,7 @@ mod tests {
                     Cursor {
                         sort,
                         order,
-                        key: sort.key_of(row),
+                        key: sort.key_of(&row.view()),
                         id: row.id,
                     }
                     .encode()
