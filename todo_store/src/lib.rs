@@ -540,6 +540,7 @@ mod tests {
         assert_eq!(redact_url("postgres://me@h/db"), "postgres://me@h/db");
     }
 }
+
 /// Store futures stay small. A caller's future holds them inline, and each layer above (the
 /// handler, the middleware, the server's boxing) moves them whole: sqlx's connection-acquire
 /// future alone is about 14 KiB, and left inline it made every request copy that several
