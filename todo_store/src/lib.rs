@@ -353,13 +353,8 @@ impl UserTasks {
 
     /// One page of the user's tasks. See [`TaskQuery`].
     pub async fn list(&self, query: &TaskQuery) -> Result<Page, StoreError> {
-        let mut tasks = Vec::new();
-        let meta = self
-            .list_each(query, |t| {
-                tasks.reserve_exact(query.limit as usize);
-                tasks.push(t.to_task());
-            })
-            .await?;
+        let mut tasks = Vec::with_capacity(query.limit.min(query::LIMIT_MAX) as usize);
+        let meta = self.list_each(query, |t| tasks.push(t.to_task())).await?;
         Ok(Page {
             tasks,
             limit: meta.limit,
