@@ -332,6 +332,11 @@ impl UserTasks {
         t.apply_content(content);
         t.set_completed(completed.unwrap_or(false), now);
         let scope = self.scope();
+        if self.pool.dialect() == Dialect::Postgres {
+            // One statement, atomic by itself: one round trip.
+            self.pool.execute(&scope.insert_with_tags(&t)).await?;
+            return Ok(t);
+        }
         let mut writer = self.pool.writer().await?;
         let mut tx = writer.begin().await?;
         tx.execute(&scope.insert(&t)).await?;

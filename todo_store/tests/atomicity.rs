@@ -1,5 +1,6 @@
 //! A write that fails midway leaves nothing half-written: a trigger makes the tag insert fail
-//! after the task row was written, inside the same transaction, on both backends.
+//! after the task row was written, inside the same transaction (or, for a create on
+//! PostgreSQL, the same statement), on both backends.
 
 use sqlx::Connection;
 use test_support::TestDb;
