@@ -750,6 +750,14 @@ impl<'a> Scope<'a> {
             .to_owned()
     }
 
+    /// [`Self::update`] only if the stored version is still `read`: an optimistic write
+    /// changes nothing (0 rows) when another write came after its read.
+    pub(crate) fn update_at(&self, t: &Task, read: i64) -> UpdateStatement {
+        let mut s = self.update(t);
+        s.and_where(Expr::col("version").eq(read));
+        s
+    }
+
     /// Deletes one task (its tags go with it), optionally only at an expected version.
     pub(crate) fn delete(&self, id: Uuid, version: Option<i64>) -> DeleteStatement {
         let mut s = Query::delete()
