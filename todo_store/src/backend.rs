@@ -110,6 +110,12 @@ pub(crate) mod pg {
             conns
         }
 
+        /// Connections leased right now (in a request, not cached idle).
+        pub(crate) fn leased(&self) -> u32 {
+            let max = self.pool.options().get_max_connections() as usize;
+            u32::try_from(max.saturating_sub(self.permits.available_permits())).unwrap_or(u32::MAX)
+        }
+
         pub(crate) fn idle(
             &self,
         ) -> std::sync::MutexGuard<'_, Vec<(PoolConnection<Postgres>, Instant)>> {
@@ -392,6 +398,30 @@ impl Pool {
             Pool::Sqlite(p, _) => sqlx::raw_sql("SELECT 1").execute(p).await.map(drop)?,
         }
         Ok(())
+    }
+
+    /// How many connections the pool may open, has open, and has handed out.
+    pub(crate) fn stats(&self) -> crate::PoolStats {
+        match self {
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(conns) => {
+                let max = conns.pool.options().get_max_connections();
+                crate::PoolStats {
+                    max,
+                    open: conns.pool.size(),
+                    in_use: conns.leased(),
+                }
+            }
+            #[cfg(feature = "sqlite")]
+            Pool::Sqlite(p, _) => {
+                let open = p.size();
+                crate::PoolStats {
+                    max: p.options().get_max_connections(),
+                    open,
+                    in_use: open.saturating_sub(u32::try_from(p.num_idle()).unwrap_or(u32::MAX)),
+                }
+            }
+        }
     }
 
     pub(crate) async fn close(&self) {

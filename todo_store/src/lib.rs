@@ -88,6 +88,17 @@ impl Default for StoreOptions {
     }
 }
 
+/// A snapshot of the connection pool's use ([`Store::pool_stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Most connections the pool may open.
+    pub max: u32,
+    /// Connections open now.
+    pub open: u32,
+    /// Connections handed out now (running statements or held by a request).
+    pub in_use: u32,
+}
+
 /// A handle to the task database. Cheap to clone; clones share one pool.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -229,6 +240,11 @@ impl Store {
     /// Checks that the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.pool.ping().await
+    }
+
+    /// The connection pool's use right now (for metrics).
+    pub fn pool_stats(&self) -> PoolStats {
+        self.pool.stats()
     }
 
     /// Closes the pool, waiting for checked-out connections to come back.
