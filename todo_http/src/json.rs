@@ -127,6 +127,11 @@ fn view_of(t: &TaskDto) -> TaskView<'_> {
         created_at: t.created_at.0,
         updated_at: t.updated_at.0,
         version: t.version,
+        // Not part of the v1 task JSON that `write_task` writes (the DTO has no such fields
+        // yet), so these placeholders are never read.
+        list_id: uuid::Uuid::nil(),
+        parent_id: None,
+        position: "",
     }
 }
 
