@@ -52,11 +52,11 @@ impl Scope<'_> {
         match self.dialect {
             Dialect::Postgres => Func::cust("GREATEST")
                 .arg(Expr::val(self.dialect.ts(now)))
-                .arg(col("updated_at").add(Expr::cust("INTERVAL '1 millisecond'")))
+                .arg(Expr::col("updated_at").add(Expr::cust("INTERVAL '1 millisecond'")))
                 .into(),
             Dialect::Sqlite => Func::cust("max")
                 .arg(Expr::val(self.dialect.ts(now)))
-                .arg(col("updated_at").add(1))
+                .arg(Expr::col("updated_at").add(1))
                 .into(),
         }
     }
