@@ -141,8 +141,19 @@ pub(crate) async fn fill_signatures(pool: &Pool) -> Result<u64, StoreError> {
     Ok(seen)
 }
 
-/// Applies every pending migration; returns the names of those applied by this call.
-pub(crate) async fn run(pool: &Pool) -> Result<Vec<String>, StoreError> {
+/// Applies every pending migration (up to schema `target`, when given); returns the names of
+/// those applied by this call.
+pub(crate) async fn run(pool: &Pool, target: Option<u32>) -> Result<Vec<String>, StoreError> {
+    let runner = |files| -> Result<Runner, StoreError> {
+        let r = runner(files)?;
+        Ok(match target {
+            Some(v) => r
+                .set_target(refinery_core::Target::Version(i32::try_from(v).map_err(
+                    |_| StoreError::Migration(format!("no schema version {v}")),
+                )?)),
+            None => r,
+        })
+    };
     let report = match pool {
         #[cfg(feature = "postgres")]
         Pool::Postgres(conns) => {
