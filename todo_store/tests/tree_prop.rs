@@ -308,9 +308,7 @@ async fn run_case(store: &Store, base: usize, ops: Vec<Op>) -> Result<(), TestCa
                             ((pl, Some(p)), Some("parent_id"))
                         } else if list_id.is_some_and(|l| l != pl) {
                             ((pl, Some(p)), Some("list_id"))
-                        } else if m.subtree(id).contains(&p) {
-                            ((pl, Some(p)), Some("parent_id"))
-                        } else if m.level(p) + m.height(id) > 4 {
+                        } else if m.subtree(id).contains(&p) || m.level(p) + m.height(id) > 4 {
                             ((pl, Some(p)), Some("parent_id"))
                         } else {
                             ((pl, Some(p)), None)
