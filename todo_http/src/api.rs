@@ -234,6 +234,8 @@ impl TasksApi {
             limit: limit.0.unwrap_or(todo_store::query::LIMIT_DEFAULT),
             // An empty `cursor=` is no cursor (clients often send the parameter unconditionally).
             cursor: cursor.0.filter(|c| !c.is_empty()),
+            // v2 listing parameters (list_id, parent_id) are not wired to the API yet.
+            ..TaskQuery::default()
         };
         let page = self
             .user(&auth)?

@@ -357,6 +357,8 @@ fn task_input(v: Option<Value>) -> Result<TaskInput, Vec<FieldProblem>> {
         priority,
         tags: slot_opt(tags).unwrap_or_default(),
         due_at: slot_opt(due_at),
+        // v2 placement (list_id, parent_id) is not read from bodies yet: the inbox.
+        ..TaskInput::default()
     };
     f.finish(input)
 }
