@@ -712,6 +712,46 @@ async fn subscribe_wakes_across_stores(db: &TestDb) {
         }
         assert!(started.elapsed() < Duration::from_secs(1));
     }
+
+    // The listener's connection dies: it reconnects, and a write committed meanwhile still
+    // reaches the subscriber (every subscriber re-reads once the listener is back).
+    let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(
+        killed,
+        [true],
+        "one listener per store that has subscribers"
+    );
+    let t = ua.create(TaskInput::titled("while down")).await.unwrap();
+    loop {
+        let c = tokio::time::timeout(Duration::from_secs(5), s.next())
+            .await
+            .expect("after the listener reconnects")
+            .unwrap()
+            .unwrap();
+        if matches!(&c.data, ChangeData::Task(x) if x.id == t.id) {
+            break;
+        }
+    }
+    // And it listens again.
+    let t = ua.create(TaskInput::titled("after")).await.unwrap();
+    loop {
+        let c = tokio::time::timeout(Duration::from_secs(1), s.next())
+            .await
+            .expect("within 1 s again")
+            .unwrap()
+            .unwrap();
+        if matches!(&c.data, ChangeData::Task(x) if x.id == t.id) {
+            break;
+        }
+    }
+    admin.close().await.unwrap();
     drop(s);
     assert_eq!(b.subscribers(), 0);
     b.close().await;
