@@ -287,6 +287,11 @@ impl Store {
         self.hub.live()
     }
 
+    /// Live [`UserTasks::subscribe`] streams of one user on this store (for a per-user cap).
+    pub fn subscribers_of(&self, user_id: &str) -> usize {
+        self.hub.live_for(user_id)
+    }
+
     /// Removes tombstones older than `tombstone_age` (raising each user's watermark, so older
     /// sync tokens answer [`StoreError::Gone`]) and idempotency records older than
     /// `idempotency_age` (at least [`sync::IDEMPOTENCY_KEEP`] is kept whatever is asked).

@@ -741,6 +741,13 @@ impl Hub {
         self.live.load(Ordering::SeqCst)
     }
 
+    /// Live subscribers of one user.
+    pub(crate) fn live_for(&self, user_id: &str) -> usize {
+        self.users()
+            .get(user_id)
+            .map_or(0, |tx| tx.receiver_count())
+    }
+
     fn register(self: &Arc<Self>, user_id: &str) -> Registration {
         let rx = {
             let mut users = self.users();

@@ -623,6 +623,10 @@ async fn subscribe_replays_then_follows(db: &TestDb) {
     // inbox's open count changed too.
     let mut s = Box::pin(u.subscribe(Some(&start)).await.unwrap());
     assert_eq!(store.subscribers(), 1);
+    assert_eq!(
+        (store.subscribers_of("alice"), store.subscribers_of("bob")),
+        (1, 0)
+    );
     let mut seen = Vec::new();
     for _ in 0..2 {
         seen.push(next_change(&mut s).await);
@@ -666,6 +670,7 @@ async fn subscribe_replays_then_follows(db: &TestDb) {
     assert!(c.tasks.is_empty() && c.lists.is_empty() && c.deleted.is_empty());
     drop(s);
     assert_eq!(store.subscribers(), 0);
+    assert_eq!(store.subscribers_of("alice"), 0);
 
     // Without `since`: only what commits after it opened.
     let mut s = Box::pin(u.subscribe(None).await.unwrap());
