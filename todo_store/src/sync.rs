@@ -579,8 +579,9 @@ impl UserTasks {
     ///
     /// Without `since`: every live list and task (a snapshot, paged; lists first). The
     /// snapshot's final `next` is the log position read before its first page, so every
-    /// write that commits after that read is returned by the sync that follows, even one that
-    /// changed a record the snapshot already returned.
+    /// write that commits after that read is returned by the changes that follow, even one
+    /// that changed a record the snapshot already returned; when there are such writes the
+    /// snapshot's last page says `has_more`.
     ///
     /// With `since`: every record whose latest write is after the token, once, in its latest
     /// state and in log order; deletions as [`Deleted`]. Errors: [`StoreError::Invalid`] on
@@ -689,6 +690,9 @@ impl UserTasks {
             out.has_more = true;
         } else {
             out.next = Token::plain(token.seq).encode(&self.user_id);
+            // Writes committed while the snapshot was read follow right away, so that
+            // `has_more: false` means caught up.
+            out.has_more = self.log_state().await?.0 > token.seq;
         }
         out.tasks = tasks;
         Ok(out)

@@ -45,6 +45,7 @@ macro_rules! with_db {
 
 with_db!(
     snapshot_then_changes,
+    writes_between_snapshot_pages_are_not_lost,
     tokens_are_checked,
     no_gap_with_concurrent_writers,
     replica_matches_after_random_writes,
@@ -253,6 +254,53 @@ async fn snapshot_then_changes(db: &TestDb) {
     let bob = store.for_user("bob").unwrap();
     let c = bob.changes(None, 100).await.unwrap();
     assert_eq!((c.tasks.len(), c.lists.len()), (0, 1));
+    store.close().await;
+}
+
+/// A snapshot read in pages while the data changes: records already returned are changed or
+/// deleted, records not returned yet are deleted, new ones are created. The sync that follows
+/// the snapshot brings the replica level with the server.
+async fn writes_between_snapshot_pages_are_not_lost(db: &TestDb) {
+    let store = db.store().await;
+    let u = store.for_user("alice").unwrap();
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        ids.push(
+            u.create(TaskInput::titled(format!("t{i}")))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let mut r = Replica::default();
+    let first = u.changes(None, 4).await.unwrap();
+    assert!(first.has_more);
+    let seen: Vec<Uuid> = first.tasks.iter().map(|t| t.id).collect();
+    r.apply(first);
+    // Between pages: change and delete records of the first page, delete one of a later page,
+    // add a list and a task.
+    u.patch(
+        seen[0],
+        TaskPatch {
+            title: Some("changed after its page".into()),
+            ..TaskPatch::default()
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    u.delete(seen[1], None).await.unwrap();
+    u.delete(ids[9], None).await.unwrap();
+    u.create_list(ListInput::named("late")).await.unwrap();
+    u.create(TaskInput::titled("late")).await.unwrap();
+    // The rest of the snapshot, then the changes after it.
+    r.sync(&u, 4).await;
+    assert_replica(&r, &u).await;
+    assert!(
+        r.tasks
+            .values()
+            .any(|t| t.title == "changed after its page")
+    );
     store.close().await;
 }
 
