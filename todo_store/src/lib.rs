@@ -233,10 +233,11 @@ impl Store {
     /// serialised in-process and start with `BEGIN IMMEDIATE`.
     #[cfg(feature = "sqlite")]
     pub fn from_sqlite_pool(pool: sqlx::SqlitePool) -> Store {
+        let hub = sync::Hub::for_sqlite_file(pool.connect_options().get_filename());
         Store {
             pool: Pool::Sqlite(pool, Default::default()),
             inboxes: Default::default(),
-            hub: Default::default(),
+            hub,
         }
     }
 
@@ -282,7 +283,8 @@ impl Store {
     }
 
     /// Live [`UserTasks::subscribe`] streams of this store (for metrics): a stream counts
-    /// until it is dropped.
+    /// until it is dropped. (SQLite stores of one process on one file share their wake-ups,
+    /// and so this count.)
     pub fn subscribers(&self) -> usize {
         self.hub.live()
     }

@@ -721,7 +721,33 @@ pub(crate) struct Hub {
     listener: Mutex<Option<sqlx::PgPool>>,
 }
 
+/// The hubs of this process's SQLite stores, by database file: every store on one file shares
+/// one, so a write through any of them wakes the subscribers of all (SQLite serves one
+/// process; its wake-ups stay in it).
+#[cfg(feature = "sqlite")]
+static SQLITE_HUBS: Mutex<Option<HashMap<std::path::PathBuf, std::sync::Weak<Hub>>>> =
+    Mutex::new(None);
+
 impl Hub {
+    /// The hub shared by the stores of this process on the SQLite file `path` (a fresh one
+    /// for an in-memory database, which no other store can open).
+    #[cfg(feature = "sqlite")]
+    pub(crate) fn for_sqlite_file(path: &std::path::Path) -> Arc<Hub> {
+        let key = match std::fs::canonicalize(path) {
+            Ok(p) => p,
+            Err(_) => return Arc::default(),
+        };
+        let mut hubs = SQLITE_HUBS.lock().unwrap_or_else(|p| p.into_inner());
+        let hubs = hubs.get_or_insert_with(HashMap::new);
+        hubs.retain(|_, h| h.strong_count() > 0);
+        if let Some(h) = hubs.get(&key).and_then(std::sync::Weak::upgrade) {
+            return h;
+        }
+        let h: Arc<Hub> = Arc::default();
+        hubs.insert(key, Arc::downgrade(&h));
+        h
+    }
+
     fn users(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Sender<u64>>> {
         self.users.lock().unwrap_or_else(|p| p.into_inner())
     }

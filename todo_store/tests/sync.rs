@@ -382,6 +382,41 @@ async fn no_gap_with_concurrent_writers(db: &TestDb) {
     let list = u.create_list(ListInput::named("shared")).await.unwrap().id;
     let done = Arc::new(AtomicBool::new(false));
 
+    // A subscriber follows the same writes live, from a snapshot's token, on a store of its
+    // own (on PostgreSQL, woken through LISTEN by the writers' stores).
+    let sub_store = Store::connect(&db.url).await.unwrap();
+    let sub_user = sub_store.for_user("alice").unwrap();
+    let mut live = Replica::default();
+    live.sync(&sub_user, 100).await;
+    let mut stream = Box::pin(sub_user.subscribe(live.since.as_deref()).await.unwrap());
+    let live = Arc::new(std::sync::Mutex::new(live));
+    let follower = {
+        let live = live.clone();
+        tokio::spawn(async move {
+            let mut ids = std::collections::HashSet::new();
+            while let Some(c) = stream.next().await {
+                let c = c.expect("no error");
+                assert!(ids.insert(c.id.clone()), "a duplicate event {}", c.id);
+                let mut r = live.lock().unwrap();
+                match (c.kind, c.data) {
+                    (_, ChangeData::Task(t)) => {
+                        r.tasks.insert(t.id, t);
+                    }
+                    (_, ChangeData::List(l)) => {
+                        r.lists.insert(l.id, l);
+                    }
+                    (ChangeType::ListDeleted, ChangeData::Deleted(id)) => {
+                        r.lists.remove(&id);
+                    }
+                    (_, ChangeData::Deleted(id)) => {
+                        r.tasks.remove(&id);
+                    }
+                }
+                r.since = Some(c.id);
+            }
+        })
+    };
+
     // The reader syncs in a loop while the writers run, in small pages.
     let reader = {
         let u = u.clone();
@@ -475,6 +510,32 @@ async fn no_gap_with_concurrent_writers(db: &TestDb) {
     let (replica, syncs) = reader.await.expect("reader");
     assert!(syncs > 3, "the reader synced while writes ran ({syncs})");
     assert_replica(&replica, &u).await;
+
+    // The subscriber gets there too, within a few seconds of the last commit.
+    let (tasks, lists) = server(&u).await;
+    let started = std::time::Instant::now();
+    loop {
+        let caught_up = {
+            let r = live.lock().unwrap();
+            r.tasks == tasks && r.lists == lists
+        };
+        if caught_up {
+            break;
+        }
+        assert!(
+            !follower.is_finished(),
+            "the subscriber's stream ended or failed"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the subscriber's replica differs from the server"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    follower.abort();
+    let _ = follower.await;
+    assert_eq!(sub_store.subscribers(), 0);
+    sub_store.close().await;
     for s in writers {
         s.close().await;
     }
@@ -736,12 +797,9 @@ async fn subscribe_replays_then_follows(db: &TestDb) {
 }
 
 /// Two stores on one database (two server instances): a write through one reaches a
-/// subscriber of the other within a second (on SQLite both are in one process but share no
-/// in-process wake-ups; the fallback re-read is slower, so only PostgreSQL is held to 1 s).
+/// subscriber of the other within a second. On SQLite both are in one process, which is all
+/// SQLite serves: they share the process's wake-ups for that file.
 async fn subscribe_wakes_across_stores(db: &TestDb) {
-    if !db.url.starts_with("postgres") {
-        return;
-    }
     let a = db.store().await;
     let b = Store::connect(&db.url).await.unwrap();
     let ua = a.for_user("alice").unwrap();
@@ -766,6 +824,13 @@ async fn subscribe_wakes_across_stores(db: &TestDb) {
         assert!(started.elapsed() < Duration::from_secs(1));
     }
 
+    if !db.url.starts_with("postgres") {
+        drop(s);
+        assert_eq!(b.subscribers(), 0);
+        b.close().await;
+        a.close().await;
+        return;
+    }
     // The listener's connection dies: it reconnects, and a write committed meanwhile still
     // reaches the subscriber (every subscriber re-reads once the listener is back).
     let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
