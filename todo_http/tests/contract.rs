@@ -189,10 +189,18 @@ both_backends! {
             }
             let resp = api.send(r).await;
             resp.problem(401);
-            assert!(resp.header("www-authenticate").unwrap_or("").starts_with("Bearer"), "{name}");
+            // RFC 6750: a token that was sent but fails says so; a missing one does not.
+            let expected = if name == "missing" {
+                r#"Bearer realm="todo""#
+            } else {
+                r#"Bearer realm="todo", error="invalid_token""#
+            };
+            assert_eq!(resp.header("www-authenticate"), Some(expected), "{name}");
         }
         // A non-Bearer scheme is no token.
-        api.send(req(Method::GET, path).header("authorization", format!("Basic {}", token("alice")))).await.problem(401);
+        let basic = api.send(req(Method::GET, path).header("authorization", format!("Basic {}", token("alice")))).await;
+        basic.problem(401);
+        assert_eq!(basic.header("www-authenticate"), Some(r#"Bearer realm="todo""#));
         // Tokens with iss/aud are accepted when none is configured.
         let t = forge(json!({}), json!({"sub": "alice", "exp": now() + 600, "iss": "http://x", "aud": "y"}), SECRET.as_bytes(), hs);
         assert_eq!(api.send(req(Method::GET, path).bearer(t)).await.status, StatusCode::OK);
@@ -372,16 +380,22 @@ both_backends! {
         assert_eq!(r.body["data"]["completed"], false);
         let r = api.send(req(Method::PATCH, &c).by("alice").json(json!({"completed": false}))).await;
         assert_eq!((r.body["data"]["completed"].clone(), r.header("etag")), (json!(false), Some("\"9\"")));
+        // Like every PATCH, complete takes the merge-patch media type (with parameters too).
+        let r = api.send(req(Method::PATCH, &c).by("alice").raw("application/merge-patch+json", r#"{"completed":true}"#)).await;
+        assert_eq!((r.status, r.body["data"]["completed"].clone(), r.header("etag")), (StatusCode::OK, json!(true), Some("\"10\"")));
+        let r = api.send(req(Method::PATCH, &c).by("alice").raw("application/merge-patch+json; charset=utf-8", "{}")).await;
+        assert_eq!((r.status, r.body["data"]["completed"].clone()), (StatusCode::OK, json!(false)));
         api.send(req(Method::PATCH, &c).by("alice").raw("text/plain", "x")).await.problem(415);
+        api.send(req(Method::PATCH, &c).by("alice").raw("application/patch+json", "{}")).await.problem(415);
         assert_eq!(api.send(req(Method::PATCH, &c).by("alice").json(json!({"completed": "y"}))).await.problem(422), ["completed"]);
         // If-Match: stale is 412 and changes nothing; * applies; malformed is 400.
         api.send(req(Method::PATCH, &c).by("alice").header("if-match", "\"3\"")).await.problem(412);
         let r = api.send(req(Method::PATCH, &c).by("alice").header("if-match", "*")).await;
-        assert_eq!(r.body["data"]["version"], 10);
+        assert_eq!(r.body["data"]["version"], 12);
         api.send(req(Method::PATCH, &c).by("alice").header("if-match", "10")).await.problem(400);
         // DELETE with a stale version, then for real, then gone.
         api.send(req(Method::DELETE, &url).by("alice").header("if-match", "\"1\"")).await.problem(412);
-        let r = api.send(req(Method::DELETE, &url).by("alice").header("if-match", "\"10\"")).await;
+        let r = api.send(req(Method::DELETE, &url).by("alice").header("if-match", "\"12\"")).await;
         assert_eq!(r.status, StatusCode::NO_CONTENT);
         api.send(req(Method::GET, &url).by("alice")).await.problem(404);
         api.send(req(Method::DELETE, &url).by("alice")).await.problem(404);
@@ -421,6 +435,26 @@ both_backends! {
             ("cursor=garbage", "cursor"), ("tag=", "tag"), ("q=a%00b", "q"),
         ] {
             assert_eq!(get(q).await.problem(400), [field], "{q}");
+        }
+        // Each message names the allowed values or range, never poem-openapi's type names.
+        for (q, message) in [
+            ("status=done", "must be one of: all, pending, completed"),
+            ("priority=urgent", "must be one of: low, medium, high (repeat the parameter for several)"),
+            ("sort=size", "must be one of: created_at, updated_at, due_at, priority, title"),
+            ("order=up", "must be one of: asc, desc"),
+            ("limit=1000", "must be an integer from 1 to 100"),
+            ("limit=0", "must be an integer from 1 to 100"),
+            ("limit=x", "must be an integer from 1 to 100"),
+            ("due_after=yesterday", "must be an RFC 3339 timestamp with an offset, e.g. 2026-01-02T03:04:05Z"),
+            ("due_before=2026-01-01", "must be an RFC 3339 timestamp with an offset, e.g. 2026-01-02T03:04:05Z"),
+            ("cursor=garbage", "is not a cursor returned by this API"),
+            ("q=a%00b", "must not contain NUL"),
+        ] {
+            let r = get(q).await;
+            r.problem(400);
+            assert_eq!(r.body["errors"][0]["message"], message, "{q}");
+            let field = q.split('=').next().unwrap();
+            assert_eq!(r.body["detail"], format!("{field}: {message}"), "{q}");
         }
         // Tags: most used first, then by name; completed count.
         let tags = api.send(req(Method::GET, "/api/alice/tags").by("alice")).await;
