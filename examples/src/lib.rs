@@ -1,1 +1,3 @@
-//! Examples live beside this crate as `[[example]]` targets.
+//! Shared code of the examples: the `serve` binary's command line ([`cli`]).
+
+pub mod cli;

@@ -44,6 +44,7 @@ mod cursor;
 mod error;
 mod migrate;
 pub mod query;
+pub mod setup;
 mod signature;
 pub mod task;
 mod view;
