@@ -468,3 +468,8 @@ mod tests {
         assert_eq!(super::allowed_methods("/nope"), None);
     }
 }
+
+/// The README's code blocks, compiled and run as doctests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+mod readme {}

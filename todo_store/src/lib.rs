@@ -612,3 +612,8 @@ mod future_size_tests {
         }
     }
 }
+
+/// The README's code blocks, compiled and run as doctests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+mod readme {}

@@ -4,7 +4,7 @@
 //! `user_id = ?`. Filters, search, sort and keyset paging are built once with sea-query and
 //! rendered for PostgreSQL or SQLite.
 //!
-//! A page query has one of two shapes (see [`Scope::page`]), both one round trip that returns
+//! A page query has one of two shapes (see `Scope::page`), both one round trip that returns
 //! the page and the total count:
 //!
 //! - **plain**, when the sort index finds the page directly: the page rows read in index order,
