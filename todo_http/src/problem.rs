@@ -441,4 +441,6 @@ statuses! {
     WriteErrors = [400, 401, 403, 404, 412, 413, 415, 422, 503];
     /// deleteTask.
     DeleteErrors = [400, 401, 403, 404, 412, 503];
+    /// readyz.
+    ReadyErrors = [503];
 }

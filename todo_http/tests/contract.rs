@@ -487,6 +487,36 @@ both_backends! {
         assert_eq!(receiver.status, StatusCode::OK);
         let yaml = api.send(req(Method::GET, "/openapi.yaml")).await;
         assert!(yaml.body.as_str().unwrap_or("").starts_with("openapi: 3"));
+        // The probes are operations of the spec, outside /api and without a security requirement.
+        for (path, op) in [("/healthz", "healthz"), ("/readyz", "readyz")] {
+            let o = &spec.body["paths"][path]["get"];
+            assert_eq!(o["operationId"], op, "{path}");
+            assert_eq!(o["tags"], json!(["Operations"]), "{path}");
+            assert!(o.get("security").is_none(), "{path} needs no token");
+            let r = api.send(req(Method::POST, path)).await;
+            r.problem(405);
+            assert_eq!(r.header("allow"), Some("GET"));
+        }
+        assert!(spec.body["paths"]["/readyz"]["get"]["responses"]["503"].is_object());
+    }
+
+    // Swagger UI and the spec are gzipped for a client that accepts gzip, and only then.
+    async fn docs_and_spec_are_compressed_on_request(store: Store) {
+        let api = api(store).await;
+        for path in ["/docs", "/openapi.json", "/openapi.yaml"] {
+            let plain = api.client.get(path).send().await.0;
+            assert_eq!(plain.headers().get("content-encoding"), None, "{path}");
+            let plain = plain.into_body().into_bytes().await.unwrap();
+            let gz = api.client.get(path).header("accept-encoding", "gzip, deflate, br").send().await.0;
+            assert_eq!(gz.status(), StatusCode::OK);
+            assert_eq!(gz.headers().get("content-encoding").and_then(|v| v.to_str().ok()), Some("gzip"), "{path}");
+            let gz = gz.into_body().into_bytes().await.unwrap();
+            assert_eq!(&gz[..2], &[0x1f, 0x8b], "{path}: a gzip stream");
+            assert!(gz.len() * 3 < plain.len(), "{path}: {} bytes gzipped from {}", gz.len(), plain.len());
+        }
+        // API responses are left alone.
+        let r = api.client.get("/healthz").header("accept-encoding", "gzip").send().await.0;
+        assert_eq!(r.headers().get("content-encoding"), None);
     }
 }
 
