@@ -193,6 +193,34 @@ pub fn settings_table() -> String {
     out
 }
 
+/// `.env.example`: every setting, commented out at its default, with its help text; generated
+/// from the same definitions as `serve --help` and kept equal to the file by a test.
+pub fn env_example() -> String {
+    let mut out = String::from(
+        "# Every setting of `serve`, at its default (uncomment to change). Each is also a flag:\n\
+         # see `serve --help`. Generated from the command line's definitions; a test keeps the two\n\
+         # equal (UPDATE_README=1 cargo test -p todo_examples --lib rewrites this file).\n\
+         #\n\
+         # compose.yaml reads this file as .env: it needs TODO_JWT_SECRET, and uses\n\
+         # POSTGRES_PASSWORD for its PostgreSQL container (default `todo`).\n\
+         #POSTGRES_PASSWORD=todo\n",
+    );
+    for arg in Cli::command().get_arguments() {
+        let Some(env) = arg.get_env() else { continue };
+        let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+        let default = arg
+            .get_default_values()
+            .first()
+            .map(|v| v.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "\n# {help}\n#{}={default}\n",
+            env.to_string_lossy()
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,26 +281,49 @@ mod tests {
         assert!(parse_ttl("99999999999999999d").is_err());
     }
 
-    /// README.md's configuration table is the one generated here; with `UPDATE_README=1` the
-    /// test rewrites it instead of failing.
+    /// Checks that `file` (in the workspace root) holds `generated` between `start` and `end`
+    /// (the whole file when both are empty); with `UPDATE_README=1` rewrites it instead.
+    fn check_generated(file: &str, start: &str, end: &str, generated: &str) {
+        let path = format!("{}/../{file}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let from = text.find(start).map(|i| i + start.len()).expect("start marker");
+        let to = if end.is_empty() {
+            text.len()
+        } else {
+            text.find(end).expect("end marker")
+        };
+        if text[from..to] == *generated {
+            return;
+        }
+        if std::env::var_os("UPDATE_README").is_some() {
+            let updated = format!("{}{generated}{}", &text[..from], &text[to..]);
+            std::fs::write(&path, updated).expect("write");
+        } else {
+            panic!(
+                "{file} differs from `serve --help`; run \
+                 `UPDATE_README=1 cargo test -p todo_examples --lib`, or use:\n{generated}"
+            );
+        }
+    }
+
+    /// README.md's configuration table is the one generated from the command line.
     #[test]
     fn readme_table_matches_the_command_line() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
-        let readme = std::fs::read_to_string(path).expect("README.md");
-        let (start, end) = ("<!-- settings:start -->\n", "<!-- settings:end -->");
-        let from = readme.find(start).expect("start marker") + start.len();
-        let to = readme.find(end).expect("end marker");
-        let table = settings_table();
-        if readme[from..to] != table {
-            if std::env::var_os("UPDATE_README").is_some() {
-                let updated = format!("{}{table}{}", &readme[..from], &readme[to..]);
-                std::fs::write(path, updated).expect("write README.md");
-            } else {
-                panic!(
-                    "README.md's configuration table differs from `serve --help`; run \
-                     `UPDATE_README=1 cargo test -p todo_examples --lib` or paste:\n{table}"
-                );
-            }
+        check_generated(
+            "README.md",
+            "<!-- settings:start -->\n",
+            "<!-- settings:end -->",
+            &settings_table(),
+        );
+    }
+
+    /// `.env.example` lists every setting of the command line, at its default.
+    #[test]
+    fn env_example_matches_the_command_line() {
+        check_generated(".env.example", "", "", &env_example());
+        let text = env_example();
+        for env in ["DATABASE_URL", "TODO_WRITE_TIMEOUT_SECS", "TODO_LOG_FORMAT"] {
+            assert!(text.contains(&format!("\n#{env}=")), "{env}");
         }
     }
 }
