@@ -26,6 +26,9 @@ pub mod auth;
 pub mod body;
 mod json;
 mod ops;
+// `JsonBytes`'s docs link the private `json::ListWriter`; payload.rs is left to the change that
+// replaces json.rs, which must drop this allow along with the link.
+#[allow(rustdoc::private_intra_doc_links)]
 pub mod payload;
 pub mod problem;
 pub mod server;
