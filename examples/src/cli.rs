@@ -286,7 +286,10 @@ mod tests {
     fn check_generated(file: &str, start: &str, end: &str, generated: &str) {
         let path = format!("{}/../{file}", env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(&path).unwrap_or_default();
-        let from = text.find(start).map(|i| i + start.len()).expect("start marker");
+        let from = text
+            .find(start)
+            .map(|i| i + start.len())
+            .expect("start marker");
         let to = if end.is_empty() {
             text.len()
         } else {
