@@ -13,8 +13,7 @@ use todo_store::{Order, SortKey, Status, Store, TaskQuery, UserTasks};
 
 use crate::auth::{AuthError, Authenticator};
 use crate::body::{CompletionBody, CreateBody, JsonBody, ReplaceBody, UpdateBody};
-use crate::json::ListWriter;
-use crate::payload::{JsonBytes, JsonOut};
+use crate::payload::JsonOut;
 use crate::problem::{
     ApiError, CreateErrors, DeleteErrors, Problem, ReadManyErrors, ReadOneErrors, WriteErrors,
 };
@@ -125,7 +124,7 @@ pub enum CreatedResponse {
 pub enum ListResponse {
     /// The page.
     #[oai(status = 200, content_type = "application/json")]
-    Ok(JsonBytes<TaskListEnvelope>),
+    Ok(JsonOut<TaskListEnvelope>),
 }
 
 /// Tags with counts.
@@ -235,18 +234,21 @@ impl TasksApi {
             limit: limit.0.unwrap_or(todo_store::query::LIMIT_DEFAULT),
             // An empty `cursor=` is no cursor (clients often send the parameter unconditionally).
             cursor: cursor.0.filter(|c| !c.is_empty()),
+            // v2 listing parameters (list_id, parent_id) are not wired to the API yet.
+            ..TaskQuery::default()
         };
-        // The page goes from the rows into the body, without a `Task` per row in between.
-        let mut body = ListWriter::new(query.limit);
-        let meta = self
+        let page = self
             .user(&auth)?
-            .list_each(&query, |t| body.push(t))
+            .list(&query)
             .await
             .map_err(|e| Problem::from_store_as(e, StatusCode::BAD_REQUEST))?;
-        Ok(ListResponse::Ok(body.finish(&ListMeta {
-            limit: meta.limit,
-            next_cursor: meta.next_cursor,
-            total: meta.total,
+        Ok(ListResponse::Ok(JsonOut(TaskListEnvelope {
+            data: page.tasks.into_iter().map(Into::into).collect(),
+            meta: ListMeta {
+                limit: page.limit,
+                next_cursor: page.next_cursor,
+                total: page.total,
+            },
         })))
     }
 

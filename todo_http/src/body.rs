@@ -93,14 +93,23 @@ impl<'a, K: BodyKind> ApiExtractor<'a> for JsonBody<K> {
                     .map_or(crate::DEFAULT_BODY_READ_TIMEOUT, |t| t.0);
                 match tokio::time::timeout(limit, b.into_bytes_limit(BODY_LIMIT)).await {
                     Ok(read) => read.map_err(|e| {
-                        if matches!(e, poem::error::ReadBodyError::PayloadTooLarge) {
+                        // The rest of the body stays unread: the connection closes after
+                        // this answer, and says so.
+                        let p = if matches!(e, poem::error::ReadBodyError::PayloadTooLarge) {
                             Problem::new(
                                 StatusCode::PAYLOAD_TOO_LARGE,
                                 format!("the body is larger than {BODY_LIMIT} bytes"),
                             )
                         } else {
-                            Problem::new(StatusCode::BAD_REQUEST, "the body could not be read")
-                        }
+                            Problem::new(
+                                StatusCode::BAD_REQUEST,
+                                "the body could not be read (broken framing or the client went away)",
+                            )
+                        };
+                        p.with_header(
+                            header::CONNECTION,
+                            poem::http::HeaderValue::from_static("close"),
+                        )
                     })?,
                     Err(_) => {
                         return Err(Problem::new(
@@ -348,6 +357,8 @@ fn task_input(v: Option<Value>) -> Result<TaskInput, Vec<FieldProblem>> {
         priority,
         tags: slot_opt(tags).unwrap_or_default(),
         due_at: slot_opt(due_at),
+        // v2 placement (list_id, parent_id) is not read from bodies yet: the inbox.
+        ..TaskInput::default()
     };
     f.finish(input)
 }

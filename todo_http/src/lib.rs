@@ -24,11 +24,8 @@
 mod api;
 pub mod auth;
 pub mod body;
-mod json;
+pub mod metrics;
 mod ops;
-// `JsonBytes`'s docs link the private `json::ListWriter`; payload.rs is left to the change that
-// replaces json.rs, which must drop this allow along with the link.
-#[allow(rustdoc::private_intra_doc_links)]
 pub mod payload;
 pub mod problem;
 pub mod server;
@@ -266,7 +263,18 @@ impl TodoApiBuilder {
         let limits = Arc::new(Limits {
             in_flight: tokio::sync::Semaphore::new(self.max_in_flight),
             active: tokio::sync::Semaphore::new(self.max_active),
+            max_in_flight: self.max_in_flight,
+            max_active: self.max_active,
         });
+        // Install the recorder now, so requests are counted from the first one on.
+        let _ = metrics::prometheus();
+        let route = route.at(
+            "/metrics",
+            get(metrics::MetricsEndpoint {
+                store: self.store.clone(),
+                limits: limits.clone(),
+            }),
+        );
         route
             .data(auth)
             .data(body::ReadTimeout(self.body_read_timeout))
@@ -344,7 +352,7 @@ async fn problems<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> 
             };
             let mut p = Problem::new(status, detail);
             if status == StatusCode::METHOD_NOT_ALLOWED
-                && let Some(allow) = allowed_methods(&route)
+                && let Some(allow) = allowed_methods(route)
             {
                 p.headers
                     .push((header::ALLOW, poem::http::HeaderValue::from_static(allow)));
@@ -361,11 +369,26 @@ async fn problems<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> 
 }
 
 /// Admission limits of one endpoint.
-struct Limits {
+pub(crate) struct Limits {
     /// Requests accepted (waiting or active).
     in_flight: tokio::sync::Semaphore,
     /// Requests being processed.
     active: tokio::sync::Semaphore,
+    max_in_flight: usize,
+    max_active: usize,
+}
+
+impl Limits {
+    /// Requests in flight (accepted, not answered) and, of those, waiting for a slot.
+    pub(crate) fn load(&self) -> (usize, usize) {
+        let in_flight = self
+            .max_in_flight
+            .saturating_sub(self.in_flight.available_permits());
+        let active = self
+            .max_active
+            .saturating_sub(self.active.available_permits());
+        (in_flight, in_flight.saturating_sub(active))
+    }
 }
 
 /// Sheds load (a request that finds every in-flight permit taken is answered 503 at once) and
@@ -394,19 +417,32 @@ async fn admit<E: Endpoint>(next: E, req: Request, limits: Arc<Limits>) -> poem:
         .map(IntoResponse::into_response)
 }
 
-/// The route template of a path (`/api/{user_id}/tasks/{task_id}`), so logs never carry ids.
-fn route_of(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    let in_api = path.starts_with("/api/");
-    for (idx, seg) in path.split('/').skip(1).enumerate() {
-        out.push('/');
-        match (in_api, idx) {
-            (true, 1) => out.push_str("{user_id}"),
-            (true, 3) => out.push_str("{task_id}"),
-            _ => out.push_str(seg),
+/// The route template of a path (`/api/{user_id}/tasks/{task_id}`), so logs and metrics never
+/// carry ids; `unmatched` for paths no route serves (a bounded set of labels).
+fn route_of(path: &str) -> &'static str {
+    let mut segs = path.split('/').skip(1);
+    match (
+        segs.next(),
+        segs.next(),
+        segs.next(),
+        segs.next(),
+        segs.next(),
+        segs.next(),
+    ) {
+        (Some("api"), Some(_), Some("tasks"), None, ..) => "/api/{user_id}/tasks",
+        (Some("api"), Some(_), Some("tasks"), Some(_), None, _) => "/api/{user_id}/tasks/{task_id}",
+        (Some("api"), Some(_), Some("tasks"), Some(_), Some("complete"), None) => {
+            "/api/{user_id}/tasks/{task_id}/complete"
         }
+        (Some("api"), Some(_), Some("tags"), None, ..) => "/api/{user_id}/tags",
+        (Some("healthz"), None, ..) => "/healthz",
+        (Some("readyz"), None, ..) => "/readyz",
+        (Some("metrics"), None, ..) => "/metrics",
+        (Some("openapi.json"), None, ..) => "/openapi.json",
+        (Some("openapi.yaml"), None, ..) => "/openapi.yaml",
+        (Some("docs"), ..) => "/docs",
+        _ => "unmatched",
     }
-    out
 }
 
 /// The methods a route template answers, for `Allow` on 405 responses.
@@ -415,7 +451,9 @@ fn allowed_methods(route: &str) -> Option<&'static str> {
         "/tasks" => Some("GET, POST"),
         "/tasks/{task_id}" => Some("GET, PUT, PATCH, DELETE"),
         "/tasks/{task_id}/complete" => Some("PATCH"),
-        "/tags" | "/healthz" | "/readyz" | "/openapi.json" | "/openapi.yaml" => Some("GET"),
+        "/tags" | "/healthz" | "/readyz" | "/metrics" | "/openapi.json" | "/openapi.yaml" => {
+            Some("GET")
+        }
         _ => None,
     }
 }
@@ -424,7 +462,7 @@ fn allowed_methods(route: &str) -> Option<&'static str> {
 async fn trace<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
     let method = req.method().clone();
     let route = route_of(req.uri().path());
-    let span = tracing::info_span!("request", %method, %route);
+    let span = tracing::info_span!("request", %method, route);
     let _enter = span.enter();
     let start = Instant::now();
     drop(_enter);
@@ -432,10 +470,12 @@ async fn trace<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
         Ok(r) => r.into_response(),
         Err(e) => e.into_response(),
     };
+    let took = start.elapsed();
+    metrics::record_request(&method, route, resp.status(), took);
     let _enter = span.enter();
     tracing::info!(
         status = resp.status().as_u16(),
-        latency_ms = latency_ms(start.elapsed()),
+        latency_ms = latency_ms(took),
         "request"
     );
     Ok(resp)
@@ -471,6 +511,14 @@ mod tests {
         );
         assert_eq!(super::route_of("/api/bob/tags"), "/api/{user_id}/tags");
         assert_eq!(super::route_of("/healthz"), "/healthz");
+        assert_eq!(super::route_of("/api/bob/tasks"), "/api/{user_id}/tasks");
+        assert_eq!(
+            super::route_of("/api/bob/tasks/x"),
+            "/api/{user_id}/tasks/{task_id}"
+        );
+        assert_eq!(super::route_of("/docs/index.css"), "/docs");
+        assert_eq!(super::route_of("/api/bob/tasks/x/y"), "unmatched");
+        assert_eq!(super::route_of("/wp-admin/x.php"), "unmatched");
         assert_eq!(
             super::allowed_methods("/api/{user_id}/tasks/{task_id}"),
             Some("GET, PUT, PATCH, DELETE")

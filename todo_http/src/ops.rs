@@ -23,8 +23,6 @@ pub struct HealthStatus {
     pub status: String,
 }
 
-impl crate::payload::JsonBody for HealthStatus {}
-
 /// A successful probe.
 #[derive(ApiResponse)]
 pub enum HealthResponse {

@@ -1,6 +1,5 @@
-//! `JsonOut<T>`: a JSON response body written straight from `T` ([`JsonBody`]: its
-//! `serde::Serialize`, or for task bodies the writer in `json.rs`); `JsonBytes<T>`: one
-//! written before, documented as `T`.
+//! `JsonOut<T>`: a JSON response body serialised straight from `T`'s serde derive, documented
+//! with `T`'s poem-openapi schema.
 //!
 //! poem-openapi's `Json<T>` first builds a `serde_json::Value` tree through `ToJSON` (a map
 //! and a string copy per field of every task) and then serialises that tree; for a page of 50
@@ -17,87 +16,31 @@ use poem_openapi::types::Type;
 #[derive(Debug, Clone)]
 pub struct JsonOut<T>(pub T);
 
-/// `application/json`, documented with `T`'s schema.
-macro_rules! json_payload {
-    ($name:ident) => {
-        impl<T: Type> Payload for $name<T> {
-            const CONTENT_TYPE: &'static str = "application/json";
+impl<T: Type> Payload for JsonOut<T> {
+    const CONTENT_TYPE: &'static str = "application/json";
 
-            fn check_content_type(content_type: &str) -> bool {
-                content_type.starts_with("application/json")
-            }
-
-            fn schema_ref() -> MetaSchemaRef {
-                T::schema_ref()
-            }
-
-            fn register(registry: &mut Registry) {
-                T::register(registry);
-            }
-        }
-    };
-}
-
-json_payload!(JsonOut);
-json_payload!(JsonBytes);
-
-/// A `200` JSON body already written (by [`crate::json::ListWriter`]), documented as `T`.
-pub struct JsonBytes<T> {
-    bytes: Vec<u8>,
-    schema: std::marker::PhantomData<fn() -> T>,
-}
-
-impl<T> JsonBytes<T> {
-    pub(crate) fn new(bytes: Vec<u8>) -> Self {
-        JsonBytes {
-            bytes,
-            schema: std::marker::PhantomData,
-        }
+    fn check_content_type(content_type: &str) -> bool {
+        content_type.starts_with("application/json")
     }
 
-    /// The JSON text.
-    pub fn into_bytes(self) -> Vec<u8> {
-        self.bytes
+    fn schema_ref() -> MetaSchemaRef {
+        T::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        T::register(registry);
     }
 }
 
-impl<T> std::fmt::Debug for JsonBytes<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("JsonBytes").field(&self.bytes.len()).finish()
-    }
-}
-
-impl<T> IntoResponse for JsonBytes<T> {
+impl<T: serde::Serialize + Send> IntoResponse for JsonOut<T> {
     fn into_response(self) -> Response {
-        json_response(self.bytes)
-    }
-}
-
-fn json_response(body: Vec<u8>) -> Response {
-    Response::builder()
-        .header(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )
-        .body(body)
-}
-
-/// A response body type: how it becomes JSON bytes.
-pub trait JsonBody: serde::Serialize {
-    /// The body as JSON; by default serde_json over `Serialize`.
-    fn to_json_bytes(&self) -> serde_json::Result<Vec<u8>> {
-        let mut body = Vec::with_capacity(1024);
-        serde_json::to_writer(&mut body, self)?;
-        Ok(body)
-    }
-}
-
-impl JsonBody for crate::types::TagListEnvelope {}
-
-impl<T: JsonBody + Send> IntoResponse for JsonOut<T> {
-    fn into_response(self) -> Response {
-        match self.0.to_json_bytes() {
-            Ok(body) => json_response(body),
+        match serde_json::to_vec(&self.0) {
+            Ok(body) => Response::builder()
+                .header(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )
+                .body(body),
             // Only a failing `Serialize` impl gets here; ours (derived, strings and numbers)
             // cannot fail.
             Err(e) => {

@@ -201,6 +201,7 @@ impl Problem {
                     .collect();
                 p
             }
+            StoreError::Refused(why) => Self::new(StatusCode::CONFLICT, why.to_string()),
             StoreError::Unavailable(err) => {
                 tracing::warn!(error = %err, "database unavailable");
                 Self::new(

@@ -1,16 +1,16 @@
 //! The standalone server: configuration from `TODO_*` environment variables, migrations on
-//! start, graceful shutdown on SIGTERM / Ctrl-C; and [`serve`], the HTTP/1.1 connection loop
-//! with the header-read timeout, connection limit and graceful drain it runs on.
+//! start, graceful shutdown on SIGTERM / Ctrl-C; and [`serve`], hyper's HTTP/1.1 and HTTP/2
+//! connections with the header-read and write timeouts, connection limit and graceful drain it
+//! runs on.
 
-use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
-use poem::web::{LocalAddr, RemoteAddr};
-use poem::{Addr, Endpoint, EndpointExt};
 use todo_store::{Store, StoreOptions};
 
-mod conn;
+mod http;
+mod io;
+
+pub use http::{ServeOptions, serve};
 
 use crate::TodoApi;
 use crate::auth::{JwtAuthenticator, JwtConfig, mint_hs256};
@@ -32,8 +32,8 @@ pub struct ServerConfig {
     /// `TODO_BODY_READ_TIMEOUT_SECS`: a request body must arrive in full within this, else 408;
     /// default 30.
     pub body_read_timeout: Duration,
-    /// Connection limits: `TODO_HEADER_READ_TIMEOUT_SECS` (30), `TODO_MAX_CONNECTIONS` (10000);
-    /// its `shutdown_grace` is `TODO_SHUTDOWN_GRACE_SECS` (10).
+    /// Connection limits: `TODO_HEADER_READ_TIMEOUT_SECS` (30), `TODO_WRITE_TIMEOUT_SECS` (30),
+    /// `TODO_MAX_CONNECTIONS` (10000); its `shutdown_grace` is `TODO_SHUTDOWN_GRACE_SECS` (10).
     pub serve: ServeOptions,
     /// `TODO_DB_MAX_CONNECTIONS` (16), `TODO_DB_ACQUIRE_TIMEOUT_MS` (5000),
     /// `TODO_DB_STATEMENT_TIMEOUT_MS` (10000; 0 disables).
@@ -139,13 +139,14 @@ impl ServerConfig {
                     "TODO_HEADER_READ_TIMEOUT_SECS",
                     30,
                 )?),
+                write_timeout: Duration::from_secs(parse(&lookup, "TODO_WRITE_TIMEOUT_SECS", 30)?),
                 max_connections: parse(&lookup, "TODO_MAX_CONNECTIONS", 10_000)?,
                 shutdown_grace: Duration::from_secs(parse(
                     &lookup,
                     "TODO_SHUTDOWN_GRACE_SECS",
                     10,
                 )?),
-                write_timeout: Duration::from_secs(parse(&lookup, "TODO_WRITE_TIMEOUT_SECS", 30)?),
+                ..ServeOptions::default()
             },
             store: StoreOptions {
                 max_connections: parse(
@@ -398,108 +399,5 @@ pub async fn run(cfg: ServerConfig) -> Result<(), Box<dyn std::error::Error + Se
     serve(listener, app, &cfg.serve, shutdown_signal()).await?;
     store.close().await;
     tracing::info!("stopped");
-    Ok(())
-}
-
-/// Connection-level limits of [`serve`].
-#[derive(Debug, Clone)]
-pub struct ServeOptions {
-    /// A request head (request line and headers) must arrive in full within this long of the
-    /// server starting to wait for it, that is of the connection opening or of the previous
-    /// response being sent; otherwise the connection is closed. An idle keep-alive connection is
-    /// closed after it too. Default 30 s.
-    pub header_read_timeout: Duration,
-    /// Most client connections open at once; further ones wait in the listen backlog until one
-    /// closes. (The process's open-file limit, `ulimit -n`, must be above it.) Default 10,000.
-    pub max_connections: usize,
-    /// After the shutdown signal, how long in-flight requests may finish before the remaining
-    /// connections are dropped. Default 10 s.
-    pub shutdown_grace: Duration,
-    /// A client that stops reading its response for this long loses its connection.
-    /// Default 30 s.
-    pub write_timeout: Duration,
-}
-
-impl Default for ServeOptions {
-    fn default() -> Self {
-        Self {
-            header_read_timeout: Duration::from_secs(30),
-            max_connections: 10_000,
-            shutdown_grace: Duration::from_secs(10),
-            write_timeout: Duration::from_secs(30),
-        }
-    }
-}
-
-/// Serves `app` over HTTP/1.1 on `listener` until `shutdown` completes, then stops accepting
-/// (new connections are refused), lets in-flight requests finish for up to
-/// `opts.shutdown_grace`, and returns. Idle keep-alive connections close at once on shutdown.
-///
-/// Compared with `poem::Server`, it bounds how long a client may take to send a request head
-/// and how many connections are open at once, so slow or abusive clients cannot hold
-/// resources without end; and a connection holds no buffer while it waits for a request,
-/// so thousands of keep-alive clients cost little memory.
-pub async fn serve<E>(
-    listener: tokio::net::TcpListener,
-    app: E,
-    opts: &ServeOptions,
-    shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()>
-where
-    E: Endpoint + 'static,
-{
-    let shared = Arc::new(conn::Shared {
-        app: app.map_to_response().boxed(),
-        local: LocalAddr(Addr::SocketAddr(listener.local_addr()?)),
-        header_read_timeout: opts.header_read_timeout,
-    });
-    let slots = Arc::new(tokio::sync::Semaphore::new(opts.max_connections.max(1)));
-    let (stop, stopping) = tokio::sync::watch::channel(false);
-    let mut conns = tokio::task::JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        let accepted = async {
-            let slot = slots.clone().acquire_owned().await;
-            (slot, listener.accept().await)
-        };
-        let (slot, (stream, peer)) = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            // Reap finished connections (their tasks' memory is kept until joined).
-            Some(_) = conns.join_next() => continue,
-            (slot, accepted) = accepted => match (slot, accepted) {
-                (Ok(slot), Ok(c)) => (slot, c),
-                (Err(_), _) => break,
-                (Ok(_), Err(e)) => {
-                    // Out of file descriptors, or a connection reset before it was accepted:
-                    // back off briefly instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let remote = RemoteAddr(Addr::SocketAddr(peer));
-        let connection = conn::serve_connection(stream, remote, shared.clone(), stopping.clone());
-        conns.spawn(async move {
-            connection.await;
-            drop(slot);
-        });
-    }
-    drop(listener);
-    stop.send_replace(true);
-    tracing::info!(connections = conns.len(), "no longer accepting; draining");
-    let drained = async { while conns.join_next().await.is_some() {} };
-    if tokio::time::timeout(opts.shutdown_grace, drained)
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            grace_secs = opts.shutdown_grace.as_secs_f64(),
-            "grace period over: dropping the connections still open"
-        );
-        conns.shutdown().await;
-    }
     Ok(())
 }

@@ -336,3 +336,34 @@ async fn a_client_that_half_closes_after_its_request_still_gets_the_answer() {
     drop((s, again));
     server.stop().await;
 }
+
+/// A connection still in the listen backlog when shutdown begins (the server was at its
+/// connection limit), whose client already sent its request, is answered rather than reset
+/// when the listener closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_waiting_in_the_backlog_at_shutdown_is_answered_not_reset() {
+    let opts = ServeOptions {
+        max_connections: 1,
+        ..ServeOptions::default()
+    };
+    let server = Running::start(opts, Duration::from_secs(30)).await;
+    let request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    // The one connection slot, held by an idle keep-alive connection.
+    let mut held = TcpStream::connect(server.addr).await.expect("connect");
+    held.write_all(request).await.expect("write");
+    assert_eq!(read_response(&mut held).await.0, 200);
+    // This one waits in the kernel's backlog with its request sent.
+    let mut waiting = TcpStream::connect(server.addr).await.expect("connect");
+    waiting.write_all(request).await.expect("write");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stopping = tokio::spawn(server.stop());
+    let (text, closed) = read_until_closed(&mut waiting, Duration::from_secs(5)).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "answered: {text:?}");
+    assert!(closed.is_some(), "then closed");
+    let (_, held_closed) = read_until_closed(&mut held, Duration::from_secs(5)).await;
+    assert!(
+        held_closed.is_some(),
+        "the idle connection closes on shutdown"
+    );
+    stopping.await.expect("stop");
+}

@@ -41,6 +41,7 @@ async fn user_with(store: &Store, id: &str, n: usize) -> (UserTasks, uuid::Uuid)
                 priority: Some(Priority::ALL[i % 3]),
                 tags: vec![TAGS[i % 6].to_owned(), TAGS[(i / 6) % 6].to_owned()],
                 due_at: (i % 2 == 1).then(|| Utc::now() + Duration::hours(i as i64)),
+                ..TaskInput::default()
             })
             .await
             .expect("create");

@@ -10,6 +10,7 @@ use sea_query_sqlx::SqlxBinder;
 use uuid::Uuid;
 
 use crate::error::StoreError;
+use crate::list::List;
 use crate::query::Dialect;
 use crate::task::{Priority, TagCount, Task};
 use crate::view::{Tags, TaskView};
@@ -108,6 +109,12 @@ pub(crate) mod pg {
                 rt.spawn(sweep(Arc::downgrade(&conns)));
             }
             conns
+        }
+
+        /// Connections leased right now (in a request, not cached idle).
+        pub(crate) fn leased(&self) -> u32 {
+            let max = self.pool.options().get_max_connections() as usize;
+            u32::try_from(max.saturating_sub(self.permits.available_permits())).unwrap_or(u32::MAX)
         }
 
         pub(crate) fn idle(
@@ -372,6 +379,35 @@ impl Pool {
         })
     }
 
+    /// Runs a query and decodes every row as `T`.
+    pub(crate) async fn fetch_all_as<T: Decoded, S: SqlxBinder>(
+        &self,
+        stmt: &S,
+    ) -> Result<Vec<T>, StoreError> {
+        match self {
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(conns) => {
+                let (sql, values) = stmt.build_sqlx(sea_query::PostgresQueryBuilder);
+                let q = sqlx::query_with(sqlx::AssertSqlSafe(sql), values);
+                let mut lease = conns.lease().await?;
+                let rows = q.fetch_all(lease.conn()).await?;
+                let out = rows.iter().map(T::from_pg).collect::<Result<Vec<T>, _>>()?;
+                lease.keep();
+                Ok(out)
+            }
+            #[cfg(feature = "sqlite")]
+            Pool::Sqlite(p, _) => {
+                let (sql, values) = stmt.build_sqlx(sea_query::SqliteQueryBuilder);
+                let q = sqlx::query_with(sqlx::AssertSqlSafe(sql), values);
+                let rows = q.fetch_all(p).await?;
+                Ok(rows
+                    .iter()
+                    .map(T::from_lite)
+                    .collect::<Result<Vec<T>, _>>()?)
+            }
+        }
+    }
+
     /// Runs a statement outside any transaction; returns the rows affected.
     pub(crate) async fn execute<S: SqlxBinder>(&self, stmt: &S) -> Result<u64, StoreError> {
         on_pool!(self, stmt, |q, p| {
@@ -392,6 +428,30 @@ impl Pool {
             Pool::Sqlite(p, _) => sqlx::raw_sql("SELECT 1").execute(p).await.map(drop)?,
         }
         Ok(())
+    }
+
+    /// How many connections the pool may open, has open, and has handed out.
+    pub(crate) fn stats(&self) -> crate::PoolStats {
+        match self {
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(conns) => {
+                let max = conns.pool.options().get_max_connections();
+                crate::PoolStats {
+                    max,
+                    open: conns.pool.size(),
+                    in_use: conns.leased(),
+                }
+            }
+            #[cfg(feature = "sqlite")]
+            Pool::Sqlite(p, _) => {
+                let open = p.size();
+                crate::PoolStats {
+                    max: p.options().get_max_connections(),
+                    open,
+                    in_use: open.saturating_sub(u32::try_from(p.num_idle()).unwrap_or(u32::MAX)),
+                }
+            }
+        }
     }
 
     pub(crate) async fn close(&self) {
@@ -460,6 +520,42 @@ impl Tx<'_> {
         })
     }
 
+    /// Runs a query and decodes every row as `T`.
+    pub(crate) async fn fetch_all_as<T: Decoded, S: SqlxBinder>(
+        &mut self,
+        stmt: &S,
+    ) -> Result<Vec<T>, StoreError> {
+        match self.target() {
+            #[cfg(feature = "postgres")]
+            Target::Postgres(c) => {
+                let (sql, values) = stmt.build_sqlx(sea_query::PostgresQueryBuilder);
+                let rows = sqlx::query_with(sqlx::AssertSqlSafe(sql), values)
+                    .fetch_all(&mut *c)
+                    .await?;
+                Ok(rows.iter().map(T::from_pg).collect::<Result<Vec<T>, _>>()?)
+            }
+            #[cfg(feature = "sqlite")]
+            Target::Sqlite(c) => {
+                let (sql, values) = stmt.build_sqlx(sea_query::SqliteQueryBuilder);
+                let rows = sqlx::query_with(sqlx::AssertSqlSafe(sql), values)
+                    .fetch_all(&mut *c)
+                    .await?;
+                Ok(rows
+                    .iter()
+                    .map(T::from_lite)
+                    .collect::<Result<Vec<T>, _>>()?)
+            }
+        }
+    }
+
+    /// Runs a query and decodes its first row as `T`, if any.
+    pub(crate) async fn fetch_one_as<T: Decoded, S: SqlxBinder>(
+        &mut self,
+        stmt: &S,
+    ) -> Result<Option<T>, StoreError> {
+        Ok(self.fetch_all_as(stmt).await?.into_iter().next())
+    }
+
     /// Runs a statement; returns the rows affected.
     pub(crate) async fn execute<S: SqlxBinder>(&mut self, stmt: &S) -> Result<u64, StoreError> {
         on_backend!(self.target(), stmt, |q, c| {
@@ -477,6 +573,62 @@ impl Tx<'_> {
         Ok(())
     }
 }
+
+/// A value decoded from a row, the same way on every backend (see [`decoded!`]).
+pub(crate) trait Decoded: Sized {
+    #[cfg(feature = "postgres")]
+    fn from_pg(r: &PgRow) -> Result<Self, sqlx::Error>;
+    #[cfg(feature = "sqlite")]
+    fn from_lite(r: &SqliteRow) -> Result<Self, sqlx::Error>;
+}
+
+/// Implements [`Decoded`] for `$t` with one body, expanded for each backend's row type.
+macro_rules! decoded {
+    ($t:ty, |$r:ident| $body:expr) => {
+        impl Decoded for $t {
+            #[cfg(feature = "postgres")]
+            fn from_pg($r: &PgRow) -> Result<Self, sqlx::Error> {
+                $body
+            }
+            #[cfg(feature = "sqlite")]
+            fn from_lite($r: &SqliteRow) -> Result<Self, sqlx::Error> {
+                $body
+            }
+        }
+    };
+}
+
+/// A single integer (a count).
+pub(crate) struct Int(pub i64);
+/// A single id.
+pub(crate) struct Id(pub Uuid);
+/// An id and a position.
+pub(crate) struct IdPos(pub Uuid, pub String);
+/// An id and an integer (a depth).
+pub(crate) struct IdInt(pub Uuid, pub i64);
+/// A task and whether it has subtasks.
+pub(crate) struct TaskKids(pub Task, pub bool);
+
+decoded!(Int, |r| Ok(Int(r.try_get(0)?)));
+decoded!(Id, |r| Ok(Id(r.try_get(0)?)));
+decoded!(IdPos, |r| Ok(IdPos(r.try_get(0)?, r.try_get(1)?)));
+decoded!(IdInt, |r| Ok(IdInt(r.try_get(0)?, r.try_get(1)?)));
+decoded!(TaskKids, |r| Ok(TaskKids(
+    decode_task(r)?,
+    r.try_get(crate::query::COLUMNS.len())?
+)));
+decoded!(List, |r| Ok(List {
+    id: r.try_get(0)?,
+    user_id: r.try_get(1)?,
+    name: r.try_get(2)?,
+    color: r.try_get(3)?,
+    is_inbox: r.try_get(4)?,
+    position: r.try_get(5)?,
+    created_at: required(r.ts(6)?, "created_at")?,
+    updated_at: required(r.ts(7)?, "updated_at")?,
+    version: r.try_get(8)?,
+    open_count: r.try_get(9)?,
+}));
 
 /// Reads the columns whose Rust type depends on the backend.
 trait BackendRow: Row {
@@ -543,6 +695,7 @@ where
     bool: sqlx::Decode<'r, R::Database>,
     i16: sqlx::Decode<'r, R::Database>,
     i64: sqlx::Decode<'r, R::Database>,
+    Option<Uuid>: sqlx::Decode<'r, R::Database>,
 {
     let rank: i16 = r.try_get_unchecked(6)?;
     let tags: &str = r.try_get_unchecked(7)?;
@@ -565,6 +718,9 @@ where
         created_at: required(r.ts(9)?, "created_at")?,
         updated_at: required(r.ts(10)?, "updated_at")?,
         version: r.try_get_unchecked(11)?,
+        list_id: r.try_get_unchecked(13)?,
+        parent_id: r.try_get_unchecked(14)?,
+        position: r.try_get_unchecked(15)?,
     })
 }
 
@@ -578,6 +734,7 @@ where
     for<'a> bool: sqlx::Decode<'a, R::Database>,
     for<'a> i16: sqlx::Decode<'a, R::Database>,
     for<'a> i64: sqlx::Decode<'a, R::Database>,
+    for<'a> Option<Uuid>: sqlx::Decode<'a, R::Database>,
 {
     decode_view(r).map(|v| v.to_task())
 }

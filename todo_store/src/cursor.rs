@@ -70,6 +70,7 @@ impl Cursor {
         }
         let shape_ok = match (&c.key, sort) {
             (KeyValue::Text(t), SortKey::Title) => !t.contains('\0'),
+            (KeyValue::Text(t), SortKey::Position) => crate::position::is_valid(t),
             (KeyValue::Int(Some(r)), SortKey::Priority) => (0..=2).contains(r),
             (KeyValue::Int(None), SortKey::DueAt) => true,
             (KeyValue::Int(Some(ms)), SortKey::DueAt | SortKey::CreatedAt | SortKey::UpdatedAt) => {

@@ -20,18 +20,21 @@ impl fmt::Display for FieldError {
 /// Everything a store operation can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// No such task for this user (another user's task is "not found" too).
-    #[error("task not found")]
+    /// No such task or list for this user (another user's is "not found" too).
+    #[error("not found")]
     NotFound,
     /// The expected version did not match; nothing was changed.
-    #[error("version conflict: the task is at version {current}")]
+    #[error("version conflict: the record is at version {current}")]
     Conflict {
-        /// The task's current version.
+        /// The task's (or list's) current version.
         current: i64,
     },
     /// Input broke one or more field rules; nothing was written.
     #[error("invalid input: {}", join(.0))]
     Invalid(Vec<FieldError>),
+    /// The data's state forbids the write (HTTP 409); nothing was changed.
+    #[error("refused: {0}")]
+    Refused(Refusal),
     /// The database cannot be reached right now (connection lost, pool exhausted, timeout).
     #[error("database unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
@@ -44,6 +47,24 @@ pub enum StoreError {
     /// The connection URL or options are not usable.
     #[error("configuration error: {0}")]
     Config(String),
+}
+
+/// Why the data's state forbids a write ([`StoreError::Refused`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The inbox cannot be deleted.
+    InboxUndeletable,
+    /// The list still has tasks and the delete did not ask to cascade.
+    ListNotEmpty,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Refusal::InboxUndeletable => "the inbox cannot be deleted",
+            Refusal::ListNotEmpty => "the list still has tasks (delete them with it by cascading)",
+        })
+    }
 }
 
 fn join(errors: &[FieldError]) -> String {

@@ -42,12 +42,16 @@
 mod backend;
 mod cursor;
 mod error;
+pub mod list;
 mod migrate;
+pub mod position;
 pub mod query;
 pub mod setup;
 mod signature;
 pub mod task;
+mod tree;
 mod view;
+mod write;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -55,10 +59,13 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use backend::Pool;
-pub use error::{FieldError, StoreError};
-pub use query::{Dialect, Order, Page, PageMeta, SortKey, Status, TaskQuery, list_statement};
+pub use error::{FieldError, Refusal, StoreError};
+pub use list::{List, ListInput, ListPatch};
+pub use query::{
+    Dialect, Order, Page, PageMeta, ParentFilter, SortKey, Status, TaskQuery, list_statement,
+};
 pub use signature::search_signature;
-pub use task::{Patch, Priority, TagCount, Task, TaskInput, TaskPatch};
+pub use task::{MoveTask, Patch, Priority, TagCount, Task, TaskInput, TaskPatch};
 pub use view::{Tags, TaskView};
 
 /// A pooled PostgreSQL connection idle at least this long is pinged before it is handed out.
@@ -89,10 +96,22 @@ impl Default for StoreOptions {
     }
 }
 
+/// A snapshot of the connection pool's use ([`Store::pool_stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Most connections the pool may open.
+    pub max: u32,
+    /// Connections open now.
+    pub open: u32,
+    /// Connections handed out now (running statements or held by a request).
+    pub in_use: u32,
+}
+
 /// A handle to the task database. Cheap to clone; clones share one pool.
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: Pool,
+    inboxes: write::Inboxes,
 }
 
 impl Store {
@@ -198,6 +217,7 @@ impl Store {
     pub fn from_pg_pool(pool: sqlx::PgPool) -> Store {
         Store {
             pool: Pool::Postgres(backend::pg::Conns::new(pool)),
+            inboxes: Default::default(),
         }
     }
 
@@ -207,6 +227,7 @@ impl Store {
     pub fn from_sqlite_pool(pool: sqlx::SqlitePool) -> Store {
         Store {
             pool: Pool::Sqlite(pool, Default::default()),
+            inboxes: Default::default(),
         }
     }
 
@@ -217,9 +238,16 @@ impl Store {
     /// yet: every existing task the first time it runs after upgrading to schema V3, else none
     /// (an index lists them, so the check costs nothing).
     pub async fn migrate(&self) -> Result<Vec<String>, StoreError> {
-        let applied = migrate::run(&self.pool).await?;
+        let applied = migrate::run(&self.pool, None).await?;
         migrate::fill_signatures(&self.pool).await?;
         Ok(applied)
+    }
+
+    /// Applies pending migrations up to schema version `version` only (for upgrade tests and
+    /// staged rollouts); returns the names of those applied now. [`Store::migrate`] then
+    /// applies the rest.
+    pub async fn migrate_to(&self, version: u32) -> Result<Vec<String>, StoreError> {
+        migrate::run(&self.pool, Some(version)).await
     }
 
     /// The SQL dialect of this store's database.
@@ -230,6 +258,11 @@ impl Store {
     /// Checks that the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.pool.ping().await
+    }
+
+    /// The connection pool's use right now (for metrics).
+    pub fn pool_stats(&self) -> PoolStats {
+        self.pool.stats()
     }
 
     /// Closes the pool, waiting for checked-out connections to come back.
@@ -244,6 +277,7 @@ impl Store {
         Ok(UserTasks {
             pool: self.pool.clone(),
             user_id: user_id.to_owned(),
+            inboxes: self.inboxes.clone(),
         })
     }
 }
@@ -314,6 +348,7 @@ fn at_version(read: Option<Task>, expected: Option<i64>) -> Result<Task, StoreEr
 pub struct UserTasks {
     pool: Pool,
     user_id: String,
+    inboxes: write::Inboxes,
 }
 
 impl UserTasks {
@@ -326,8 +361,12 @@ impl UserTasks {
         query::Scope::new(&self.user_id, self.pool.dialect())
     }
 
-    /// Creates a task (version 1) after validating and normalising the input.
-    pub async fn create(&self, input: TaskInput) -> Result<Task, StoreError> {
+    /// Creates a task (version 1) after validating and normalising the input, last among its
+    /// siblings. Its list is `input.list_id`, else its parent's, else the inbox; a list or
+    /// parent that is not this user's is a field error (`list_id`, `parent_id`), as are a
+    /// `list_id` other than the parent's list and nesting deeper than [`task::DEPTH_MAX`].
+    pub async fn create(&self, mut input: TaskInput) -> Result<Task, StoreError> {
+        let (list_id, parent_id) = (input.list_id.take(), input.parent_id.take());
         let (content, completed) = input.validate()?;
         let now = task::now_ms();
         let mut t = Task {
@@ -343,24 +382,13 @@ impl UserTasks {
             created_at: now,
             updated_at: now,
             version: 1,
+            list_id: Uuid::nil(),
+            parent_id: None,
+            position: String::new(),
         };
         t.apply_content(content);
         t.set_completed(completed.unwrap_or(false), now);
-        let scope = self.scope();
-        if self.pool.dialect() == Dialect::Postgres {
-            // One statement, atomic by itself: one round trip.
-            self.pool.execute(&scope.insert_with_tags(&t)).await?;
-            return Ok(t);
-        }
-        let mut writer = self.pool.writer().await?;
-        let mut tx = writer.begin().await?;
-        tx.execute(&scope.insert(&t)).await?;
-        if !t.tags.is_empty() {
-            tx.execute(&scope.insert_tags(t.id, &t.tags)).await?;
-        }
-        tx.commit().await?;
-        writer.done();
-        Ok(t)
+        self.create_placed(t, list_id, parent_id).await
     }
 
     /// One task; [`StoreError::NotFound`] when it does not exist for this user.
@@ -438,7 +466,7 @@ impl UserTasks {
         expected_version: Option<i64>,
     ) -> Result<Task, StoreError> {
         let (content, completed) = input.validate()?;
-        self.write(id, expected_version, move |t, now| {
+        self.write(id, expected_version, completed.is_some(), move |t, now| {
             t.apply_content(content.clone());
             if let Some(c) = completed {
                 t.set_completed(c, now);
@@ -454,8 +482,9 @@ impl UserTasks {
         patch: TaskPatch,
         expected_version: Option<i64>,
     ) -> Result<Task, StoreError> {
+        let named = patch.completed.is_some();
         let patch = patch.validate()?;
-        self.write(id, expected_version, move |t, now| {
+        self.write(id, expected_version, named, move |t, now| {
             patch.clone().apply(t, now)
         })
         .await
@@ -468,22 +497,21 @@ impl UserTasks {
         completed: Option<bool>,
         expected_version: Option<i64>,
     ) -> Result<Task, StoreError> {
-        self.write(id, expected_version, move |t, now| {
+        self.write(id, expected_version, true, move |t, now| {
             let c = completed.unwrap_or(!t.completed);
             t.set_completed(c, now);
         })
         .await
     }
 
-    /// Deletes a task and its tags.
+    /// Deletes a task, its tags and its whole subtree, in one statement.
     pub async fn delete(&self, id: Uuid, expected_version: Option<i64>) -> Result<(), StoreError> {
         let scope = self.scope();
-        if self
+        let deleted: Vec<backend::Id> = self
             .pool
-            .execute(&scope.delete(id, expected_version))
-            .await?
-            == 1
-        {
+            .fetch_all_as(&scope.delete_subtree(id, expected_version))
+            .await?;
+        if !deleted.is_empty() {
             return Ok(());
         }
         if expected_version.is_none() {
@@ -509,24 +537,43 @@ impl UserTasks {
     /// [`OPTIMISTIC_TRIES`] such losses it queues for the row lock like every other write.
     /// Otherwise the write runs inside a transaction holding the row lock: the check of the
     /// expected version, the change, the version bump and the tag rows commit together.
+    ///
+    /// A write that names completion (`cascade`) also completes the task's open descendants
+    /// when it leaves the task completed, and reopens its completed ancestors when it leaves
+    /// it open, in the same transaction; PostgreSQL's optimistic path is taken only when
+    /// neither can apply (no subtasks, or no parent).
     async fn write(
         &self,
         id: Uuid,
         expected_version: Option<i64>,
+        cascade: bool,
         mut change: impl FnMut(&mut Task, chrono::DateTime<chrono::Utc>),
     ) -> Result<Task, StoreError> {
         let scope = self.scope();
         if self.pool.dialect() == Dialect::Postgres {
             for _ in 0..OPTIMISTIC_TRIES {
-                let mut t = at_version(
-                    self.pool.fetch_task(&scope.get(id)).await?,
-                    expected_version,
-                )?;
+                let (read, has_children) = if cascade {
+                    let row: Option<backend::TaskKids> = self
+                        .pool
+                        .fetch_all_as(&scope.get_with_children(id))
+                        .await?
+                        .into_iter()
+                        .next();
+                    match row {
+                        Some(backend::TaskKids(t, k)) => (Some(t), k),
+                        None => (None, false),
+                    }
+                } else {
+                    (self.pool.fetch_task(&scope.get(id)).await?, false)
+                };
+                let mut t = at_version(read, expected_version)?;
                 let read = t.version;
                 let old_tags = t.tags.clone();
                 let now = task::now_ms();
                 change(&mut t, now);
-                if t.tags != old_tags {
+                let cascades = cascade
+                    && ((t.completed && has_children) || (!t.completed && t.parent_id.is_some()));
+                if t.tags != old_tags || cascades {
                     break;
                 }
                 t.bump(now);
@@ -535,6 +582,7 @@ impl UserTasks {
                 }
             }
         }
+        let mut touched = write::Touched::default();
         let mut writer = self.pool.writer().await?;
         let mut tx = writer.begin().await?;
         let mut t = at_version(
@@ -546,13 +594,25 @@ impl UserTasks {
         change(&mut t, now);
         t.bump(now);
         tx.execute(&scope.update(&t)).await?;
+        touched.task(id);
         if t.tags != old_tags {
             tx.execute(&scope.delete_tags(id)).await?;
             if !t.tags.is_empty() {
                 tx.execute(&scope.insert_tags(id, &t.tags)).await?;
             }
         }
-        tx.commit().await?;
+        if cascade {
+            let ids: Vec<backend::Id> = if t.completed {
+                tx.fetch_all_as(&scope.complete_descendants(id, now))
+                    .await?
+            } else if t.parent_id.is_some() {
+                tx.fetch_all_as(&scope.reopen_ancestors(id, now)).await?
+            } else {
+                Vec::new()
+            };
+            ids.into_iter().for_each(|i| touched.task(i.0));
+        }
+        touched.commit(tx).await?;
         writer.done();
         Ok(t)
     }

@@ -30,11 +30,11 @@ macro_rules! migration_list {
 }
 
 /// PostgreSQL migrations, oldest first (files under `migrations/postgres/`).
-pub(crate) const POSTGRES: &[(&str, &str)] =
-    migration_list!("postgres": "V1__tasks", "V2__list_indexes", "V3__search_signatures");
+pub(crate) const POSTGRES: &[(&str, &str)] = migration_list!(
+    "postgres": "V1__tasks", "V2__list_indexes", "V3__search_signatures", "V4__lists"
+);
 /// SQLite migrations, oldest first (files under `migrations/sqlite/`).
-pub(crate) const SQLITE: &[(&str, &str)] =
-    migration_list!("sqlite": "V1__tasks", "V2__list_indexes", "V3__search_signatures");
+pub(crate) const SQLITE: &[(&str, &str)] = migration_list!("sqlite": "V1__tasks", "V2__list_indexes", "V3__search_signatures", "V4__lists");
 
 fn runner(files: &[(&str, &str)]) -> Result<Runner, StoreError> {
     let migrations = files
@@ -141,8 +141,19 @@ pub(crate) async fn fill_signatures(pool: &Pool) -> Result<u64, StoreError> {
     Ok(seen)
 }
 
-/// Applies every pending migration; returns the names of those applied by this call.
-pub(crate) async fn run(pool: &Pool) -> Result<Vec<String>, StoreError> {
+/// Applies every pending migration (up to schema `target`, when given); returns the names of
+/// those applied by this call.
+pub(crate) async fn run(pool: &Pool, target: Option<u32>) -> Result<Vec<String>, StoreError> {
+    let runner = |files| -> Result<Runner, StoreError> {
+        let r = runner(files)?;
+        Ok(match target {
+            Some(v) => r
+                .set_target(refinery_core::Target::Version(i32::try_from(v).map_err(
+                    |_| StoreError::Migration(format!("no schema version {v}")),
+                )?)),
+            None => r,
+        })
+    };
     let report = match pool {
         #[cfg(feature = "postgres")]
         Pool::Postgres(conns) => {

@@ -58,7 +58,7 @@ const LONG: &str = "d";
 const MATCHES: &str = "m";
 
 /// Columns of `tasks`, in the order rows are decoded.
-pub(crate) const COLUMNS: [&str; 13] = [
+pub(crate) const COLUMNS: [&str; 16] = [
     "id",
     "user_id",
     "title",
@@ -72,6 +72,9 @@ pub(crate) const COLUMNS: [&str; 13] = [
     "updated_at",
     "version",
     "title_lc",
+    "list_id",
+    "parent_id",
+    "position",
 ];
 
 /// Which task state a listing includes.
@@ -102,16 +105,20 @@ pub enum SortKey {
     Priority,
     /// Title, case-insensitively.
     Title,
+    /// Manual order: siblings by `position` byte-wise (meaningful with a list and a parent
+    /// filter, where an index serves it).
+    Position,
 }
 
 impl SortKey {
     /// Every sort key.
-    pub const ALL: [SortKey; 5] = [
+    pub const ALL: [SortKey; 6] = [
         SortKey::CreatedAt,
         SortKey::UpdatedAt,
         SortKey::DueAt,
         SortKey::Priority,
         SortKey::Title,
+        SortKey::Position,
     ];
 
     /// The wire name.
@@ -122,6 +129,7 @@ impl SortKey {
             SortKey::DueAt => "due_at",
             SortKey::Priority => "priority",
             SortKey::Title => "title",
+            SortKey::Position => "position",
         }
     }
 
@@ -132,6 +140,7 @@ impl SortKey {
             SortKey::DueAt => "due_at",
             SortKey::Priority => "priority",
             SortKey::Title => "title_lc",
+            SortKey::Position => "position",
         }
     }
 
@@ -143,6 +152,7 @@ impl SortKey {
             SortKey::DueAt => KeyValue::Int(t.due_at.map(|d| d.timestamp_millis())),
             SortKey::Priority => KeyValue::Int(Some(i64::from(t.priority.rank()))),
             SortKey::Title => KeyValue::Text(t.title.to_lowercase()),
+            SortKey::Position => KeyValue::Text(t.position.to_owned()),
         }
     }
 }
@@ -182,6 +192,18 @@ impl Order {
     }
 }
 
+/// Which nesting level a listing includes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ParentFilter {
+    /// Every level (the default).
+    #[default]
+    Any,
+    /// Only top-level tasks.
+    TopLevel,
+    /// Only the direct subtasks of this task.
+    Of(Uuid),
+}
+
 /// A listing request: filters, search, sort and a page. Values are raw input; the store checks
 /// them (a bad one is [`StoreError::Invalid`] naming the query parameter).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,6 +228,10 @@ pub struct TaskQuery {
     pub limit: u32,
     /// Opaque cursor from a previous page's [`Page::next_cursor`].
     pub cursor: Option<String>,
+    /// Only tasks of this list (another user's list matches nothing).
+    pub list_id: Option<Uuid>,
+    /// Which nesting level.
+    pub parent: ParentFilter,
 }
 
 impl Default for TaskQuery {
@@ -221,6 +247,8 @@ impl Default for TaskQuery {
             order: Order::Desc,
             limit: LIMIT_DEFAULT,
             cursor: None,
+            list_id: None,
+            parent: ParentFilter::Any,
         }
     }
 }
@@ -266,6 +294,8 @@ pub(crate) struct ValidQuery {
     pub order: Order,
     pub limit: u32,
     pub cursor: Option<Cursor>,
+    list_id: Option<Uuid>,
+    parent: ParentFilter,
 }
 
 impl TaskQuery {
@@ -329,6 +359,8 @@ impl TaskQuery {
             order: self.order,
             limit: self.limit,
             cursor,
+            list_id: self.list_id,
+            parent: self.parent,
         })
     }
 }
@@ -365,7 +397,7 @@ impl Dialect {
         }
     }
 
-    fn ts_opt(self, t: Option<DateTime<Utc>>) -> Value {
+    pub(crate) fn ts_opt(self, t: Option<DateTime<Utc>>) -> Value {
         match (self, t) {
             (_, Some(t)) => self.ts(t),
             (Dialect::Postgres, None) => Value::ChronoDateTimeUtc(None),
@@ -375,7 +407,7 @@ impl Dialect {
 
     fn key_value(self, sort: SortKey, key: &KeyValue) -> Value {
         match (sort, key) {
-            (SortKey::Title, KeyValue::Text(t)) => t.clone().into(),
+            (SortKey::Title | SortKey::Position, KeyValue::Text(t)) => t.clone().into(),
             (SortKey::Priority, KeyValue::Int(Some(r))) => (*r as i16).into(),
             (_, KeyValue::Int(Some(ms))) => self.ts(crate::task::from_millis(*ms)),
             // Validated by Cursor::decode; a null key is handled by the caller.
@@ -384,7 +416,7 @@ impl Dialect {
     }
 }
 
-fn col(name: &'static str) -> Expr {
+pub(crate) fn col(name: &'static str) -> Expr {
     Expr::col((TASKS, name))
 }
 
@@ -414,8 +446,8 @@ fn order_page(s: &mut SelectStatement, table: &'static str, q: &ValidQuery) {
 /// each one starts with (or, for inserts, writes) `user_id = <this user>`.
 #[derive(Debug, Clone, Copy)]
 pub struct Scope<'a> {
-    user_id: &'a str,
-    dialect: Dialect,
+    pub(crate) user_id: &'a str,
+    pub(crate) dialect: Dialect,
 }
 
 impl<'a> Scope<'a> {
@@ -461,6 +493,18 @@ impl<'a> Scope<'a> {
 
     fn filtered(&self, q: &ValidQuery) -> SelectStatement {
         let mut s = self.tasks();
+        if let Some(l) = q.list_id {
+            s.and_where(col("list_id").eq(l));
+        }
+        match q.parent {
+            ParentFilter::Any => {}
+            ParentFilter::TopLevel => {
+                s.and_where(col("parent_id").is_null());
+            }
+            ParentFilter::Of(p) => {
+                s.and_where(col("parent_id").eq(p));
+            }
+        }
         match q.status {
             Status::All => {}
             Status::Pending => {
@@ -716,6 +760,9 @@ impl<'a> Scope<'a> {
                 d.ts(t.updated_at).into(),
                 t.version.into(),
                 title_lc.into(),
+                t.list_id.into(),
+                t.parent_id.into(),
+                t.position.as_str().into(),
                 description_lc.into(),
                 bits[0].into(),
                 bits[1].into(),
@@ -755,19 +802,6 @@ impl<'a> Scope<'a> {
     pub(crate) fn update_at(&self, t: &Task, read: i64) -> UpdateStatement {
         let mut s = self.update(t);
         s.and_where(Expr::col("version").eq(read));
-        s
-    }
-
-    /// Deletes one task (its tags go with it), optionally only at an expected version.
-    pub(crate) fn delete(&self, id: Uuid, version: Option<i64>) -> DeleteStatement {
-        let mut s = Query::delete()
-            .from_table(TASKS)
-            .and_where(Expr::col("user_id").eq(self.user_id))
-            .and_where(Expr::col("id").eq(id))
-            .to_owned();
-        if let Some(v) = version {
-            s.and_where(Expr::col("version").eq(v));
-        }
         s
     }
 
@@ -919,6 +953,9 @@ mod tests {
             created_at: now,
             updated_at: now,
             version: 1,
+            list_id: Uuid::now_v7(),
+            parent_id: None,
+            position: "a0".into(),
         }
     }
 
@@ -981,6 +1018,11 @@ mod tests {
                             order,
                             limit: 10,
                             cursor: cursor.clone(),
+                            list_id: Some(t.list_id),
+                            parent: match text {
+                                None => ParentFilter::TopLevel,
+                                Some(_) => ParentFilter::Of(t.id),
+                            },
                         });
                     }
                 }
@@ -997,8 +1039,41 @@ mod tests {
         both!("tag_counts", scope.tag_counts());
         both!("insert", scope.insert(&t));
         both!("update", scope.update(&t));
-        both!("delete", scope.delete(t.id, None));
-        both!("delete_v", scope.delete(t.id, Some(3)));
+        both!("delete", scope.delete_subtree(t.id, None));
+        both!("delete_v", scope.delete_subtree(t.id, Some(3)));
+        let now = t.created_at;
+        let g = crate::tree::Group {
+            list_id: t.id,
+            parent_id: None,
+        };
+        let sub = crate::tree::Group {
+            list_id: t.id,
+            parent_id: Some(t.id),
+        };
+        both!("subtree", scope.subtree(t.id));
+        both!("ancestors", scope.ancestors(t.id));
+        both!(
+            "complete_descendants",
+            scope.complete_descendants(t.id, now)
+        );
+        both!("reopen_ancestors", scope.reopen_ancestors(t.id, now));
+        both!("move_descendants", scope.move_descendants(t.id, t.id, now));
+        both!("get_with_children", scope.get_with_children(t.id));
+        both!("group_end", scope.group_end(g, true, Some(t.id)));
+        both!("group_next", scope.group_next(sub, "a0", t.id, t.id));
+        both!("group_positions", scope.group_positions(sub, None));
+        both!("respace_task", scope.respace_task(t.id, "a0", now));
+        both!("update_place", scope.update_place(&t));
+        both!("all_lists", scope.all_lists());
+        both!("get_list", scope.get_list(t.id));
+        both!("get_list_for_update", scope.get_list_for_update(t.id));
+        both!("inbox_id", scope.inbox_id());
+        both!("list_count", scope.list_count());
+        both!("list_positions", scope.list_positions());
+        both!("respace_list", scope.respace_list(t.id, "a0", now));
+        both!("delete_list", scope.delete_list(t.id));
+        both!("list_task_ids", scope.list_task_ids(t.id, 1));
+        both!("delete_list_tasks", scope.delete_list_tasks(t.id));
         both!("delete_tags", scope.delete_tags(t.id));
         both!(
             "insert_tags",
@@ -1017,9 +1092,11 @@ mod tests {
                         || (sql.starts_with("INSERT") && sql.contains(r#""user_id""#));
                     assert!(scoped, "{name} is not scoped: {sql}");
                     // Subqueries (tag filters, count) are scoped too, except a SELECT from a
-                    // subquery, which reads what that (scoped) subquery selected.
-                    let selects =
-                        sql.matches("SELECT").count() - sql.matches("FROM (SELECT").count();
+                    // subquery or from a subtree walk, which reads what that (scoped) subquery
+                    // or recursive CTE selected.
+                    let selects = sql.matches("SELECT").count()
+                        - sql.matches("FROM (SELECT").count()
+                        - sql.matches(r#"FROM "walk""#).count();
                     let scopes = sql.matches(r#""user_id" = "#).count();
                     assert!(
                         scopes >= selects,
@@ -1168,6 +1245,91 @@ mod plan_tests {
 
     use super::*;
 
+    /// 20,000 tasks: 10,000 of user `heavy` in 10 lists (`md5('heavy/<k>')::uuid`), a fifth of
+    /// them subtasks; the rest spread over 50 other users, one list each.
+    async fn seed(conn: &mut sqlx::PgConnection) {
+        sqlx::raw_sql(
+            "INSERT INTO lists (id, user_id, name, is_inbox, position, created_at, updated_at, version)
+             SELECT md5(u || '/' || k)::uuid, u, 'l' || k, k = 0, 'a' || k, now(), now(), 1
+             FROM (SELECT 'heavy' AS u, k FROM generate_series(0, 9) AS k
+                   UNION ALL SELECT 'user-' || j, 0 FROM generate_series(0, 49) AS j) AS l;
+             INSERT INTO tasks (id, user_id, title, title_lc, completed, priority, due_at,
+                                created_at, updated_at, version, list_id, parent_id, position)
+             SELECT md5('t' || i)::uuid, u, t, t, i % 2 = 0, i % 3, now() + i * interval '1 hour',
+                    now(), now(), 1, md5(u || '/' || CASE WHEN i <= 10000 THEN i % 10 ELSE 0 END)::uuid,
+                    CASE WHEN i <= 10000 AND i > 10 AND i % 5 = 0 THEN md5('t' || (i - 10))::uuid END,
+                    'c' || lpad(to_hex(i), 3, '0') || 'V'
+             FROM generate_series(1, 20000) AS i,
+                  LATERAL (SELECT CASE WHEN i <= 10000 THEN 'heavy' ELSE 'user-' || i % 50 END AS u) AS usr,
+                  LATERAL (SELECT 'task ' || i || CASE WHEN i % 50 = 0 THEN ' report' ELSE ' other' END AS t) AS title",
+        )
+        .execute(&mut *conn)
+        .await
+        .expect("seed");
+    }
+
+    /// `sort=position` within a list's top level, or within one task's subtasks, is a range of
+    /// tasks_user_position (both directions), and counts from it.
+    #[tokio::test]
+    #[ignore = "needs PostgreSQL: cargo test --workspace -- --include-ignored"]
+    async fn position_pages_read_the_position_index() {
+        let db = test_support::TestDb::postgres().await;
+        db.store().await.close().await;
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.expect("connect");
+        seed(&mut conn).await;
+        sqlx::raw_sql("VACUUM (ANALYZE) tasks")
+            .execute(&mut conn)
+            .await
+            .expect("vacuum");
+        let list: Uuid = sqlx::query_scalar("SELECT md5('heavy/3')::uuid")
+            .fetch_one(&mut conn)
+            .await
+            .expect("list id");
+        let parent: Uuid = sqlx::query_scalar("SELECT md5('t13')::uuid")
+            .fetch_one(&mut conn)
+            .await
+            .expect("task id");
+        for parent in [ParentFilter::TopLevel, ParentFilter::Of(parent)] {
+            for order in [Order::Asc, Order::Desc] {
+                let q = TaskQuery {
+                    sort: SortKey::Position,
+                    order,
+                    list_id: Some(list),
+                    parent,
+                    ..TaskQuery::default()
+                };
+                let sql = Scope::new("heavy", Dialect::Postgres)
+                    .page(&q.validate().expect("valid"))
+                    .to_string(PostgresQueryBuilder);
+                let plan: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN {sql}")))
+                    .fetch_all(&mut conn)
+                    .await
+                    .expect("explain")
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+                let plan = plan.join("\n");
+                // The group is an index range (an ordered scan, or a bitmap and a sort of
+                // the group's rows when the planner finds that cheaper for a small group);
+                // never a scan of the user's other tasks.
+                assert!(
+                    plan.contains("Scan using tasks_user_position on tasks")
+                        || plan.contains("Scan Backward using tasks_user_position on tasks")
+                        || plan.contains("Bitmap Index Scan on tasks_user_position"),
+                    "{parent:?} {order:?}: {plan}"
+                );
+                let range = match parent {
+                    ParentFilter::TopLevel => "AND (parent_id IS NULL))",
+                    _ => "AND (parent_id = ",
+                };
+                assert!(plan.contains(range), "{parent:?} {order:?}: {plan}");
+                assert!(!plan.contains("Seq Scan"), "{parent:?} {order:?}: {plan}");
+            }
+        }
+        conn.close().await.expect("close");
+        db.cleanup().await;
+    }
+
     /// A search on a user with 10,000 tasks, among other users' tasks: the matches come from the
     /// covering index, and no sort index is walked in order. PostgreSQL 15 overestimates such a
     /// search's matches, and when the page took its ids from an ordered pass with `COUNT(*) OVER
@@ -1180,24 +1342,16 @@ mod plan_tests {
         let db = test_support::TestDb::postgres().await;
         db.store().await.close().await;
         let mut conn = sqlx::PgConnection::connect(&db.url).await.expect("connect");
-        sqlx::raw_sql(
-            "INSERT INTO tasks (id, user_id, title, title_lc, completed, priority, due_at,
-                                created_at, updated_at, version)
-             SELECT gen_random_uuid(), CASE WHEN i <= 10000 THEN 'heavy' ELSE 'user-' || i % 50 END,
-                    t, t, i % 2 = 0, i % 3, now() + i * interval '1 hour', now(), now(), 1
-             FROM generate_series(1, 20000) AS i,
-                  LATERAL (SELECT 'task ' || i || CASE WHEN i % 50 = 0 THEN ' report' ELSE ' other' END AS t) AS title",
-        )
-        .execute(&mut conn)
-        .await
-        .expect("seed");
+        seed(&mut conn).await;
         // As autovacuum leaves a settled table: statistics, and a visibility map for
         // index-only scans.
         sqlx::raw_sql("VACUUM (ANALYZE) tasks")
             .execute(&mut conn)
             .await
             .expect("vacuum");
-        for sort in SortKey::ALL {
+        // Manual order is meaningful within one list and parent, where tasks_user_position
+        // serves it; across lists a search by position sorts its matches.
+        for sort in SortKey::ALL.into_iter().filter(|s| *s != SortKey::Position) {
             for order in [Order::Asc, Order::Desc] {
                 let q = TaskQuery {
                     status: Status::Pending,

@@ -97,6 +97,12 @@ pub struct Task {
     pub updated_at: DateTime<Utc>,
     /// 1 on creation, +1 on every successful write.
     pub version: i64,
+    /// The list the task belongs to (one of its user's lists).
+    pub list_id: Uuid,
+    /// The task it is a subtask of; `None` for a top-level task.
+    pub parent_id: Option<Uuid>,
+    /// Opaque ordering key among its siblings; siblings sort by it byte-wise, ties on `id`.
+    pub position: String,
 }
 
 /// The content of a task, for [`create`](crate::UserTasks::create) and
@@ -116,7 +122,31 @@ pub struct TaskInput {
     pub tags: Vec<String>,
     /// Optional due date.
     pub due_at: Option<DateTime<Utc>>,
+    /// Create only: the task's list. Defaults to the parent's list, else the inbox.
+    /// [`replace`](crate::UserTasks::replace) ignores it (see [`move_task`](crate::UserTasks::move_task)).
+    pub list_id: Option<Uuid>,
+    /// Create only: the task to nest it under (at most [`DEPTH_MAX`] levels).
+    /// [`replace`](crate::UserTasks::replace) ignores it.
+    pub parent_id: Option<Uuid>,
 }
+
+/// Where [`move_task`](crate::UserTasks::move_task) puts a task. Field by field as the move
+/// request of the HTTP API: `None` is an absent field.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MoveTask {
+    /// Make the task top-level in this list (with `parent_id` `Some(Some(_))`: must be the
+    /// parent's list).
+    pub list_id: Option<Uuid>,
+    /// `Some(Some(p))`: under `p`, in `p`'s list. `Some(None)`: top-level (in `list_id`, or the
+    /// current list). `None`: under its current parent (or in `list_id`'s top level if given).
+    pub parent_id: Option<Option<Uuid>>,
+    /// `Some(Some(s))`: right after sibling `s` at the destination. `Some(None)`: first.
+    /// `None`: last.
+    pub after: Option<Option<Uuid>>,
+}
+
+/// Deepest nesting: a top-level task is level 1.
+pub const DEPTH_MAX: i64 = 4;
 
 impl TaskInput {
     /// A task with just a title and every other field at its default.
@@ -311,6 +341,7 @@ pub(crate) struct Content {
 impl TaskInput {
     pub(crate) fn validate(self) -> Result<(Content, Option<bool>), StoreError> {
         let mut c = Checker::default();
+        // Placement (list_id, parent_id) is read by create, not part of the content.
         let content = Content {
             title: c.title(&self.title),
             description: c.description(self.description),
@@ -494,6 +525,9 @@ mod tests {
             created_at: now,
             updated_at: now,
             version: 1,
+            list_id: Uuid::nil(),
+            parent_id: None,
+            position: "a0".into(),
         };
         t.bump(now);
         t.bump(now);

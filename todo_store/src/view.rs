@@ -39,6 +39,12 @@ pub struct TaskView<'r> {
     pub updated_at: DateTime<Utc>,
     /// 1 on creation, +1 on every successful write.
     pub version: i64,
+    /// The task's list.
+    pub list_id: Uuid,
+    /// The task it is a subtask of; `None` at the top level.
+    pub parent_id: Option<Uuid>,
+    /// Ordering key among its siblings (byte-wise).
+    pub position: &'r str,
 }
 
 impl TaskView<'_> {
@@ -57,6 +63,9 @@ impl TaskView<'_> {
             created_at: self.created_at,
             updated_at: self.updated_at,
             version: self.version,
+            list_id: self.list_id,
+            parent_id: self.parent_id,
+            position: self.position.to_owned(),
         }
     }
 }
@@ -77,6 +86,9 @@ impl Task {
             created_at: self.created_at,
             updated_at: self.updated_at,
             version: self.version,
+            list_id: self.list_id,
+            parent_id: self.parent_id,
+            position: &self.position,
         }
     }
 }

@@ -301,6 +301,7 @@ both_backends! {
             tags: tags.iter().map(|s| s.to_string()).collect(),
             due_at: due,
             completed: Some(done),
+            ..TaskInput::default()
         };
         u.create(mk("Buy MILK", None, Priority::High, &["home", "errands"], Some(day(1)), false)).await.unwrap();
         u.create(mk("50% off", Some("coupon_code"), Priority::Low, &["home"], Some(day(2)), true)).await.unwrap();

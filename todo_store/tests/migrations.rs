@@ -160,3 +160,140 @@ async fn sqlite_concurrent_connects_on_a_new_file() {
         b.close().await;
     }
 }
+
+/// Upgrading a V3 database to V4: every user with tasks gets one inbox, every task goes into its
+/// user's inbox at the top level, and sorting by position reproduces the default order
+/// (created_at desc, id desc), ties on created_at included.
+async fn upgrade_to_v4(url: &str) {
+    use todo_store::{Order, ParentFilter, SortKey};
+    let store = Store::connect(url).await.expect("connect");
+    store.migrate_to(3).await.expect("migrate to V3");
+    // V3 rows, written as V3 did: some users, some tasks sharing a creation time.
+    let users = ["alice", "bob", "Carol.x"];
+    let mut expected = Vec::new();
+    let pg = url.starts_with("postgres");
+    for (n, user) in users.iter().enumerate() {
+        let mut ids = Vec::new();
+        for i in 0..(5 + n * 4) {
+            let id = uuid::Uuid::now_v7();
+            // Every third pair shares a millisecond, so the id breaks the tie.
+            let ms: i64 = 1_767_225_600_000 + (i as i64 / 2) * 1000;
+            let sql = if pg {
+                "INSERT INTO tasks (id, user_id, title, title_lc, priority, created_at, updated_at, version)
+                 VALUES ($1, $2, $3, $3, 1, to_timestamp($4::float8 / 1000), to_timestamp($4::float8 / 1000), 1)"
+            } else {
+                "INSERT INTO tasks (id, user_id, title, title_lc, priority, created_at, updated_at, version)
+                 VALUES (?1, ?2, ?3, ?3, 1, ?4, ?4, 1)"
+            };
+            let title = format!("{user} {i}");
+            if pg {
+                let mut c = sqlx::PgConnection::connect(url).await.expect("connect");
+                let q = sqlx::query(sql).bind(id).bind(*user).bind(&title).bind(ms);
+                q.execute(&mut c).await.expect("seed");
+                let _ = c.close().await;
+            } else {
+                let mut c = sqlx::SqliteConnection::connect(url).await.expect("connect");
+                let q = sqlx::query(sql).bind(id).bind(*user).bind(&title).bind(ms);
+                q.execute(&mut c).await.expect("seed");
+                let _ = c.close().await;
+            }
+            ids.push((ms, id));
+        }
+        ids.sort_by(|a, b| b.cmp(a));
+        expected.push(ids);
+    }
+    let applied = store.migrate().await.expect("migrate to V4");
+    assert!(
+        applied.iter().any(|m| m.contains("V4__lists")),
+        "{applied:?}"
+    );
+    for (user, ids) in users.iter().zip(&expected) {
+        let u = store.for_user(user).expect("user");
+        let lists = u.lists().await.expect("lists");
+        assert_eq!(lists.len(), 1, "{user}: one inbox");
+        let inbox = &lists[0];
+        assert!(inbox.is_inbox && inbox.name == "Inbox" && inbox.version == 1);
+        assert_eq!(inbox.open_count, ids.len() as i64);
+        let default: Vec<_> = u
+            .list(&TaskQuery {
+                limit: 100,
+                ..TaskQuery::default()
+            })
+            .await
+            .expect("list")
+            .tasks;
+        let by_position: Vec<_> = u
+            .list(&TaskQuery {
+                limit: 100,
+                sort: SortKey::Position,
+                order: Order::Asc,
+                list_id: Some(inbox.id),
+                parent: ParentFilter::TopLevel,
+                ..TaskQuery::default()
+            })
+            .await
+            .expect("list by position")
+            .tasks;
+        let want: Vec<_> = ids.iter().map(|(_, id)| *id).collect();
+        assert_eq!(
+            default.iter().map(|t| t.id).collect::<Vec<_>>(),
+            want,
+            "{user}"
+        );
+        assert_eq!(
+            by_position.iter().map(|t| t.id).collect::<Vec<_>>(),
+            want,
+            "{user}"
+        );
+        for t in &by_position {
+            assert_eq!((t.list_id, t.parent_id, t.version), (inbox.id, None, 1));
+            assert!(
+                todo_store::position::is_valid(&t.position),
+                "{}",
+                t.position
+            );
+        }
+        // New tasks go last, after the migrated ones; the migrated keys accept moves.
+        let new = u.create(TaskInput::titled("new")).await.expect("create");
+        assert!(new.position > by_position.last().expect("tasks").position);
+        let first = &by_position[0];
+        let moved = u
+            .move_task(
+                new.id,
+                todo_store::MoveTask {
+                    after: Some(Some(first.id)),
+                    ..Default::default()
+                },
+                None,
+            )
+            .await
+            .expect("move");
+        assert!(moved.position > first.position && moved.position < by_position[1].position);
+    }
+    // A user without tasks gets an inbox on first use.
+    assert_eq!(
+        store
+            .for_user("dave")
+            .expect("user")
+            .lists()
+            .await
+            .expect("lists")
+            .len(),
+        1
+    );
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_upgrade_to_v4_puts_tasks_in_inboxes_in_order() {
+    let db = TestDb::sqlite();
+    upgrade_to_v4(&db.url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: cargo test --workspace -- --include-ignored"]
+async fn postgres_upgrade_to_v4_puts_tasks_in_inboxes_in_order() {
+    let db = TestDb::postgres().await;
+    upgrade_to_v4(&db.url).await;
+    db.cleanup().await;
+}

@@ -70,6 +70,7 @@ impl TaskSpec {
             priority: self.priority,
             tags: self.tags.iter().map(|t| t.to_string()).collect(),
             due_at: self.due.map(at),
+            ..TaskInput::default()
         }
     }
 }
@@ -100,6 +101,7 @@ impl QuerySpec {
             order: self.order,
             limit: self.limit,
             cursor: None,
+            ..TaskQuery::default()
         }
     }
 }
@@ -240,6 +242,7 @@ fn compare(sort: SortKey, order: Order, a: &Task, b: &Task) -> Ordering {
         SortKey::UpdatedAt => dir(a.updated_at.cmp(&b.updated_at)).then(by_id),
         SortKey::Priority => dir(a.priority.rank().cmp(&b.priority.rank())).then(by_id),
         SortKey::Title => dir(a.title.to_lowercase().cmp(&b.title.to_lowercase())).then(by_id),
+        SortKey::Position => dir(a.position.as_bytes().cmp(b.position.as_bytes())).then(by_id),
         SortKey::DueAt => match (a.due_at, b.due_at) {
             (Some(x), Some(y)) => dir(x.cmp(&y)).then(by_id),
             (Some(_), None) => Ordering::Less,
@@ -283,6 +286,7 @@ impl Names {
                     SortKey::DueAt => format!("{:?}", t.due_at.map(|d| d.timestamp_millis())),
                     SortKey::Priority => t.priority.as_str().to_owned(),
                     SortKey::Title => format!("{:?}", t.title.to_lowercase()),
+                    SortKey::Position => t.position.clone(),
                 };
                 let n = self.0.get(&t.id).map_or("?".to_owned(), |n| n.to_string());
                 format!("#{n} {:?} {key}", t.title)

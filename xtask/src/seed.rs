@@ -185,6 +185,22 @@ struct Row {
     tags: Vec<String>,
     due_at: Option<i64>,
     created_at: i64,
+    /// The user's inbox (every seeded task is top-level there).
+    list_id: Uuid,
+    /// Its ordering key: the user's tasks in creation order.
+    position: String,
+    /// Whether `list_id` is an inbox already in the database (not to be inserted).
+    existing_list: bool,
+}
+
+/// Points a user's new rows at the inbox the database already has for them, if any.
+fn reuse_inbox(rows: &mut [Row], inbox: Option<Uuid>) {
+    if let Some(id) = inbox {
+        for r in rows {
+            r.list_id = id;
+            r.existing_list = true;
+        }
+    }
 }
 
 impl Row {
@@ -238,7 +254,13 @@ impl<'a> Chunks<'a> {
             let i = self.next_user;
             self.next_user += 1;
             let id = self.spec.user_id(i);
-            let rows = self.rng.user_rows(self.spec.tasks_of(i), self.now_ms);
+            let mut rows = self.rng.user_rows(self.spec.tasks_of(i), self.now_ms);
+            let inbox = Uuid::now_v7();
+            let keys = todo_store::position::spaced(rows.len());
+            for (r, key) in rows.iter_mut().zip(keys) {
+                r.list_id = inbox;
+                r.position = key;
+            }
             self.tasks += rows.len();
             self.tags += rows.iter().map(|r| r.tags.len()).sum::<usize>();
             in_chunk += rows.len();
@@ -321,13 +343,32 @@ async fn seed_pg(
             .await?;
     }
     let mut chunks = Chunks::new(spec, rng, now_ms);
-    while let Some(chunk) = chunks.next_chunk() {
-        let (tasks, tags) = pg_copy_text(&chunk);
+    while let Some(mut chunk) = chunks.next_chunk() {
+        if !empty {
+            // Users seeded before keep their inbox: the new tasks go into it.
+            for (user, rows) in &mut chunk {
+                let inbox: Option<Uuid> =
+                    sqlx::query_scalar("SELECT id FROM lists WHERE user_id = $1 AND is_inbox")
+                        .bind(user.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                reuse_inbox(rows, inbox);
+            }
+        }
+        let (lists, tasks, tags) = pg_copy_text(&chunk);
+        let mut copy = tx
+            .copy_in_raw(
+                "COPY lists (id, user_id, name, is_inbox, position, created_at, updated_at, \
+                 version) FROM STDIN",
+            )
+            .await?;
+        copy.send(lists.into_bytes()).await?;
+        copy.finish().await?;
         let mut copy = tx
             .copy_in_raw(
                 "COPY tasks (id, user_id, title, title_lc, description, description_lc, \
                  completed, completed_at, priority, tags, due_at, created_at, updated_at, \
-                 version, search_bits_lo, search_bits_hi) FROM STDIN",
+                 version, search_bits_lo, search_bits_hi, list_id, position) FROM STDIN",
             )
             .await?;
         copy.send(tasks.into_bytes()).await?;
@@ -353,12 +394,19 @@ async fn seed_pg(
     Ok(chunks.finish())
 }
 
-/// The COPY text-format data of a chunk: `(tasks, task_tags)`.
-fn pg_copy_text(chunk: &[(String, Vec<Row>)]) -> (String, String) {
+/// The COPY text-format data of a chunk: `(lists, tasks, task_tags)`.
+fn pg_copy_text(chunk: &[(String, Vec<Row>)]) -> (String, String, String) {
+    let mut lists = String::new();
     let mut tasks = String::with_capacity(chunk.len() * 400);
     let mut tags = String::new();
     let ts = |ms: Option<i64>| ms.map(rfc3339_ms);
     for (user, rows) in chunk {
+        if let Some(first) = rows.first().filter(|r| !r.existing_list) {
+            let _ = write!(lists, "{}\t", first.list_id);
+            copy_text(&mut lists, user);
+            let created = rfc3339_ms(first.created_at);
+            let _ = writeln!(lists, "\tInbox\tt\ta0\t{created}\t{created}\t1");
+        }
         for r in rows {
             let _ = write!(tasks, "{}\t", r.id);
             copy_text(&mut tasks, user);
@@ -379,7 +427,11 @@ fn pg_copy_text(chunk: &[(String, Vec<Row>)]) -> (String, String) {
             copy_opt(&mut tasks, ts(r.due_at).as_deref());
             let created = rfc3339_ms(r.created_at);
             let [lo, hi] = todo_store::search_signature(&title_lc, description_lc.as_deref());
-            let _ = writeln!(tasks, "\t{created}\t{created}\t1\t{lo}\t{hi}");
+            let _ = writeln!(
+                tasks,
+                "\t{created}\t{created}\t1\t{lo}\t{hi}\t{}\t{}",
+                r.list_id, r.position
+            );
             for tag in &r.tags {
                 copy_text(&mut tags, user);
                 tags.push('\t');
@@ -388,10 +440,10 @@ fn pg_copy_text(chunk: &[(String, Vec<Row>)]) -> (String, String) {
             }
         }
     }
-    (tasks, tags)
+    (lists, tasks, tags)
 }
 
-/// Rows per multi-row INSERT on SQLite (16 columns: 16,000 parameters of SQLite's 32,766).
+/// Rows per multi-row INSERT on SQLite (18 columns: 18,000 parameters of SQLite's 32,766).
 const SQLITE_ROWS_PER_INSERT: usize = 1_000;
 
 async fn seed_sqlite(
@@ -425,16 +477,51 @@ async fn seed_sqlite(
             .await?;
     }
     let mut chunks = Chunks::new(spec, rng, now_ms);
-    while let Some(chunk) = chunks.next_chunk() {
+    while let Some(mut chunk) = chunks.next_chunk() {
+        if !empty {
+            for (user, rows) in &mut chunk {
+                let inbox: Option<Uuid> =
+                    sqlx::query_scalar("SELECT id FROM lists WHERE user_id = ?1 AND is_inbox")
+                        .bind(user.as_str())
+                        .fetch_optional(&mut conn)
+                        .await?;
+                reuse_inbox(rows, inbox);
+            }
+        }
         let rows: Vec<(&str, &Row)> = chunk
             .iter()
             .flat_map(|(u, rows)| rows.iter().map(move |r| (u.as_str(), r)))
             .collect();
+        let inboxes: Vec<(&str, &Row)> = chunk
+            .iter()
+            .filter_map(|(u, rows)| {
+                rows.first()
+                    .filter(|r| !r.existing_list)
+                    .map(|r| (u.as_str(), r))
+            })
+            .collect();
+        for part in inboxes.chunks(SQLITE_ROWS_PER_INSERT) {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO lists (id, user_id, name, is_inbox, position, created_at, \
+                 updated_at, version) ",
+            );
+            q.push_values(part, |mut b, (user, r)| {
+                b.push_bind(r.list_id)
+                    .push_bind(*user)
+                    .push_bind("Inbox")
+                    .push_bind(true)
+                    .push_bind("a0")
+                    .push_bind(r.created_at)
+                    .push_bind(r.created_at)
+                    .push_bind(1_i64);
+            });
+            q.build().execute(&mut conn).await?;
+        }
         for part in rows.chunks(SQLITE_ROWS_PER_INSERT) {
             let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
                 "INSERT INTO tasks (id, user_id, title, title_lc, description, description_lc, \
                  completed, completed_at, priority, tags, due_at, created_at, updated_at, \
-                 version, search_bits_lo, search_bits_hi) ",
+                 version, search_bits_lo, search_bits_hi, list_id, position) ",
             );
             q.push_values(part, |mut b, (user, r)| {
                 let (title_lc, description_lc) = r.lowercased();
@@ -454,7 +541,9 @@ async fn seed_sqlite(
                     .push_bind(r.created_at)
                     .push_bind(1_i64)
                     .push_bind(lo)
-                    .push_bind(hi);
+                    .push_bind(hi)
+                    .push_bind(r.list_id)
+                    .push_bind(r.position.as_str());
             });
             q.build().execute(&mut conn).await?;
         }
@@ -739,6 +828,9 @@ impl Gen {
                     tags: self.tags(),
                     due_at: self.due(created_at),
                     created_at,
+                    list_id: Uuid::nil(),
+                    position: String::new(),
+                    existing_list: false,
                 }
             })
             .collect()

@@ -1,0 +1,589 @@
+//! Writes that place tasks and lists: creates, moves, list changes, re-spacing.
+//!
+//! Every multi-row write runs in one transaction and collects the rows it touched in a
+//! [`Touched`], which is what commits the transaction: the one place a change log (and an
+//! outbox of deliveries) will append its records, in that same transaction.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::backend::{Id, IdInt, IdPos, Int, Tx};
+use crate::error::{Refusal, StoreError};
+use crate::list::{INBOX_NAME, LISTS_MAX, List, ListInput, ListPatch};
+use crate::query::Dialect;
+use crate::task::{DEPTH_MAX, MoveTask, Task};
+use crate::tree::Group;
+use crate::{UserTasks, at_version, position, task};
+
+/// Inbox ids known to exist, by user (an inbox is never deleted, so a known one stays valid).
+pub(crate) type Inboxes = Arc<Mutex<HashMap<String, Uuid>>>;
+
+/// Most users whose inbox id is remembered; the map is emptied when it grows past this.
+const INBOXES_CACHED: usize = 100_000;
+
+/// What one write changed, record by record.
+#[derive(Debug, Default)]
+pub(crate) struct Touched {
+    /// Tasks created or changed (moved, completed, re-spaced…).
+    pub tasks: Vec<Uuid>,
+    /// Tasks deleted.
+    pub deleted_tasks: Vec<Uuid>,
+    /// Lists created or changed.
+    pub lists: Vec<Uuid>,
+    /// Lists deleted.
+    pub deleted_lists: Vec<Uuid>,
+}
+
+impl Touched {
+    pub(crate) fn task(&mut self, id: Uuid) {
+        self.tasks.push(id);
+    }
+
+    /// Commits the write. The change log's records for every touched row go here, inside the
+    /// same transaction, when the log exists.
+    pub(crate) async fn commit(self, tx: Tx<'_>) -> Result<(), StoreError> {
+        tx.commit().await
+    }
+}
+
+/// Where a task or list goes among its siblings: after `Some(id)`, first (`None`), or last
+/// (the `after` field absent).
+type After = Option<Option<Uuid>>;
+
+/// The slot `after` names in `siblings` (in order, the moved record left out), or `None`
+/// when `after` is not among them.
+fn slot(siblings: &[IdPos], after: After) -> Option<usize> {
+    match after {
+        None => Some(siblings.len()),
+        Some(None) => Some(0),
+        Some(Some(a)) => siblings.iter().position(|s| s.0 == a).map(|i| i + 1),
+    }
+}
+
+fn key_at(siblings: &[IdPos], slot: usize) -> Option<String> {
+    let lo = slot.checked_sub(1).and_then(|i| siblings.get(i));
+    let hi = siblings.get(slot);
+    position::between(lo.map(|s| s.1.as_str()), hi.map(|s| s.1.as_str()))
+}
+
+impl UserTasks {
+    fn remembered_inbox(&self) -> Option<Uuid> {
+        let map = self.inboxes.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&self.user_id).copied()
+    }
+
+    /// The user's inbox id, creating the inbox on first use. Race-free: concurrent first
+    /// requests insert with `ON CONFLICT DO NOTHING` on the one-inbox-per-user index, then all
+    /// read the one that won. Must run outside a write transaction.
+    pub(crate) async fn inbox_id(&self) -> Result<Uuid, StoreError> {
+        if let Some(id) = self.remembered_inbox() {
+            return Ok(id);
+        }
+        let scope = self.scope();
+        let mut found: Vec<Id> = self.pool.fetch_all_as(&scope.inbox_id()).await?;
+        if found.is_empty() {
+            let now = task::now_ms();
+            let inbox = List {
+                id: Uuid::now_v7(),
+                user_id: self.user_id.clone(),
+                name: INBOX_NAME.to_owned(),
+                color: None,
+                is_inbox: true,
+                position: position::spaced(1).concat(),
+                open_count: 0,
+                created_at: now,
+                updated_at: now,
+                version: 1,
+            };
+            self.pool.execute(&scope.insert_list(&inbox, true)).await?;
+            found = self.pool.fetch_all_as(&scope.inbox_id()).await?;
+        }
+        let id = found.first().map(|i| i.0).ok_or(StoreError::NotFound)?;
+        let mut map = self.inboxes.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= INBOXES_CACHED {
+            map.clear();
+        }
+        map.insert(self.user_id.clone(), id);
+        Ok(id)
+    }
+
+    /// A position for a task going into group `g` at `after`, leaving out `moving` (the task
+    /// being moved, if any). When no key fits (it would reach [`position::KEY_MAX`] bytes),
+    /// the whole sibling group is re-spaced here, keeping its order: the siblings' positions
+    /// and `updated_at` change, their versions do not.
+    async fn task_position(
+        &self,
+        tx: &mut Tx<'_>,
+        g: Group,
+        after: After,
+        moving: Option<Uuid>,
+        now: DateTime<Utc>,
+        touched: &mut Touched,
+    ) -> Result<String, StoreError> {
+        let scope = self.scope();
+        let (lo, hi) = match after {
+            None => {
+                let last: Option<IdPos> =
+                    tx.fetch_one_as(&scope.group_end(g, true, moving)).await?;
+                (last.map(|l| l.1), None)
+            }
+            Some(None) => {
+                let first: Option<IdPos> =
+                    tx.fetch_one_as(&scope.group_end(g, false, moving)).await?;
+                (None, first.map(|f| f.1))
+            }
+            Some(Some(a)) => {
+                let sibling = tx.fetch_task(&scope.get(a)).await?;
+                let s = match sibling {
+                    Some(s)
+                        if Some(s.id) != moving
+                            && s.list_id == g.list_id
+                            && s.parent_id == g.parent_id =>
+                    {
+                        s
+                    }
+                    _ => {
+                        return Err(StoreError::invalid(
+                            "after",
+                            "must be a sibling at the destination",
+                        ));
+                    }
+                };
+                let next: Option<IdPos> = tx
+                    .fetch_one_as(&scope.group_next(g, &s.position, s.id, moving.unwrap_or(s.id)))
+                    .await?;
+                (Some(s.position), next.map(|n| n.1))
+            }
+        };
+        if let Some(k) = position::between(lo.as_deref(), hi.as_deref()) {
+            return Ok(k);
+        }
+        let siblings: Vec<IdPos> = tx.fetch_all_as(&scope.group_positions(g, moving)).await?;
+        let at = slot(&siblings, after)
+            .ok_or_else(|| StoreError::invalid("after", "must be a sibling at the destination"))?;
+        let keys = position::spaced(siblings.len() + 1);
+        let mut mine = String::new();
+        let mut others = siblings.iter();
+        for (i, key) in keys.into_iter().enumerate() {
+            if i == at {
+                mine = key;
+            } else if let Some(s) = others.next()
+                && s.1 != key
+            {
+                tx.execute(&scope.respace_task(s.0, &key, now)).await?;
+                touched.task(s.0);
+            }
+        }
+        Ok(mine)
+    }
+
+    /// A position for a list at `after` among the user's lists, leaving out `moving`;
+    /// re-spaces the lists when no key fits, like [`Self::task_position`].
+    async fn list_position(
+        &self,
+        tx: &mut Tx<'_>,
+        after: After,
+        moving: Option<Uuid>,
+        now: DateTime<Utc>,
+        touched: &mut Touched,
+    ) -> Result<String, StoreError> {
+        let scope = self.scope();
+        let mut lists: Vec<IdPos> = tx.fetch_all_as(&scope.list_positions()).await?;
+        lists.retain(|l| Some(l.0) != moving);
+        let at = slot(&lists, after)
+            .ok_or_else(|| StoreError::invalid("after", "must be one of the user's lists"))?;
+        if let Some(k) = key_at(&lists, at) {
+            return Ok(k);
+        }
+        let keys = position::spaced(lists.len() + 1);
+        let mut mine = String::new();
+        let mut others = lists.iter();
+        for (i, key) in keys.into_iter().enumerate() {
+            if i == at {
+                mine = key;
+            } else if let Some(l) = others.next()
+                && l.1 != key
+            {
+                tx.execute(&scope.respace_list(l.0, &key, now)).await?;
+                touched.lists.push(l.0);
+            }
+        }
+        Ok(mine)
+    }
+
+    /// The level of task `id` (1 for top-level).
+    async fn level(&self, tx: &mut Tx<'_>, id: Uuid) -> Result<i64, StoreError> {
+        let rows: Vec<IdInt> = tx.fetch_all_as(&self.scope().ancestors(id)).await?;
+        Ok(rows.iter().map(|r| r.1).max().unwrap_or(0))
+    }
+
+    /// Checks that `list_id` is one of the user's lists (locking it against a concurrent
+    /// delete until the transaction ends); a field error on `list_id` otherwise.
+    async fn own_list(&self, tx: &mut Tx<'_>, list_id: Uuid) -> Result<(), StoreError> {
+        let found: Option<List> = tx
+            .fetch_one_as(&self.scope().get_list_for_update(list_id))
+            .await?;
+        match found {
+            Some(_) => Ok(()),
+            None => Err(StoreError::invalid(
+                "list_id",
+                "must be one of the user's lists",
+            )),
+        }
+    }
+
+    /// Inserts a new task (content already applied) at the end of its sibling group.
+    pub(crate) async fn create_placed(
+        &self,
+        mut t: Task,
+        list_id: Option<Uuid>,
+        parent_id: Option<Uuid>,
+    ) -> Result<Task, StoreError> {
+        let scope = self.scope();
+        let plain = list_id.is_none() && parent_id.is_none();
+        if plain {
+            t.list_id = self.inbox_id().await?;
+        }
+        if plain && self.pool.dialect() == Dialect::Postgres {
+            // The common case in two round trips and no transaction: read the last key, then
+            // insert the task with its tags in one statement. Two creates racing for the same
+            // last key get equal positions, ordered by id (creation order), and any later
+            // insert between them re-spaces the group.
+            let g = Group {
+                list_id: t.list_id,
+                parent_id: None,
+            };
+            let last: Vec<IdPos> = self
+                .pool
+                .fetch_all_as(&scope.group_end(g, true, None))
+                .await?;
+            if let Some(k) = position::between(last.first().map(|l| l.1.as_str()), None) {
+                t.position = k;
+                self.pool.execute(&scope.insert_with_tags(&t)).await?;
+                return Ok(t);
+            }
+        }
+        let mut touched = Touched::default();
+        let mut writer = self.pool.writer().await?;
+        let mut tx = writer.begin().await?;
+        if let Some(p) = parent_id {
+            let parent = tx
+                .fetch_task(&scope.get_for_update(p))
+                .await?
+                .ok_or_else(|| {
+                    StoreError::invalid("parent_id", "must be one of the user's tasks")
+                })?;
+            if list_id.is_some_and(|l| l != parent.list_id) {
+                return Err(StoreError::invalid(
+                    "list_id",
+                    "must be the parent's list (a subtask is always in its parent's list)",
+                ));
+            }
+            if self.level(&mut tx, p).await? + 1 > DEPTH_MAX {
+                return Err(StoreError::invalid(
+                    "parent_id",
+                    format!("tasks nest at most {DEPTH_MAX} levels deep"),
+                ));
+            }
+            t.list_id = parent.list_id;
+            t.parent_id = Some(p);
+        } else if let Some(l) = list_id {
+            self.own_list(&mut tx, l).await?;
+            t.list_id = l;
+        }
+        let g = Group {
+            list_id: t.list_id,
+            parent_id: t.parent_id,
+        };
+        t.position = self
+            .task_position(&mut tx, g, None, None, t.created_at, &mut touched)
+            .await?;
+        tx.execute(&scope.insert(&t)).await?;
+        if !t.tags.is_empty() {
+            tx.execute(&scope.insert_tags(t.id, &t.tags)).await?;
+        }
+        touched.task(t.id);
+        touched.commit(tx).await?;
+        writer.done();
+        Ok(t)
+    }
+
+    /// Moves a task (and its whole subtree) to another place, as the HTTP API's move request:
+    ///
+    /// - `parent_id: Some(Some(p))`: under `p`, in `p`'s list (a `list_id` given with it must
+    ///   be that list, else a field error on `list_id`);
+    /// - `list_id` alone (or `parent_id: Some(None)`): top-level in that list (or the current
+    ///   one);
+    /// - neither: under its current parent; only its place changes.
+    ///
+    /// `after` names a sibling at the destination to go right after (`Some(None)`: first;
+    /// `None`: last); anything else is a field error on `after`. A parent that is not one of
+    /// the user's tasks, that is the task itself or one of its descendants, or that would
+    /// nest the subtree deeper than [`DEPTH_MAX`] levels is a field error on `parent_id`.
+    ///
+    /// The task gets version +1; its descendants get version +1 when they change list. Only
+    /// the moved task (and its subtree on a list change) is written, unless its new key would
+    /// reach [`position::KEY_MAX`] bytes: then its new siblings are re-spaced in the same
+    /// transaction (positions and `updated_at` change, versions do not).
+    pub async fn move_task(
+        &self,
+        id: Uuid,
+        to: MoveTask,
+        expected_version: Option<i64>,
+    ) -> Result<Task, StoreError> {
+        let scope = self.scope();
+        let mut touched = Touched::default();
+        let mut writer = self.pool.writer().await?;
+        let mut tx = writer.begin().await?;
+        let mut t = at_version(
+            tx.fetch_task(&scope.get_for_update(id)).await?,
+            expected_version,
+        )?;
+        let now = task::now_ms();
+        let dest = match to.parent_id {
+            Some(Some(p)) => {
+                let not_a_parent =
+                    || StoreError::invalid("parent_id", "must be one of the user's tasks");
+                if p == id {
+                    return Err(StoreError::invalid(
+                        "parent_id",
+                        "a task cannot be its own subtask",
+                    ));
+                }
+                let parent = tx
+                    .fetch_task(&scope.get_for_update(p))
+                    .await?
+                    .ok_or_else(not_a_parent)?;
+                if to.list_id.is_some_and(|l| l != parent.list_id) {
+                    return Err(StoreError::invalid(
+                        "list_id",
+                        "must be the parent's list (a subtask is always in its parent's list)",
+                    ));
+                }
+                let subtree: Vec<IdInt> = tx.fetch_all_as(&scope.subtree(id)).await?;
+                if subtree.iter().any(|r| r.0 == p) {
+                    return Err(StoreError::invalid(
+                        "parent_id",
+                        "a task cannot move under one of its own subtasks",
+                    ));
+                }
+                let height = subtree.iter().map(|r| r.1).max().unwrap_or(1);
+                if self.level(&mut tx, p).await? + height > DEPTH_MAX {
+                    return Err(StoreError::invalid(
+                        "parent_id",
+                        format!("tasks nest at most {DEPTH_MAX} levels deep"),
+                    ));
+                }
+                Group {
+                    list_id: parent.list_id,
+                    parent_id: Some(p),
+                }
+            }
+            Some(None) | None if to.list_id.is_some() || to.parent_id.is_some() => {
+                let list_id = to.list_id.unwrap_or(t.list_id);
+                if list_id != t.list_id {
+                    self.own_list(&mut tx, list_id).await?;
+                }
+                Group {
+                    list_id,
+                    parent_id: None,
+                }
+            }
+            _ => Group {
+                list_id: t.list_id,
+                parent_id: t.parent_id,
+            },
+        };
+        t.position = self
+            .task_position(&mut tx, dest, to.after, Some(id), now, &mut touched)
+            .await?;
+        if dest.list_id != t.list_id {
+            // While the task's row still names the old list, which the subtree walk follows.
+            let moved: Vec<Id> = tx
+                .fetch_all_as(&scope.move_descendants(id, dest.list_id, now))
+                .await?;
+            moved.into_iter().for_each(|m| touched.task(m.0));
+        }
+        t.list_id = dest.list_id;
+        t.parent_id = dest.parent_id;
+        t.bump(now);
+        tx.execute(&scope.update_place(&t)).await?;
+        touched.task(id);
+        touched.commit(tx).await?;
+        writer.done();
+        Ok(t)
+    }
+
+    // ---- lists -------------------------------------------------------------------------------
+
+    /// Every list of the user, in `position` order; a new user's first call creates the inbox.
+    pub async fn lists(&self) -> Result<Vec<List>, StoreError> {
+        self.inbox_id().await?;
+        self.pool.fetch_all_as(&self.scope().all_lists()).await
+    }
+
+    /// One list; [`StoreError::NotFound`] when it is not one of this user's.
+    pub async fn get_list(&self, id: Uuid) -> Result<List, StoreError> {
+        let found: Vec<List> = self.pool.fetch_all_as(&self.scope().get_list(id)).await?;
+        found.into_iter().next().ok_or(StoreError::NotFound)
+    }
+
+    /// The user's inbox, created if this is the user's first request.
+    pub async fn inbox(&self) -> Result<List, StoreError> {
+        let id = self.inbox_id().await?;
+        self.get_list(id).await
+    }
+
+    /// Creates a list (version 1), last in order. Field errors: `name`, `color`, and `lists`
+    /// when the user already has [`crate::list::LISTS_MAX`] lists.
+    pub async fn create_list(&self, input: ListInput) -> Result<List, StoreError> {
+        let (name, color) = input.validate()?;
+        let inbox = self.inbox_id().await?;
+        let scope = self.scope();
+        let now = task::now_ms();
+        let mut touched = Touched::default();
+        let mut writer = self.pool.writer().await?;
+        let mut tx = writer.begin().await?;
+        // The inbox row's lock orders one user's list creations, so the cap holds.
+        let _: Option<List> = tx.fetch_one_as(&scope.get_list_for_update(inbox)).await?;
+        let count: Option<Int> = tx.fetch_one_as(&scope.list_count()).await?;
+        if count.map_or(0, |c| c.0) >= LISTS_MAX {
+            return Err(StoreError::invalid(
+                "lists",
+                format!("a user has at most {LISTS_MAX} lists"),
+            ));
+        }
+        let position = self
+            .list_position(&mut tx, None, None, now, &mut touched)
+            .await?;
+        let list = List {
+            id: Uuid::now_v7(),
+            user_id: self.user_id.clone(),
+            name,
+            color,
+            is_inbox: false,
+            position,
+            open_count: 0,
+            created_at: now,
+            updated_at: now,
+            version: 1,
+        };
+        tx.execute(&scope.insert_list(&list, false)).await?;
+        touched.lists.push(list.id);
+        touched.commit(tx).await?;
+        writer.done();
+        Ok(list)
+    }
+
+    /// Reads a list for a write, locked, at the expected version.
+    async fn list_for_write(
+        &self,
+        tx: &mut Tx<'_>,
+        id: Uuid,
+        expected_version: Option<i64>,
+    ) -> Result<List, StoreError> {
+        let l: List = tx
+            .fetch_one_as(&self.scope().get_list_for_update(id))
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        match expected_version {
+            Some(v) if v != l.version => Err(StoreError::Conflict { current: l.version }),
+            _ => Ok(l),
+        }
+    }
+
+    /// Renames and/or recolours a list (merge patch); version +1.
+    pub async fn update_list(
+        &self,
+        id: Uuid,
+        patch: ListPatch,
+        expected_version: Option<i64>,
+    ) -> Result<List, StoreError> {
+        let (name, color) = patch.validate()?;
+        self.write_list(id, expected_version, None, move |l| {
+            if let Some(n) = name {
+                l.name = n;
+            }
+            if let Some(c) = color {
+                l.color = c;
+            }
+        })
+        .await
+    }
+
+    /// Moves a list right after the list `after` (`Some(None)`: first; `None`: last);
+    /// version +1. An `after` that is not another of the user's lists is a field error on
+    /// `after`.
+    pub async fn move_list(
+        &self,
+        id: Uuid,
+        after: Option<Option<Uuid>>,
+        expected_version: Option<i64>,
+    ) -> Result<List, StoreError> {
+        self.write_list(id, expected_version, Some(after), |_| {})
+            .await
+    }
+
+    async fn write_list(
+        &self,
+        id: Uuid,
+        expected_version: Option<i64>,
+        moved_after: Option<After>,
+        change: impl FnOnce(&mut List),
+    ) -> Result<List, StoreError> {
+        let scope = self.scope();
+        let mut touched = Touched::default();
+        let mut writer = self.pool.writer().await?;
+        let mut tx = writer.begin().await?;
+        let mut l = self.list_for_write(&mut tx, id, expected_version).await?;
+        let now = task::now_ms();
+        if let Some(after) = moved_after {
+            l.position = self
+                .list_position(&mut tx, after, Some(id), now, &mut touched)
+                .await?;
+        }
+        change(&mut l);
+        l.bump(now);
+        tx.execute(&scope.update_list(&l)).await?;
+        touched.lists.push(id);
+        let read: Option<List> = tx.fetch_one_as(&scope.get_list(id)).await?;
+        touched.commit(tx).await?;
+        writer.done();
+        read.ok_or(StoreError::NotFound)
+    }
+
+    /// Deletes a list. The inbox cannot be deleted, nor a list with tasks unless `cascade`,
+    /// which deletes its tasks with it in the same transaction ([`StoreError::Refused`]).
+    pub async fn delete_list(
+        &self,
+        id: Uuid,
+        cascade: bool,
+        expected_version: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let scope = self.scope();
+        let mut touched = Touched::default();
+        let mut writer = self.pool.writer().await?;
+        let mut tx = writer.begin().await?;
+        let l = self.list_for_write(&mut tx, id, expected_version).await?;
+        if l.is_inbox {
+            return Err(StoreError::Refused(Refusal::InboxUndeletable));
+        }
+        if cascade {
+            let gone: Vec<Id> = tx.fetch_all_as(&scope.delete_list_tasks(id)).await?;
+            touched.deleted_tasks.extend(gone.into_iter().map(|g| g.0));
+        } else {
+            let any: Option<Id> = tx.fetch_one_as(&scope.list_task_ids(id, 1)).await?;
+            if any.is_some() {
+                return Err(StoreError::Refused(Refusal::ListNotEmpty));
+            }
+        }
+        tx.execute(&scope.delete_list(id)).await?;
+        touched.deleted_lists.push(id);
+        touched.commit(tx).await?;
+        writer.done();
+        Ok(())
+    }
+}
