@@ -76,7 +76,7 @@ impl<'a> ApiExtractor<'a> for Authed {
         };
         let principal = auth.authenticate(req).await.map_err(|e| match e {
             AuthError::Missing => Problem::unauthorized("a bearer token is required"),
-            AuthError::Invalid(_) => Problem::unauthorized(e.to_string()),
+            AuthError::Invalid(_) => Problem::invalid_token(e.to_string()),
         })?;
         // poem-openapi names path parameters by position; `user_id` is the first of every path.
         if req.raw_path_param("param0") != Some(principal.user_id.as_str()) {

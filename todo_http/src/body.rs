@@ -426,6 +426,7 @@ impl BodyKind for CompletionBody {
     type Output = Option<bool>;
     type Schema = CompletionSchema;
     const OPTIONAL: bool = true;
+    const MERGE_PATCH: bool = true;
     fn from_json(v: Option<Value>) -> Result<Option<bool>, Vec<FieldProblem>> {
         let Some(v) = v else { return Ok(None) };
         let mut f = Fields::new(Some(v))?;

@@ -25,6 +25,7 @@ mod api;
 pub mod auth;
 pub mod body;
 pub mod metrics;
+mod ops;
 pub mod payload;
 pub mod problem;
 pub mod server;
@@ -34,13 +35,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use poem::http::{Method, StatusCode, header};
-use poem::middleware::Cors;
-use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, get, handler};
+use poem::middleware::{Compression, Cors};
+use poem::web::CompressionAlgo;
+use poem::{Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Request, Response, Route, get};
 use poem_openapi::OpenApiService;
 use todo_store::Store;
 
 pub use api::{Authed, TasksApi};
 pub use auth::{AuthError, Authenticator, Principal};
+pub use ops::OpsApi;
 pub use problem::Problem;
 
 /// Version string written into the spec.
@@ -57,7 +60,7 @@ impl TodoApi {
             authenticator: None,
             cors_origins: Vec::new(),
             mount_path: String::new(),
-            readiness_timeout: Duration::from_secs(2),
+            readiness_timeout: READINESS_TIMEOUT,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             max_active: DEFAULT_MAX_ACTIVE,
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
@@ -66,22 +69,43 @@ impl TodoApi {
 
     /// The OpenAPI document as JSON (no database is touched).
     pub async fn spec_json() -> Result<String, todo_store::StoreError> {
-        Ok(spec_service("", Store::connect("sqlite::memory:").await?).spec())
+        Ok(spec_service(
+            "",
+            Store::connect("sqlite::memory:").await?,
+            READINESS_TIMEOUT,
+        )
+        .spec())
     }
 
     /// The OpenAPI document as YAML (no database is touched).
     pub async fn spec_yaml() -> Result<String, todo_store::StoreError> {
-        Ok(spec_service("", Store::connect("sqlite::memory:").await?).spec_yaml())
+        Ok(spec_service(
+            "",
+            Store::connect("sqlite::memory:").await?,
+            READINESS_TIMEOUT,
+        )
+        .spec_yaml())
     }
 }
 
-fn spec_service(mount_path: &str, store: Store) -> OpenApiService<TasksApi, ()> {
+/// How long `/readyz` waits for the database by default.
+const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn spec_service(
+    mount_path: &str,
+    store: Store,
+    readiness_timeout: Duration,
+) -> OpenApiService<(TasksApi, OpsApi), ()> {
     let server = if mount_path.is_empty() {
         "/".to_owned()
     } else {
         mount_path.to_owned()
     };
-    OpenApiService::new(TasksApi { store }, "Todo API", API_VERSION)
+    let ops = OpsApi {
+        store: store.clone(),
+        readiness_timeout,
+    };
+    OpenApiService::new((TasksApi { store }, ops), "Todo API", API_VERSION)
         .description(
             "Multi-user task API. Every `/api/{user_id}/…` route needs `Authorization: Bearer <JWT>` \
              whose `sub` equals `{user_id}`. Success bodies are `{\"data\": …}` envelopes; errors are \
@@ -183,7 +207,7 @@ impl TodoApiBuilder {
 
     /// The endpoint: `/api/…`, `/docs`, `/openapi.json`, `/openapi.yaml`, `/healthz`, `/readyz`.
     pub fn build(self) -> impl Endpoint<Output = Response> + 'static {
-        let service = spec_service(&self.mount_path, self.store.clone());
+        let service = spec_service(&self.mount_path, self.store.clone(), self.readiness_timeout);
         let spec_json = service.spec();
         let spec_yaml = service.spec_yaml();
         let docs = LazyDocs {
@@ -191,27 +215,27 @@ impl TodoApiBuilder {
             store: self.store.clone(),
             built: std::sync::OnceLock::new(),
         };
+        // The operations, under `/api` and at the two probe paths (outside `/api`, no token).
+        let operations = Arc::new(service.into_endpoint());
         let auth = api::AuthHandle(
             self.authenticator
                 .unwrap_or_else(|| Arc::new(DenyAll) as Arc<dyn Authenticator>),
         );
-        let ready = Ready {
-            store: self.store.clone(),
-            timeout: self.readiness_timeout,
-        };
+        // Swagger UI (1.6 MB) and the spec are gzipped for clients that accept it.
+        let gzip = || Compression::new().algorithms([CompressionAlgo::GZIP]);
         let route = Route::new()
-            .nest_no_strip("/api", service)
-            .nest("/docs", docs)
+            .nest_no_strip("/api", operations.clone())
+            .at("/healthz", operations.clone())
+            .at("/readyz", operations)
+            .nest("/docs", docs.with(gzip()))
             .at(
                 "/openapi.json",
-                get(StaticBody(Arc::new(spec_json), "application/json")),
+                get(StaticBody(Arc::new(spec_json), "application/json")).with(gzip()),
             )
             .at(
                 "/openapi.yaml",
-                get(StaticBody(Arc::new(spec_yaml), "application/yaml")),
-            )
-            .at("/healthz", get(healthz))
-            .at("/readyz", get(ready));
+                get(StaticBody(Arc::new(spec_yaml), "application/yaml")).with(gzip()),
+            );
         let cors = (!self.cors_origins.is_empty()).then(|| {
             let mut c = Cors::new()
                 .allow_methods([
@@ -277,7 +301,7 @@ impl Endpoint for LazyDocs {
     type Output = Response;
     async fn call(&self, req: Request) -> poem::Result<Response> {
         let docs = self.built.get_or_init(|| {
-            spec_service(&self.mount_path, self.store.clone())
+            spec_service(&self.mount_path, self.store.clone(), READINESS_TIMEOUT)
                 .swagger_ui()
                 .map_to_response()
                 .boxed()
@@ -294,42 +318,6 @@ impl Endpoint for StaticBody {
         Ok(Response::builder()
             .content_type(self.1)
             .body(self.0.as_str().to_owned()))
-    }
-}
-
-#[handler]
-fn healthz() -> Response {
-    Response::builder()
-        .content_type("application/json")
-        .body(r#"{"status":"ok"}"#)
-}
-
-struct Ready {
-    store: Store,
-    timeout: Duration,
-}
-
-impl Endpoint for Ready {
-    type Output = Response;
-    async fn call(&self, _req: Request) -> poem::Result<Response> {
-        match tokio::time::timeout(self.timeout, self.store.ping()).await {
-            Ok(Ok(())) => Ok(Response::builder()
-                .content_type("application/json")
-                .body(r#"{"status":"ok"}"#)),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "readiness check failed");
-                Ok(Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the database is unreachable",
-                )
-                .into_response())
-            }
-            Err(_) => Ok(Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the database did not answer in time",
-            )
-            .into_response()),
-        }
     }
 }
 
@@ -487,14 +475,34 @@ async fn trace<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
     let _enter = span.enter();
     tracing::info!(
         status = resp.status().as_u16(),
-        latency_ms = took.as_secs_f64() * 1000.0,
+        latency_ms = latency_ms(took),
         "request"
     );
     Ok(resp)
 }
 
+/// Milliseconds rounded to whole microseconds, so logs read `0.242` rather than
+/// `0.24233100000000002`.
+fn latency_ms(elapsed: Duration) -> f64 {
+    elapsed.as_micros() as f64 / 1000.0
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn latency_is_whole_microseconds() {
+        use std::time::Duration;
+        assert_eq!(
+            super::latency_ms(Duration::from_nanos(242_331)).to_string(),
+            "0.242"
+        );
+        assert_eq!(
+            super::latency_ms(Duration::from_micros(1_500_250)).to_string(),
+            "1500.25"
+        );
+        assert_eq!(super::latency_ms(Duration::ZERO).to_string(), "0");
+    }
+
     #[test]
     fn routes_hide_ids() {
         assert_eq!(
@@ -519,3 +527,8 @@ mod tests {
         assert_eq!(super::allowed_methods("/nope"), None);
     }
 }
+
+/// The README's code blocks, compiled and run as doctests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+mod readme {}

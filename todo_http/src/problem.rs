@@ -109,12 +109,24 @@ impl Problem {
         p
     }
 
-    /// 401 with `WWW-Authenticate: Bearer`.
+    /// 401 with `WWW-Authenticate: Bearer realm="todo"`: no credentials were sent.
     pub fn unauthorized(detail: impl Into<String>) -> Self {
         let mut p = Self::new(StatusCode::UNAUTHORIZED, detail);
         p.headers.push((
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static("Bearer realm=\"todo\""),
+        ));
+        p
+    }
+
+    /// 401 for credentials that were sent but are not valid (bad signature, expired, wrong
+    /// issuer…): `WWW-Authenticate: Bearer realm="todo", error="invalid_token"` (RFC 6750 §3.1),
+    /// so a client can tell a token to renew from a token it forgot to send.
+    pub fn invalid_token(detail: impl Into<String>) -> Self {
+        let mut p = Self::new(StatusCode::UNAUTHORIZED, detail);
+        p.headers.push((
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"todo\", error=\"invalid_token\""),
         ));
         p
     }
@@ -330,7 +342,11 @@ impl Problem {
             return p.clone();
         }
         if let Some(p) = err.downcast_ref::<poem_openapi::error::ParseParamError>() {
-            return Problem::field(StatusCode::BAD_REQUEST, p.name, p.reason.clone());
+            return Problem::field(
+                StatusCode::BAD_REQUEST,
+                p.name,
+                param_message(p.name, &p.reason),
+            );
         }
         if let Some(p) = err.downcast_ref::<poem_openapi::error::ParsePathError>() {
             // poem-openapi names path parameters by position; every path here is
@@ -350,6 +366,58 @@ impl Problem {
         };
         Problem::new(status, err.to_string())
     }
+}
+
+/// What a client should read about a query or header parameter it got wrong: the allowed
+/// values or range, in the words the body errors use, never poem-openapi's type names.
+fn param_message(name: &str, reason: &str) -> String {
+    use crate::types::{Priority, SortBy, SortOrder, StatusFilter};
+    match name {
+        "status" => one_of::<StatusFilter>(),
+        "priority" => format!(
+            "{} (repeat the parameter for several)",
+            one_of::<Priority>()
+        ),
+        "sort" => one_of::<SortBy>(),
+        "order" => one_of::<SortOrder>(),
+        "limit" => format!(
+            "must be an integer from 1 to {}",
+            todo_store::query::LIMIT_MAX
+        ),
+        _ => own_reason(reason),
+    }
+}
+
+/// `must be one of: a, b, c`, listing the values of an enum as the spec documents them.
+fn one_of<T: Type>() -> String {
+    let mut registry = Registry::new();
+    T::register(&mut registry);
+    let values = registry
+        .schemas
+        .get(T::schema_ref().unwrap_reference())
+        .map(|s| {
+            s.enum_items
+                .iter()
+                .filter_map(|v| v.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default();
+    format!("must be one of: {values}")
+}
+
+/// The message our own parsers wrote (`must be …`), without the wrapping poem-openapi adds:
+/// `failed to parse "Timestamp": must be … (occurred while parsing "optional_Timestamp")`.
+fn own_reason(reason: &str) -> String {
+    let inner = reason
+        .strip_prefix("failed to parse \"")
+        .and_then(|r| r.split_once("\": "))
+        .map_or(reason, |(_, rest)| rest);
+    let inner = match inner.rfind(" (occurred while parsing \"") {
+        Some(i) if inner.ends_with("\")") => &inner[..i],
+        _ => inner,
+    };
+    inner.to_owned()
 }
 
 macro_rules! statuses {
@@ -374,4 +442,6 @@ statuses! {
     WriteErrors = [400, 401, 403, 404, 412, 413, 415, 422, 503];
     /// deleteTask.
     DeleteErrors = [400, 401, 403, 404, 412, 503];
+    /// readyz.
+    ReadyErrors = [503];
 }

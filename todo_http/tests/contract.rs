@@ -189,10 +189,18 @@ both_backends! {
             }
             let resp = api.send(r).await;
             resp.problem(401);
-            assert!(resp.header("www-authenticate").unwrap_or("").starts_with("Bearer"), "{name}");
+            // RFC 6750: a token that was sent but fails says so; a missing one does not.
+            let expected = if name == "missing" {
+                r#"Bearer realm="todo""#
+            } else {
+                r#"Bearer realm="todo", error="invalid_token""#
+            };
+            assert_eq!(resp.header("www-authenticate"), Some(expected), "{name}");
         }
         // A non-Bearer scheme is no token.
-        api.send(req(Method::GET, path).header("authorization", format!("Basic {}", token("alice")))).await.problem(401);
+        let basic = api.send(req(Method::GET, path).header("authorization", format!("Basic {}", token("alice")))).await;
+        basic.problem(401);
+        assert_eq!(basic.header("www-authenticate"), Some(r#"Bearer realm="todo""#));
         // Tokens with iss/aud are accepted when none is configured.
         let t = forge(json!({}), json!({"sub": "alice", "exp": now() + 600, "iss": "http://x", "aud": "y"}), SECRET.as_bytes(), hs);
         assert_eq!(api.send(req(Method::GET, path).bearer(t)).await.status, StatusCode::OK);
@@ -372,16 +380,22 @@ both_backends! {
         assert_eq!(r.body["data"]["completed"], false);
         let r = api.send(req(Method::PATCH, &c).by("alice").json(json!({"completed": false}))).await;
         assert_eq!((r.body["data"]["completed"].clone(), r.header("etag")), (json!(false), Some("\"9\"")));
+        // Like every PATCH, complete takes the merge-patch media type (with parameters too).
+        let r = api.send(req(Method::PATCH, &c).by("alice").raw("application/merge-patch+json", r#"{"completed":true}"#)).await;
+        assert_eq!((r.status, r.body["data"]["completed"].clone(), r.header("etag")), (StatusCode::OK, json!(true), Some("\"10\"")));
+        let r = api.send(req(Method::PATCH, &c).by("alice").raw("application/merge-patch+json; charset=utf-8", "{}")).await;
+        assert_eq!((r.status, r.body["data"]["completed"].clone()), (StatusCode::OK, json!(false)));
         api.send(req(Method::PATCH, &c).by("alice").raw("text/plain", "x")).await.problem(415);
+        api.send(req(Method::PATCH, &c).by("alice").raw("application/patch+json", "{}")).await.problem(415);
         assert_eq!(api.send(req(Method::PATCH, &c).by("alice").json(json!({"completed": "y"}))).await.problem(422), ["completed"]);
         // If-Match: stale is 412 and changes nothing; * applies; malformed is 400.
         api.send(req(Method::PATCH, &c).by("alice").header("if-match", "\"3\"")).await.problem(412);
         let r = api.send(req(Method::PATCH, &c).by("alice").header("if-match", "*")).await;
-        assert_eq!(r.body["data"]["version"], 10);
+        assert_eq!(r.body["data"]["version"], 12);
         api.send(req(Method::PATCH, &c).by("alice").header("if-match", "10")).await.problem(400);
         // DELETE with a stale version, then for real, then gone.
         api.send(req(Method::DELETE, &url).by("alice").header("if-match", "\"1\"")).await.problem(412);
-        let r = api.send(req(Method::DELETE, &url).by("alice").header("if-match", "\"10\"")).await;
+        let r = api.send(req(Method::DELETE, &url).by("alice").header("if-match", "\"12\"")).await;
         assert_eq!(r.status, StatusCode::NO_CONTENT);
         api.send(req(Method::GET, &url).by("alice")).await.problem(404);
         api.send(req(Method::DELETE, &url).by("alice")).await.problem(404);
@@ -422,6 +436,26 @@ both_backends! {
         ] {
             assert_eq!(get(q).await.problem(400), [field], "{q}");
         }
+        // Each message names the allowed values or range, never poem-openapi's type names.
+        for (q, message) in [
+            ("status=done", "must be one of: all, pending, completed"),
+            ("priority=urgent", "must be one of: low, medium, high (repeat the parameter for several)"),
+            ("sort=size", "must be one of: created_at, updated_at, due_at, priority, title"),
+            ("order=up", "must be one of: asc, desc"),
+            ("limit=1000", "must be an integer from 1 to 100"),
+            ("limit=0", "must be an integer from 1 to 100"),
+            ("limit=x", "must be an integer from 1 to 100"),
+            ("due_after=yesterday", "must be an RFC 3339 timestamp with an offset, e.g. 2026-01-02T03:04:05Z"),
+            ("due_before=2026-01-01", "must be an RFC 3339 timestamp with an offset, e.g. 2026-01-02T03:04:05Z"),
+            ("cursor=garbage", "is not a cursor returned by this API"),
+            ("q=a%00b", "must not contain NUL"),
+        ] {
+            let r = get(q).await;
+            r.problem(400);
+            assert_eq!(r.body["errors"][0]["message"], message, "{q}");
+            let field = q.split('=').next().unwrap();
+            assert_eq!(r.body["detail"], format!("{field}: {message}"), "{q}");
+        }
         // Tags: most used first, then by name; completed count.
         let tags = api.send(req(Method::GET, "/api/alice/tags").by("alice")).await;
         assert_eq!(tags.body, json!({"data": [{"tag": "home", "count": 2}, {"tag": "work", "count": 2}]}));
@@ -453,6 +487,36 @@ both_backends! {
         assert_eq!(receiver.status, StatusCode::OK);
         let yaml = api.send(req(Method::GET, "/openapi.yaml")).await;
         assert!(yaml.body.as_str().unwrap_or("").starts_with("openapi: 3"));
+        // The probes are operations of the spec, outside /api and without a security requirement.
+        for (path, op) in [("/healthz", "healthz"), ("/readyz", "readyz")] {
+            let o = &spec.body["paths"][path]["get"];
+            assert_eq!(o["operationId"], op, "{path}");
+            assert_eq!(o["tags"], json!(["Operations"]), "{path}");
+            assert!(o.get("security").is_none(), "{path} needs no token");
+            let r = api.send(req(Method::POST, path)).await;
+            r.problem(405);
+            assert_eq!(r.header("allow"), Some("GET"));
+        }
+        assert!(spec.body["paths"]["/readyz"]["get"]["responses"]["503"].is_object());
+    }
+
+    // Swagger UI and the spec are gzipped for a client that accepts gzip, and only then.
+    async fn docs_and_spec_are_compressed_on_request(store: Store) {
+        let api = api(store).await;
+        for path in ["/docs", "/openapi.json", "/openapi.yaml"] {
+            let plain = api.client.get(path).send().await.0;
+            assert_eq!(plain.headers().get("content-encoding"), None, "{path}");
+            let plain = plain.into_body().into_bytes().await.unwrap();
+            let gz = api.client.get(path).header("accept-encoding", "gzip, deflate, br").send().await.0;
+            assert_eq!(gz.status(), StatusCode::OK);
+            assert_eq!(gz.headers().get("content-encoding").and_then(|v| v.to_str().ok()), Some("gzip"), "{path}");
+            let gz = gz.into_body().into_bytes().await.unwrap();
+            assert_eq!(&gz[..2], &[0x1f, 0x8b], "{path}: a gzip stream");
+            assert!(gz.len() * 3 < plain.len(), "{path}: {} bytes gzipped from {}", gz.len(), plain.len());
+        }
+        // API responses are left alone.
+        let r = api.client.get("/healthz").header("accept-encoding", "gzip").send().await.0;
+        assert_eq!(r.headers().get("content-encoding"), None);
     }
 }
 

@@ -605,10 +605,7 @@ fn run(root: &Path, o: Options) -> Result<(), String> {
     for backend in &o.backends {
         println!("\n=== {backend} ===");
         let db = if backend == "postgres" {
-            match store_rt.block_on(TestDb::postgres()) {
-                Some(db) => db,
-                None => return Err("postgres: no server reachable (see above)".into()),
-            }
+            store_rt.block_on(TestDb::try_postgres())?
         } else {
             TestDb::sqlite()
         };
