@@ -73,6 +73,7 @@ impl TodoApi {
             "",
             Store::connect("sqlite::memory:").await?,
             READINESS_TIMEOUT,
+            Arc::new(Limits::new(DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_ACTIVE)),
         )
         .spec())
     }
@@ -83,6 +84,7 @@ impl TodoApi {
             "",
             Store::connect("sqlite::memory:").await?,
             READINESS_TIMEOUT,
+            Arc::new(Limits::new(DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_ACTIVE)),
         )
         .spec_yaml())
     }
@@ -95,6 +97,7 @@ fn spec_service(
     mount_path: &str,
     store: Store,
     readiness_timeout: Duration,
+    limits: Arc<Limits>,
 ) -> OpenApiService<(TasksApi, OpsApi), ()> {
     let server = if mount_path.is_empty() {
         "/".to_owned()
@@ -104,6 +107,7 @@ fn spec_service(
     let ops = OpsApi {
         store: store.clone(),
         readiness_timeout,
+        limits,
     };
     OpenApiService::new((TasksApi { store }, ops), "Todo API", API_VERSION)
         .description(
@@ -207,7 +211,15 @@ impl TodoApiBuilder {
 
     /// The endpoint: `/api/…`, `/docs`, `/openapi.json`, `/openapi.yaml`, `/healthz`, `/readyz`.
     pub fn build(self) -> impl Endpoint<Output = Response> + 'static {
-        let service = spec_service(&self.mount_path, self.store.clone(), self.readiness_timeout);
+        let limits = Arc::new(Limits::new(self.max_in_flight, self.max_active));
+        // Install the metrics recorder now, so requests are counted from the first one on.
+        let _ = metrics::prometheus();
+        let service = spec_service(
+            &self.mount_path,
+            self.store.clone(),
+            self.readiness_timeout,
+            limits.clone(),
+        );
         let spec_json = service.spec();
         let spec_yaml = service.spec_yaml();
         let docs = LazyDocs {
@@ -226,7 +238,8 @@ impl TodoApiBuilder {
         let route = Route::new()
             .nest_no_strip("/api", operations.clone())
             .at("/healthz", operations.clone())
-            .at("/readyz", operations)
+            .at("/readyz", operations.clone())
+            .at("/metrics", operations)
             .nest("/docs", docs.with(gzip()))
             .at(
                 "/openapi.json",
@@ -260,21 +273,6 @@ impl TodoApiBuilder {
             }
             c
         });
-        let limits = Arc::new(Limits {
-            in_flight: tokio::sync::Semaphore::new(self.max_in_flight),
-            active: tokio::sync::Semaphore::new(self.max_active),
-            max_in_flight: self.max_in_flight,
-            max_active: self.max_active,
-        });
-        // Install the recorder now, so requests are counted from the first one on.
-        let _ = metrics::prometheus();
-        let route = route.at(
-            "/metrics",
-            get(metrics::MetricsEndpoint {
-                store: self.store.clone(),
-                limits: limits.clone(),
-            }),
-        );
         route
             .data(auth)
             .data(body::ReadTimeout(self.body_read_timeout))
@@ -301,10 +299,17 @@ impl Endpoint for LazyDocs {
     type Output = Response;
     async fn call(&self, req: Request) -> poem::Result<Response> {
         let docs = self.built.get_or_init(|| {
-            spec_service(&self.mount_path, self.store.clone(), READINESS_TIMEOUT)
-                .swagger_ui()
-                .map_to_response()
-                .boxed()
+            // Only the page is served from here: the operations it calls are the API's own.
+            let limits = Arc::new(Limits::new(1, 1));
+            spec_service(
+                &self.mount_path,
+                self.store.clone(),
+                READINESS_TIMEOUT,
+                limits,
+            )
+            .swagger_ui()
+            .map_to_response()
+            .boxed()
         });
         docs.call(req).await
     }
@@ -379,6 +384,15 @@ pub(crate) struct Limits {
 }
 
 impl Limits {
+    pub(crate) fn new(max_in_flight: usize, max_active: usize) -> Self {
+        Limits {
+            in_flight: tokio::sync::Semaphore::new(max_in_flight),
+            active: tokio::sync::Semaphore::new(max_active),
+            max_in_flight,
+            max_active,
+        }
+    }
+
     /// Requests in flight (accepted, not answered) and, of those, waiting for a slot.
     pub(crate) fn load(&self) -> (usize, usize) {
         let in_flight = self

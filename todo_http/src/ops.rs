@@ -1,14 +1,17 @@
-//! `/healthz` and `/readyz`: unauthenticated, outside `/api`, documented in the spec under the
-//! `Operations` tag.
+//! `/healthz`, `/readyz` and `/metrics`: unauthenticated, outside `/api`, documented in the spec
+//! under the `Operations` tag.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use poem::http::StatusCode;
+use poem_openapi::payload::PlainText;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 use todo_store::Store;
 
+use crate::Limits;
 use crate::payload::JsonOut;
-use crate::problem::{ApiError, Problem, ReadyErrors};
+use crate::problem::{ApiError, MetricsErrors, Problem, ReadyErrors};
 
 #[derive(Tags)]
 enum OpsTags {
@@ -37,10 +40,19 @@ fn ok() -> HealthResponse {
     }))
 }
 
-/// The probes, over the store `/readyz` pings.
+/// The metrics page.
+#[derive(ApiResponse)]
+pub enum MetricsResponse {
+    /// Prometheus text exposition format 0.0.4.
+    #[oai(status = 200, content_type = "text/plain; version=0.0.4")]
+    Ok(PlainText<String>),
+}
+
+/// The probes, over the store `/readyz` pings, and the metrics page.
 pub struct OpsApi {
     pub(crate) store: Store,
     pub(crate) readiness_timeout: Duration,
+    pub(crate) limits: Arc<Limits>,
 }
 
 #[OpenApi]
@@ -82,6 +94,28 @@ impl OpsApi {
             Err(_) => Err(Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the database did not answer in time",
+            )
+            .into()),
+        }
+    }
+
+    /// Metrics (Prometheus)
+    ///
+    /// Requests by method, route template and status; latency histograms; open connections;
+    /// requests in flight and queued; database pool use. No token. 404 when the host
+    /// application installed its own `metrics` recorder (scrape that one instead).
+    #[oai(
+        path = "/metrics",
+        method = "get",
+        operation_id = "metrics",
+        tag = "OpsTags::Operations"
+    )]
+    async fn metrics(&self) -> Result<MetricsResponse, ApiError<MetricsErrors>> {
+        match crate::metrics::render(&self.store, &self.limits) {
+            Some(text) => Ok(MetricsResponse::Ok(PlainText(text))),
+            None => Err(Problem::new(
+                StatusCode::NOT_FOUND,
+                "the host application installed its own metrics recorder; scrape it there",
             )
             .into()),
         }

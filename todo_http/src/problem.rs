@@ -444,4 +444,6 @@ statuses! {
     DeleteErrors = [400, 401, 403, 404, 412, 503];
     /// readyz.
     ReadyErrors = [503];
+    /// metrics.
+    MetricsErrors = [404];
 }

@@ -470,9 +470,12 @@ both_backends! {
         let h = api.send(req(Method::GET, "/healthz")).await;
         assert_eq!((h.status, h.body.clone()), (StatusCode::OK, json!({"status": "ok"})));
         assert_eq!(api.send(req(Method::GET, "/readyz")).await.status, StatusCode::OK);
+        let m = api.send(req(Method::GET, "/metrics")).await;
+        assert_eq!(m.status, StatusCode::OK);
+        assert_eq!(m.header("content-type"), Some("text/plain; version=0.0.4"));
         let spec = api.send(req(Method::GET, "/openapi.json")).await;
         let text = spec.body.to_string();
-        for op in ["listTasks", "createTask", "getTask", "replaceTask", "updateTask", "deleteTask", "toggleTaskCompletion", "listTags"] {
+        for op in ["listTasks", "createTask", "getTask", "replaceTask", "updateTask", "deleteTask", "toggleTaskCompletion", "listTags", "healthz", "readyz", "metrics"] {
             assert!(text.contains(&format!("\"operationId\":\"{op}\"")), "{op}");
         }
         assert!(!text.contains("charset=utf-8"));
