@@ -447,7 +447,7 @@ fn shutdown_client(
         } else {
             "Connection: close\r\n"
         };
-        let req = if i % 2 == 0 {
+        let req = if i.is_multiple_of(2) {
             let body = format!(r#"{{"title":"during shutdown {i}"}}"#);
             format!(
                 "POST /api/demo-user/tasks HTTP/1.1\r\nHost: x\r\n{close}Authorization: {auth}\r\n\
