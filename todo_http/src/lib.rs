@@ -338,7 +338,7 @@ async fn problems<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> 
             if e.is::<poem_openapi::error::ParseParamError>()
                 || e.is::<poem_openapi::error::ParsePathError>() =>
         {
-            Problem::from_poem(e).into_response()
+            Problem::from_poem_named(e, &path_params(route)).into_response()
         }
         Err(e) => e.into_response(),
     };
@@ -448,6 +448,14 @@ fn route_of(path: &str) -> &'static str {
         (Some("api"), Some(_), Some("tasks"), Some(_), Some("complete"), None) => {
             "/api/{user_id}/tasks/{task_id}/complete"
         }
+        (Some("api"), Some(_), Some("tasks"), Some(_), Some("move"), None) => {
+            "/api/{user_id}/tasks/{task_id}/move"
+        }
+        (Some("api"), Some(_), Some("lists"), None, ..) => "/api/{user_id}/lists",
+        (Some("api"), Some(_), Some("lists"), Some(_), None, _) => "/api/{user_id}/lists/{list_id}",
+        (Some("api"), Some(_), Some("lists"), Some(_), Some("move"), None) => {
+            "/api/{user_id}/lists/{list_id}/move"
+        }
         (Some("api"), Some(_), Some("tags"), None, ..) => "/api/{user_id}/tags",
         (Some("healthz"), None, ..) => "/healthz",
         (Some("readyz"), None, ..) => "/readyz",
@@ -459,12 +467,22 @@ fn route_of(path: &str) -> &'static str {
     }
 }
 
+/// The names of a route template's path parameters, in order (`["user_id", "list_id"]`).
+fn path_params(route: &'static str) -> Vec<&'static str> {
+    route
+        .split('/')
+        .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
+        .collect()
+}
+
 /// The methods a route template answers, for `Allow` on 405 responses.
 fn allowed_methods(route: &str) -> Option<&'static str> {
     match route.strip_prefix("/api/{user_id}").unwrap_or(route) {
-        "/tasks" => Some("GET, POST"),
+        "/tasks" | "/lists" => Some("GET, POST"),
         "/tasks/{task_id}" => Some("GET, PUT, PATCH, DELETE"),
         "/tasks/{task_id}/complete" => Some("PATCH"),
+        "/tasks/{task_id}/move" | "/lists/{list_id}/move" => Some("POST"),
+        "/lists/{list_id}" => Some("GET, PATCH, DELETE"),
         "/tags" | "/healthz" | "/readyz" | "/metrics" | "/openapi.json" | "/openapi.yaml" => {
             Some("GET")
         }
@@ -532,12 +550,43 @@ mod tests {
         );
         assert_eq!(super::route_of("/docs/index.css"), "/docs");
         assert_eq!(super::route_of("/api/bob/tasks/x/y"), "unmatched");
+        assert_eq!(
+            super::route_of("/api/bob/tasks/x/move"),
+            "/api/{user_id}/tasks/{task_id}/move"
+        );
+        assert_eq!(super::route_of("/api/bob/lists"), "/api/{user_id}/lists");
+        assert_eq!(
+            super::route_of("/api/bob/lists/x"),
+            "/api/{user_id}/lists/{list_id}"
+        );
+        assert_eq!(
+            super::route_of("/api/bob/lists/x/move"),
+            "/api/{user_id}/lists/{list_id}/move"
+        );
+        assert_eq!(super::route_of("/api/bob/lists/x/complete"), "unmatched");
+        assert_eq!(
+            super::allowed_methods("/api/{user_id}/lists/{list_id}"),
+            Some("GET, PATCH, DELETE")
+        );
+        assert_eq!(
+            super::allowed_methods("/api/{user_id}/lists/{list_id}/move"),
+            Some("POST")
+        );
+        assert_eq!(
+            super::allowed_methods("/api/{user_id}/lists"),
+            Some("GET, POST")
+        );
         assert_eq!(super::route_of("/wp-admin/x.php"), "unmatched");
         assert_eq!(
             super::allowed_methods("/api/{user_id}/tasks/{task_id}"),
             Some("GET, PUT, PATCH, DELETE")
         );
         assert_eq!(super::allowed_methods("/healthz"), Some("GET"));
+        assert_eq!(
+            super::path_params("/api/{user_id}/lists/{list_id}/move"),
+            ["user_id", "list_id"]
+        );
+        assert!(super::path_params("unmatched").is_empty());
         assert_eq!(super::allowed_methods("/nope"), None);
     }
 }

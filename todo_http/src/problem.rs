@@ -143,6 +143,7 @@ impl Problem {
             401 => "https://todo.invalid/problems/unauthorized",
             403 => "https://todo.invalid/problems/forbidden",
             404 => "https://todo.invalid/problems/not-found",
+            409 => "https://todo.invalid/problems/conflict",
             405 => "https://todo.invalid/problems/method-not-allowed",
             412 => "https://todo.invalid/problems/version-mismatch",
             413 => "https://todo.invalid/problems/body-too-large",
@@ -169,6 +170,15 @@ impl Problem {
         Self::from_store_as(e, StatusCode::UNPROCESSABLE_ENTITY)
     }
 
+    /// [`from_store`](Self::from_store) for an operation on a list in the path: its 404 says
+    /// so.
+    pub fn from_list_store(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => Self::new(StatusCode::NOT_FOUND, "no such list"),
+            e => Self::from_store(e),
+        }
+    }
+
     /// Maps a store error, with `invalid` as the status of field-rule errors (400 for query
     /// parameters, 422 for bodies). The one place store errors become HTTP statuses.
     pub fn from_store_as(e: StoreError, invalid: StatusCode) -> Self {
@@ -176,7 +186,7 @@ impl Problem {
             StoreError::NotFound => Self::new(StatusCode::NOT_FOUND, "no such task"),
             StoreError::Conflict { current } => Self::new(
                 StatusCode::PRECONDITION_FAILED,
-                format!("If-Match does not match: the task is at version {current}"),
+                format!("If-Match does not match: the current version is {current}"),
             )
             .with_header(
                 header::ETAG,
@@ -294,7 +304,10 @@ fn describe(status: u16) -> &'static str {
         400 => "Malformed request: unparsable JSON, or a bad path, query or header value.",
         401 => "Missing, expired or invalid bearer token.",
         403 => "The token belongs to another user than the one in the path.",
-        404 => "No such task for this user.",
+        404 => "No such task or list for this user (another user's is the same as none).",
+        409 => {
+            "The data's state forbids it: deleting the inbox, or a list that still has tasks without `cascade=true`."
+        }
         412 => "`If-Match` does not match the task's current version; nothing was changed.",
         413 => "Request body larger than 65,536 bytes.",
         415 => "Request body missing or not `application/json`.",
@@ -338,6 +351,13 @@ impl Problem {
     /// Turns any error from request extraction into a problem: ours pass through, poem-openapi's
     /// parameter errors become 400 naming the parameter, anything else keeps its status.
     pub fn from_poem(err: poem::Error) -> Self {
+        Self::from_poem_named(err, &["user_id", "task_id"])
+    }
+
+    /// [`from_poem`](Self::from_poem) for a route whose path parameters are `path_params`, in
+    /// order: poem-openapi reports a malformed one by position (`param1`), and the 400 names it
+    /// as the spec does.
+    pub fn from_poem_named(err: poem::Error, path_params: &[&'static str]) -> Self {
         if let Some(p) = err.downcast_ref::<Problem>() {
             return p.clone();
         }
@@ -349,13 +369,13 @@ impl Problem {
             );
         }
         if let Some(p) = err.downcast_ref::<poem_openapi::error::ParsePathError>() {
-            // poem-openapi names path parameters by position; every path here is
-            // `/api/{user_id}/tasks/{task_id}…`.
-            let name = match p.name {
-                "param0" => "user_id",
-                "param1" => "task_id",
-                other => other,
-            };
+            // poem-openapi names path parameters by position.
+            let name = p
+                .name
+                .strip_prefix("param")
+                .and_then(|i| i.parse::<usize>().ok())
+                .and_then(|i| path_params.get(i).copied())
+                .unwrap_or(p.name);
             return Problem::field(StatusCode::BAD_REQUEST, name, p.reason.clone());
         }
         let status = err.status();
@@ -446,4 +466,10 @@ statuses! {
     ReadyErrors = [503];
     /// metrics.
     MetricsErrors = [404];
+    /// getList.
+    ListReadErrors = [400, 401, 403, 404, 503];
+    /// updateList, moveList.
+    ListWriteErrors = [400, 401, 403, 404, 412, 413, 415, 422, 503];
+    /// deleteList.
+    ListDeleteErrors = [400, 401, 403, 404, 409, 412, 503];
 }
