@@ -99,6 +99,7 @@ fn cursor_env() -> &'static CursorEnv {
                         priority: Some(priority),
                         tags: tags.iter().map(|t| (*t).to_owned()).collect(),
                         due_at,
+                        ..TaskInput::default()
                     })
                     .await
                     .expect("seed task");

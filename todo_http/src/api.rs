@@ -9,18 +9,22 @@ use poem_openapi::registry::{MetaSecurityScheme, Registry};
 use poem_openapi::{
     ApiExtractor, ApiExtractorType, ApiResponse, ExtractParamOptions, OpenApi, Tags,
 };
-use todo_store::{Order, SortKey, Status, Store, TaskQuery, UserTasks};
+use todo_store::{Order, ParentFilter, SortKey, Status, Store, TaskQuery, UserTasks};
 
 use crate::auth::{AuthError, Authenticator};
-use crate::body::{CompletionBody, CreateBody, JsonBody, ReplaceBody, UpdateBody};
+use crate::body::{
+    CompletionBody, CreateBody, JsonBody, ListCreateBody, ListMoveBody, ListUpdateBody, MoveBody,
+    ReplaceBody, UpdateBody,
+};
 use crate::payload::JsonOut;
 use crate::problem::{
-    ApiError, CreateErrors, DeleteErrors, Problem, ReadManyErrors, ReadOneErrors, WriteErrors,
+    ApiError, CreateErrors, DeleteErrors, ListDeleteErrors, ListReadErrors, ListWriteErrors,
+    Problem, ReadManyErrors, ReadOneErrors, WriteErrors,
 };
 use crate::types::{
-    IfMatch, ListMeta, Priority, SearchParam, SortBy, SortOrder, StatusFilter, TagCountDto,
-    TagListEnvelope, TagSchema, TaskEnvelope, TaskIdParam, TaskListEnvelope, Timestamp,
-    UserIdParam,
+    IfMatch, ListDto, ListEnvelope, ListIdParam, ListMeta, ListsEnvelope, ParentParam, Priority,
+    SearchParam, SortBy, SortOrder, StatusFilter, TagCountDto, TagListEnvelope, TagSchema,
+    TaskEnvelope, TaskIdParam, TaskListEnvelope, Timestamp, UserIdParam,
 };
 
 #[derive(Tags)]
@@ -29,6 +33,8 @@ enum ApiTags {
     Tasks,
     /// The tags in use.
     Tags,
+    /// A user's lists (one of them the inbox) and their manual order.
+    Lists,
 }
 
 /// The authenticator, as request data.
@@ -76,7 +82,7 @@ impl<'a> ApiExtractor<'a> for Authed {
         };
         let principal = auth.authenticate(req).await.map_err(|e| match e {
             AuthError::Missing => Problem::unauthorized("a bearer token is required"),
-            AuthError::Invalid(_) => Problem::unauthorized(e.to_string()),
+            AuthError::Invalid(_) => Problem::invalid_token(e.to_string()),
         })?;
         // poem-openapi names path parameters by position; `user_id` is the first of every path.
         if req.raw_path_param("param0") != Some(principal.user_id.as_str()) {
@@ -121,7 +127,7 @@ pub enum CreatedResponse {
 
 /// A page of tasks.
 #[derive(ApiResponse)]
-pub enum ListResponse {
+pub enum TaskPageResponse {
     /// The page.
     #[oai(status = 200, content_type = "application/json")]
     Ok(JsonOut<TaskListEnvelope>),
@@ -143,9 +149,65 @@ pub enum DeletedResponse {
     NoContent,
 }
 
+/// A single list with its `ETag`.
+#[derive(ApiResponse)]
+pub enum ListResponse {
+    /// The list.
+    #[oai(status = 200, content_type = "application/json")]
+    Ok(
+        JsonOut<ListEnvelope>,
+        /// The list's version as an entity tag, for `If-Match`.
+        #[oai(header = "ETag")]
+        String,
+    ),
+}
+
+/// A created list.
+#[derive(ApiResponse)]
+pub enum ListCreatedResponse {
+    /// Created.
+    #[oai(status = 201, content_type = "application/json")]
+    Created(
+        JsonOut<ListEnvelope>,
+        /// URL of the new list.
+        #[oai(header = "Location")]
+        String,
+        /// The list's version as an entity tag.
+        #[oai(header = "ETag")]
+        String,
+    ),
+}
+
+/// Every list of a user.
+#[derive(ApiResponse)]
+pub enum ListsResponse {
+    /// The lists, in `position` order.
+    #[oai(status = 200, content_type = "application/json")]
+    Ok(JsonOut<ListsEnvelope>),
+}
+
+/// An entity tag for a version: `"3"`.
+fn etag(version: i64) -> String {
+    format!("\"{version}\"")
+}
+
 fn task_response(t: todo_store::Task) -> TaskResponse {
-    let etag = format!("\"{}\"", t.version);
+    let etag = etag(t.version);
     TaskResponse::Ok(JsonOut(TaskEnvelope { data: t.into() }), etag)
+}
+
+fn list_response(l: todo_store::List) -> ListResponse {
+    let etag = etag(l.version);
+    ListResponse::Ok(JsonOut(ListEnvelope { data: l.into() }), etag)
+}
+
+/// The URL of a resource just created under the collection this request was sent to. Under a
+/// host's prefix (`Route::nest`) the original URI carries it; it is used when it is the full
+/// form of the path the handler saw.
+fn location(req: &Request, id: uuid::Uuid) -> String {
+    let (path, full) = (req.uri().path(), req.original_uri().path());
+    let base = if full.ends_with(path) { full } else { path };
+    format!("{}/{}", base.trim_end_matches('/'), id)
 }
 
 /// The task API over a [`Store`].
@@ -168,7 +230,9 @@ impl TasksApi {
     /// List tasks
     ///
     /// Filters, search, sort and keyset paging. `meta.next_cursor` is null exactly when no row
-    /// follows; `meta.total` counts every match, the cursor ignored.
+    /// follows; `meta.total` counts every match, the cursor ignored. `list_id` and `parent_id`
+    /// select a list and a level of the task tree; `sort=position&order=asc` gives the manual
+    /// order of siblings.
     #[allow(clippy::too_many_arguments)]
     #[oai(
         path = "/api/:user_id/tasks",
@@ -202,7 +266,12 @@ impl TasksApi {
         limit: Query<Option<u32>>,
         /// Opaque cursor from `meta.next_cursor` of the previous page (same sort and order).
         cursor: Query<Option<String>>,
-    ) -> Res<ListResponse, ReadManyErrors> {
+        /// Only tasks of this list (another user's list matches nothing).
+        list_id: Query<Option<ListIdParam>>,
+        /// A task id: only its direct subtasks; `none`: only top-level tasks; absent: every
+        /// level.
+        parent_id: Query<Option<ParentParam>>,
+    ) -> Res<TaskPageResponse, ReadManyErrors> {
         let _ = user_id;
         let query = TaskQuery {
             status: match status.0 {
@@ -226,6 +295,7 @@ impl TasksApi {
                 Some(SortBy::DueAt) => SortKey::DueAt,
                 Some(SortBy::Priority) => SortKey::Priority,
                 Some(SortBy::Title) => SortKey::Title,
+                Some(SortBy::Position) => SortKey::Position,
             },
             order: match order.0 {
                 Some(SortOrder::Asc) => Order::Asc,
@@ -234,15 +304,15 @@ impl TasksApi {
             limit: limit.0.unwrap_or(todo_store::query::LIMIT_DEFAULT),
             // An empty `cursor=` is no cursor (clients often send the parameter unconditionally).
             cursor: cursor.0.filter(|c| !c.is_empty()),
-            // v2 listing parameters (list_id, parent_id) are not wired to the API yet.
-            ..TaskQuery::default()
+            list_id: list_id.0.map(|l| l.0),
+            parent: parent_id.0.map_or(ParentFilter::Any, Into::into),
         };
         let page = self
             .user(&auth)?
             .list(&query)
             .await
             .map_err(|e| Problem::from_store_as(e, StatusCode::BAD_REQUEST))?;
-        Ok(ListResponse::Ok(JsonOut(TaskListEnvelope {
+        Ok(TaskPageResponse::Ok(JsonOut(TaskListEnvelope {
             data: page.tasks.into_iter().map(Into::into).collect(),
             meta: ListMeta {
                 limit: page.limit,
@@ -269,12 +339,7 @@ impl TasksApi {
     ) -> Res<CreatedResponse, CreateErrors> {
         let _ = user_id;
         let t = self.user(&auth)?.create(body.0).await?;
-        // Under a host's prefix (`Route::nest`) the original URI carries it; use it when it
-        // is the full form of the path this handler saw.
-        let (path, full) = (req.uri().path(), req.original_uri().path());
-        let base = if full.ends_with(path) { full } else { path };
-        let location = format!("{}/{}", base.trim_end_matches('/'), t.id);
-        let etag = format!("\"{}\"", t.version);
+        let (location, etag) = (location(req, t.id), etag(t.version));
         Ok(CreatedResponse::Created(
             JsonOut(TaskEnvelope { data: t.into() }),
             location,
@@ -412,6 +477,207 @@ impl TasksApi {
             .set_completed(task_id.0.0, body.0, IfMatch::version(if_match.0))
             .await?;
         Ok(task_response(t))
+    }
+
+    /// Move a task
+    ///
+    /// Changes its list, parent and place among its siblings; its whole subtree moves with it.
+    /// `parent_id` (non-null) puts it under that task, in that task's list; `list_id` alone (or
+    /// `parent_id: null`) makes it top-level there; neither keeps its parent. `after` names the
+    /// sibling at the destination to follow; `null` places it first, absent last.
+    #[oai(
+        path = "/api/:user_id/tasks/:task_id/move",
+        method = "post",
+        operation_id = "moveTask",
+        tag = "ApiTags::Tasks"
+    )]
+    async fn move_task(
+        &self,
+        auth: Authed,
+        /// The user (must equal the token's `sub`).
+        user_id: Path<UserIdParam>,
+        /// The task.
+        task_id: Path<TaskIdParam>,
+        /// Apply only at this version (`"3"`), or `*`.
+        #[oai(name = "If-Match")]
+        if_match: Header<Option<IfMatch>>,
+        body: JsonBody<MoveBody>,
+    ) -> Res<TaskResponse, WriteErrors> {
+        let _ = user_id;
+        let t = self
+            .user(&auth)?
+            .move_task(task_id.0.0, body.0, IfMatch::version(if_match.0))
+            .await?;
+        Ok(task_response(t))
+    }
+
+    /// List lists
+    ///
+    /// Every list of the user in `position` order, the inbox included (a new user's first
+    /// request creates it).
+    #[oai(
+        path = "/api/:user_id/lists",
+        method = "get",
+        operation_id = "listLists",
+        tag = "ApiTags::Lists"
+    )]
+    async fn list_lists(
+        &self,
+        auth: Authed,
+        /// The user (must equal the token's `sub`).
+        user_id: Path<UserIdParam>,
+    ) -> Res<ListsResponse, ReadManyErrors> {
+        let _ = user_id;
+        let lists = self.user(&auth)?.lists().await?;
+        Ok(ListsResponse::Ok(JsonOut(ListsEnvelope {
+            data: lists.into_iter().map(ListDto::from).collect(),
+        })))
+    }
+
+    /// Create a list
+    ///
+    /// The new list goes last. At most 500 lists per user (422 on `lists` beyond).
+    #[oai(
+        path = "/api/:user_id/lists",
+        method = "post",
+        operation_id = "createList",
+        tag = "ApiTags::Lists"
+    )]
+    async fn create_list(
+        &self,
+        auth: Authed,
+        /// The user (must equal the token's `sub`).
+        user_id: Path<UserIdParam>,
+        req: &Request,
+        body: JsonBody<ListCreateBody>,
+    ) -> Res<ListCreatedResponse, CreateErrors> {
+        let _ = user_id;
+        let l = self.user(&auth)?.create_list(body.0).await?;
+        let (location, etag) = (location(req, l.id), etag(l.version));
+        Ok(ListCreatedResponse::Created(
+            JsonOut(ListEnvelope { data: l.into() }),
+            location,
+            etag,
+        ))
+    }
+
+    /// Get a list
+    #[oai(
+        path = "/api/:user_id/lists/:list_id",
+        method = "get",
+        operation_id = "getList",
+        tag = "ApiTags::Lists"
+    )]
+    async fn get_list(
+        &self,
+        auth: Authed,
+        /// The user (must equal the token's `sub`).
+        user_id: Path<UserIdParam>,
+        /// The list.
+        list_id: Path<ListIdParam>,
+    ) -> Res<ListResponse, ListReadErrors> {
+        let _ = user_id;
+        let l = self
+            .user(&auth)?
+            .get_list(list_id.0.0)
+            .await
+            .map_err(Problem::from_list_store)?;
+        Ok(list_response(l))
+    }
+
+    /// Rename or recolour a list (JSON merge patch)
+    ///
+    /// Absent fields are unchanged; `null` clears `color`; `null` for `name` is 422.
+    #[oai(
+        path = "/api/:user_id/lists/:list_id",
+        method = "patch",
+        operation_id = "updateList",
+        tag = "ApiTags::Lists"
+    )]
+    async fn update_list(
+        &self,
+        auth: Authed,
+        /// The user (must equal the token's `sub`).
+        user_id: Path<UserIdParam>,
+        /// The list.
+        list_id: Path<ListIdParam>,
+        /// Apply only at this version (`"3"`), or `*`.
+        #[oai(name = "If-Match")]
+        if_match: Header<Option<IfMatch>>,
+        body: JsonBody<ListUpdateBody>,
+    ) -> Res<ListResponse, ListWriteErrors> {
+        let _ = user_id;
+        let l = self
+            .user(&auth)?
+            .update_list(list_id.0.0, body.0, IfMatch::version(if_match.0))
+            .await
+            .map_err(Problem::from_list_store)?;
+        Ok(list_response(l))
+    }
+
+    /// Delete a list
+    ///
+    /// 409 for the inbox, and for a list that still has tasks unless `cascade=true`, which
+    /// deletes the list and all its tasks in one transaction.
+    #[oai(
+        path = "/api/:user_id/lists/:list_id",
+        method = "delete",
+        operation_id = "deleteList",
+        tag = "ApiTags::Lists"
+    )]
+    async fn delete_list(
+        &self,
+        auth: Authed,
+        /// The user (must equal the token's `sub`).
+        user_id: Path<UserIdParam>,
+        /// The list.
+        list_id: Path<ListIdParam>,
+        /// Delete the list's tasks with it (default false: a list with tasks is 409).
+        cascade: Query<Option<bool>>,
+        /// Delete only at this version (`"3"`), or `*`.
+        #[oai(name = "If-Match")]
+        if_match: Header<Option<IfMatch>>,
+    ) -> Res<DeletedResponse, ListDeleteErrors> {
+        let _ = user_id;
+        self.user(&auth)?
+            .delete_list(
+                list_id.0.0,
+                cascade.0.unwrap_or(false),
+                IfMatch::version(if_match.0),
+            )
+            .await
+            .map_err(Problem::from_list_store)?;
+        Ok(DeletedResponse::NoContent)
+    }
+
+    /// Move a list
+    ///
+    /// Places it right after the list `after`; `null` places it first, absent last.
+    #[oai(
+        path = "/api/:user_id/lists/:list_id/move",
+        method = "post",
+        operation_id = "moveList",
+        tag = "ApiTags::Lists"
+    )]
+    async fn move_list(
+        &self,
+        auth: Authed,
+        /// The user (must equal the token's `sub`).
+        user_id: Path<UserIdParam>,
+        /// The list.
+        list_id: Path<ListIdParam>,
+        /// Apply only at this version (`"3"`), or `*`.
+        #[oai(name = "If-Match")]
+        if_match: Header<Option<IfMatch>>,
+        body: JsonBody<ListMoveBody>,
+    ) -> Res<ListResponse, ListWriteErrors> {
+        let _ = user_id;
+        let l = self
+            .user(&auth)?
+            .move_list(list_id.0.0, body.0, IfMatch::version(if_match.0))
+            .await
+            .map_err(Problem::from_list_store)?;
+        Ok(list_response(l))
     }
 
     /// List tags with counts

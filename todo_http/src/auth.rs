@@ -1,7 +1,8 @@
 //! Authentication of API requests: `Authorization: Bearer <JWT>`.
 //!
 //! The HTTP layer asks an [`Authenticator`] for the [`Principal`] of every `/api/…` request
-//! and answers `401` (with `WWW-Authenticate: Bearer`) for any [`AuthError`]. The built-in
+//! and answers `401` for any [`AuthError`] (with `WWW-Authenticate: Bearer realm="todo"`, plus
+//! `error="invalid_token"` when a token was sent but is not valid). The built-in
 //! implementation, [`JwtAuthenticator`], verifies JSON Web Tokens in one of two ways:
 //!
 //! * **Shared secret** (`TODO_JWT_SECRET`, falling back to `BETTER_AUTH_SECRET`): only `HS256`

@@ -9,11 +9,13 @@ use poem_openapi::registry::{MetaMediaType, MetaRequest, Registry};
 use poem_openapi::types::Type;
 use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions};
 use serde_json::{Map, Value};
-use todo_store::{Patch, TaskInput, TaskPatch};
+use todo_store::{ListInput, ListPatch, MoveTask, Patch, TaskInput, TaskPatch};
+use uuid::Uuid;
 
 use crate::problem::{FieldProblem, Problem};
 use crate::types::{
-    CompletionSchema, TaskCreateSchema, TaskReplaceSchema, TaskUpdateSchema, Timestamp,
+    CompletionSchema, ListCreateSchema, ListMoveSchema, ListUpdateSchema, TaskCreateSchema,
+    TaskMoveSchema, TaskReplaceSchema, TaskUpdateSchema, Timestamp,
 };
 
 /// Largest accepted body, in bytes.
@@ -243,6 +245,31 @@ impl Fields {
         }
     }
 
+    /// A string that must be present and not null (an empty one is left to the store's rules).
+    fn required_string(&mut self, name: &str) -> String {
+        match self.string(name) {
+            Slot::Value(t) => t,
+            // Present but of the wrong type: already reported.
+            Slot::Absent if self.errors.iter().any(|e| e.field == name) => String::new(),
+            Slot::Absent => {
+                self.fail(name, "is required");
+                String::new()
+            }
+            Slot::Null => {
+                self.fail(name, "must not be null");
+                String::new()
+            }
+        }
+    }
+
+    fn uuid(&mut self, name: &str) -> Slot<Uuid> {
+        self.get(name, "a UUID", |v| {
+            v.as_str()
+                .and_then(|s| Uuid::try_parse(s).ok())
+                .ok_or_default()
+        })
+    }
+
     fn string(&mut self, name: &str) -> Slot<String> {
         self.get(name, "a string", |v| match v {
             Value::String(s) => Ok(s),
@@ -327,22 +354,11 @@ fn slot_opt<T>(s: Slot<T>) -> Option<T> {
 }
 
 /// Parses a full task body (create and replace share the shape; `title` is required and not
-/// null; every optional field may be absent or null).
-fn task_input(v: Option<Value>) -> Result<TaskInput, Vec<FieldProblem>> {
+/// null; every optional field may be absent or null). `placed`: read the create-only
+/// placement fields `list_id` and `parent_id` (a replace ignores them, as server-owned).
+fn task_input(v: Option<Value>, placed: bool) -> Result<TaskInput, Vec<FieldProblem>> {
     let mut f = Fields::new(v)?;
-    let title = f.string("title");
-    let title = match title {
-        Slot::Value(t) => t,
-        Slot::Absent if f.errors.iter().any(|e| e.field == "title") => String::new(),
-        Slot::Absent => {
-            f.fail("title", "is required");
-            String::new()
-        }
-        Slot::Null => {
-            f.fail("title", "must not be null");
-            String::new()
-        }
-    };
+    let title = f.required_string("title");
     let description = f.string("description");
     let completed = f.bool("completed");
     let completed = f.not_null("completed", completed);
@@ -350,6 +366,13 @@ fn task_input(v: Option<Value>) -> Result<TaskInput, Vec<FieldProblem>> {
     let priority = f.not_null("priority", priority);
     let tags = f.tags("tags");
     let due_at = f.timestamp("due_at");
+    let (list_id, parent_id) = if placed {
+        let list_id = f.uuid("list_id");
+        let parent_id = f.uuid("parent_id");
+        (slot_opt(list_id), slot_opt(parent_id))
+    } else {
+        (None, None)
+    };
     let input = TaskInput {
         title,
         description: slot_opt(description),
@@ -357,8 +380,8 @@ fn task_input(v: Option<Value>) -> Result<TaskInput, Vec<FieldProblem>> {
         priority,
         tags: slot_opt(tags).unwrap_or_default(),
         due_at: slot_opt(due_at),
-        // v2 placement (list_id, parent_id) is not read from bodies yet: the inbox.
-        ..TaskInput::default()
+        list_id,
+        parent_id,
     };
     f.finish(input)
 }
@@ -369,7 +392,7 @@ impl BodyKind for CreateBody {
     type Output = TaskInput;
     type Schema = TaskCreateSchema;
     fn from_json(v: Option<Value>) -> Result<TaskInput, Vec<FieldProblem>> {
-        task_input(v)
+        task_input(v, true)
     }
 }
 
@@ -379,7 +402,16 @@ impl BodyKind for ReplaceBody {
     type Output = TaskInput;
     type Schema = TaskReplaceSchema;
     fn from_json(v: Option<Value>) -> Result<TaskInput, Vec<FieldProblem>> {
-        task_input(v)
+        task_input(v, false)
+    }
+}
+
+/// Absent (`None`), `null` (`Some(None)`) or a value, for fields where `null` means something.
+fn maybe<T>(s: Slot<T>) -> Option<Option<T>> {
+    match s {
+        Slot::Absent => None,
+        Slot::Null => Some(None),
+        Slot::Value(v) => Some(Some(v)),
     }
 }
 
@@ -426,11 +458,81 @@ impl BodyKind for CompletionBody {
     type Output = Option<bool>;
     type Schema = CompletionSchema;
     const OPTIONAL: bool = true;
+    const MERGE_PATCH: bool = true;
     fn from_json(v: Option<Value>) -> Result<Option<bool>, Vec<FieldProblem>> {
         let Some(v) = v else { return Ok(None) };
         let mut f = Fields::new(Some(v))?;
         let c = f.bool("completed");
         let c = f.not_null("completed", c);
         f.finish(c)
+    }
+}
+
+/// `moveTask` body: `list_id` (not null), `parent_id` and `after` (absent, null or a UUID).
+pub struct MoveBody;
+impl BodyKind for MoveBody {
+    type Output = MoveTask;
+    type Schema = TaskMoveSchema;
+    fn from_json(v: Option<Value>) -> Result<MoveTask, Vec<FieldProblem>> {
+        let mut f = Fields::new(v)?;
+        let list_id = f.uuid("list_id");
+        let list_id = f.not_null("list_id", list_id);
+        let parent_id = f.uuid("parent_id");
+        let after = f.uuid("after");
+        let to = MoveTask {
+            list_id,
+            parent_id: maybe(parent_id),
+            after: maybe(after),
+        };
+        f.finish(to)
+    }
+}
+
+/// `createList` body.
+pub struct ListCreateBody;
+impl BodyKind for ListCreateBody {
+    type Output = ListInput;
+    type Schema = ListCreateSchema;
+    fn from_json(v: Option<Value>) -> Result<ListInput, Vec<FieldProblem>> {
+        let mut f = Fields::new(v)?;
+        let name = f.required_string("name");
+        let color = f.string("color");
+        let input = ListInput {
+            name,
+            color: slot_opt(color),
+        };
+        f.finish(input)
+    }
+}
+
+/// `updateList` body (JSON merge patch of `name` and `color`).
+pub struct ListUpdateBody;
+impl BodyKind for ListUpdateBody {
+    type Output = ListPatch;
+    type Schema = ListUpdateSchema;
+    const MERGE_PATCH: bool = true;
+    fn from_json(v: Option<Value>) -> Result<ListPatch, Vec<FieldProblem>> {
+        let mut f = Fields::new(v)?;
+        let name = f.string("name");
+        let name = f.not_null("name", name);
+        let color = f.string("color");
+        let patch = ListPatch {
+            name,
+            color: patch_of(color),
+        };
+        f.finish(patch)
+    }
+}
+
+/// `moveList` body: `after` absent (last), null (first) or a list id.
+pub struct ListMoveBody;
+impl BodyKind for ListMoveBody {
+    type Output = Option<Option<Uuid>>;
+    type Schema = ListMoveSchema;
+    fn from_json(v: Option<Value>) -> Result<Option<Option<Uuid>>, Vec<FieldProblem>> {
+        let mut f = Fields::new(v)?;
+        let after = f.uuid("after");
+        let after = maybe(after);
+        f.finish(after)
     }
 }

@@ -25,6 +25,7 @@ mod api;
 pub mod auth;
 pub mod body;
 pub mod metrics;
+mod ops;
 pub mod payload;
 pub mod problem;
 pub mod server;
@@ -34,13 +35,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use poem::http::{Method, StatusCode, header};
-use poem::middleware::Cors;
-use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, get, handler};
+use poem::middleware::{Compression, Cors};
+use poem::web::CompressionAlgo;
+use poem::{Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Request, Response, Route, get};
 use poem_openapi::OpenApiService;
 use todo_store::Store;
 
 pub use api::{Authed, TasksApi};
 pub use auth::{AuthError, Authenticator, Principal};
+pub use ops::OpsApi;
 pub use problem::Problem;
 
 /// Version string written into the spec.
@@ -57,7 +60,7 @@ impl TodoApi {
             authenticator: None,
             cors_origins: Vec::new(),
             mount_path: String::new(),
-            readiness_timeout: Duration::from_secs(2),
+            readiness_timeout: READINESS_TIMEOUT,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             max_active: DEFAULT_MAX_ACTIVE,
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
@@ -66,22 +69,47 @@ impl TodoApi {
 
     /// The OpenAPI document as JSON (no database is touched).
     pub async fn spec_json() -> Result<String, todo_store::StoreError> {
-        Ok(spec_service("", Store::connect("sqlite::memory:").await?).spec())
+        Ok(spec_service(
+            "",
+            Store::connect("sqlite::memory:").await?,
+            READINESS_TIMEOUT,
+            Arc::new(Limits::new(DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_ACTIVE)),
+        )
+        .spec())
     }
 
     /// The OpenAPI document as YAML (no database is touched).
     pub async fn spec_yaml() -> Result<String, todo_store::StoreError> {
-        Ok(spec_service("", Store::connect("sqlite::memory:").await?).spec_yaml())
+        Ok(spec_service(
+            "",
+            Store::connect("sqlite::memory:").await?,
+            READINESS_TIMEOUT,
+            Arc::new(Limits::new(DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_ACTIVE)),
+        )
+        .spec_yaml())
     }
 }
 
-fn spec_service(mount_path: &str, store: Store) -> OpenApiService<TasksApi, ()> {
+/// How long `/readyz` waits for the database by default.
+const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn spec_service(
+    mount_path: &str,
+    store: Store,
+    readiness_timeout: Duration,
+    limits: Arc<Limits>,
+) -> OpenApiService<(TasksApi, OpsApi), ()> {
     let server = if mount_path.is_empty() {
         "/".to_owned()
     } else {
         mount_path.to_owned()
     };
-    OpenApiService::new(TasksApi { store }, "Todo API", API_VERSION)
+    let ops = OpsApi {
+        store: store.clone(),
+        readiness_timeout,
+        limits,
+    };
+    OpenApiService::new((TasksApi { store }, ops), "Todo API", API_VERSION)
         .description(
             "Multi-user task API. Every `/api/{user_id}/…` route needs `Authorization: Bearer <JWT>` \
              whose `sub` equals `{user_id}`. Success bodies are `{\"data\": …}` envelopes; errors are \
@@ -183,7 +211,15 @@ impl TodoApiBuilder {
 
     /// The endpoint: `/api/…`, `/docs`, `/openapi.json`, `/openapi.yaml`, `/healthz`, `/readyz`.
     pub fn build(self) -> impl Endpoint<Output = Response> + 'static {
-        let service = spec_service(&self.mount_path, self.store.clone());
+        let limits = Arc::new(Limits::new(self.max_in_flight, self.max_active));
+        // Install the metrics recorder now, so requests are counted from the first one on.
+        let _ = metrics::prometheus();
+        let service = spec_service(
+            &self.mount_path,
+            self.store.clone(),
+            self.readiness_timeout,
+            limits.clone(),
+        );
         let spec_json = service.spec();
         let spec_yaml = service.spec_yaml();
         let docs = LazyDocs {
@@ -191,27 +227,28 @@ impl TodoApiBuilder {
             store: self.store.clone(),
             built: std::sync::OnceLock::new(),
         };
+        // The operations, under `/api` and at the two probe paths (outside `/api`, no token).
+        let operations = Arc::new(service.into_endpoint());
         let auth = api::AuthHandle(
             self.authenticator
                 .unwrap_or_else(|| Arc::new(DenyAll) as Arc<dyn Authenticator>),
         );
-        let ready = Ready {
-            store: self.store.clone(),
-            timeout: self.readiness_timeout,
-        };
+        // Swagger UI (1.6 MB) and the spec are gzipped for clients that accept it.
+        let gzip = || Compression::new().algorithms([CompressionAlgo::GZIP]);
         let route = Route::new()
-            .nest_no_strip("/api", service)
-            .nest("/docs", docs)
+            .nest_no_strip("/api", operations.clone())
+            .at("/healthz", operations.clone())
+            .at("/readyz", operations.clone())
+            .at("/metrics", operations)
+            .nest("/docs", docs.with(gzip()))
             .at(
                 "/openapi.json",
-                get(StaticBody(Arc::new(spec_json), "application/json")),
+                get(StaticBody(Arc::new(spec_json), "application/json")).with(gzip()),
             )
             .at(
                 "/openapi.yaml",
-                get(StaticBody(Arc::new(spec_yaml), "application/yaml")),
-            )
-            .at("/healthz", get(healthz))
-            .at("/readyz", get(ready));
+                get(StaticBody(Arc::new(spec_yaml), "application/yaml")).with(gzip()),
+            );
         let cors = (!self.cors_origins.is_empty()).then(|| {
             let mut c = Cors::new()
                 .allow_methods([
@@ -236,21 +273,6 @@ impl TodoApiBuilder {
             }
             c
         });
-        let limits = Arc::new(Limits {
-            in_flight: tokio::sync::Semaphore::new(self.max_in_flight),
-            active: tokio::sync::Semaphore::new(self.max_active),
-            max_in_flight: self.max_in_flight,
-            max_active: self.max_active,
-        });
-        // Install the recorder now, so requests are counted from the first one on.
-        let _ = metrics::prometheus();
-        let route = route.at(
-            "/metrics",
-            get(metrics::MetricsEndpoint {
-                store: self.store.clone(),
-                limits: limits.clone(),
-            }),
-        );
         route
             .data(auth)
             .data(body::ReadTimeout(self.body_read_timeout))
@@ -277,10 +299,17 @@ impl Endpoint for LazyDocs {
     type Output = Response;
     async fn call(&self, req: Request) -> poem::Result<Response> {
         let docs = self.built.get_or_init(|| {
-            spec_service(&self.mount_path, self.store.clone())
-                .swagger_ui()
-                .map_to_response()
-                .boxed()
+            // Only the page is served from here: the operations it calls are the API's own.
+            let limits = Arc::new(Limits::new(1, 1));
+            spec_service(
+                &self.mount_path,
+                self.store.clone(),
+                READINESS_TIMEOUT,
+                limits,
+            )
+            .swagger_ui()
+            .map_to_response()
+            .boxed()
         });
         docs.call(req).await
     }
@@ -297,42 +326,6 @@ impl Endpoint for StaticBody {
     }
 }
 
-#[handler]
-fn healthz() -> Response {
-    Response::builder()
-        .content_type("application/json")
-        .body(r#"{"status":"ok"}"#)
-}
-
-struct Ready {
-    store: Store,
-    timeout: Duration,
-}
-
-impl Endpoint for Ready {
-    type Output = Response;
-    async fn call(&self, _req: Request) -> poem::Result<Response> {
-        match tokio::time::timeout(self.timeout, self.store.ping()).await {
-            Ok(Ok(())) => Ok(Response::builder()
-                .content_type("application/json")
-                .body(r#"{"status":"ok"}"#)),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "readiness check failed");
-                Ok(Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the database is unreachable",
-                )
-                .into_response())
-            }
-            Err(_) => Ok(Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the database did not answer in time",
-            )
-            .into_response()),
-        }
-    }
-}
-
 /// Turns every error, and every error response that is not already problem+json (unknown
 /// routes, wrong methods, poem's own rejections), into a problem+json response.
 async fn problems<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
@@ -345,7 +338,7 @@ async fn problems<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> 
             if e.is::<poem_openapi::error::ParseParamError>()
                 || e.is::<poem_openapi::error::ParsePathError>() =>
         {
-            Problem::from_poem(e).into_response()
+            Problem::from_poem_named(e, &path_params(route)).into_response()
         }
         Err(e) => e.into_response(),
     };
@@ -391,6 +384,15 @@ pub(crate) struct Limits {
 }
 
 impl Limits {
+    pub(crate) fn new(max_in_flight: usize, max_active: usize) -> Self {
+        Limits {
+            in_flight: tokio::sync::Semaphore::new(max_in_flight),
+            active: tokio::sync::Semaphore::new(max_active),
+            max_in_flight,
+            max_active,
+        }
+    }
+
     /// Requests in flight (accepted, not answered) and, of those, waiting for a slot.
     pub(crate) fn load(&self) -> (usize, usize) {
         let in_flight = self
@@ -446,6 +448,14 @@ fn route_of(path: &str) -> &'static str {
         (Some("api"), Some(_), Some("tasks"), Some(_), Some("complete"), None) => {
             "/api/{user_id}/tasks/{task_id}/complete"
         }
+        (Some("api"), Some(_), Some("tasks"), Some(_), Some("move"), None) => {
+            "/api/{user_id}/tasks/{task_id}/move"
+        }
+        (Some("api"), Some(_), Some("lists"), None, ..) => "/api/{user_id}/lists",
+        (Some("api"), Some(_), Some("lists"), Some(_), None, _) => "/api/{user_id}/lists/{list_id}",
+        (Some("api"), Some(_), Some("lists"), Some(_), Some("move"), None) => {
+            "/api/{user_id}/lists/{list_id}/move"
+        }
         (Some("api"), Some(_), Some("tags"), None, ..) => "/api/{user_id}/tags",
         (Some("healthz"), None, ..) => "/healthz",
         (Some("readyz"), None, ..) => "/readyz",
@@ -457,12 +467,22 @@ fn route_of(path: &str) -> &'static str {
     }
 }
 
+/// The names of a route template's path parameters, in order (`["user_id", "list_id"]`).
+fn path_params(route: &'static str) -> Vec<&'static str> {
+    route
+        .split('/')
+        .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
+        .collect()
+}
+
 /// The methods a route template answers, for `Allow` on 405 responses.
 fn allowed_methods(route: &str) -> Option<&'static str> {
     match route.strip_prefix("/api/{user_id}").unwrap_or(route) {
-        "/tasks" => Some("GET, POST"),
+        "/tasks" | "/lists" => Some("GET, POST"),
         "/tasks/{task_id}" => Some("GET, PUT, PATCH, DELETE"),
         "/tasks/{task_id}/complete" => Some("PATCH"),
+        "/tasks/{task_id}/move" | "/lists/{list_id}/move" => Some("POST"),
+        "/lists/{list_id}" => Some("GET, PATCH, DELETE"),
         "/tags" | "/healthz" | "/readyz" | "/metrics" | "/openapi.json" | "/openapi.yaml" => {
             Some("GET")
         }
@@ -487,14 +507,34 @@ async fn trace<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
     let _enter = span.enter();
     tracing::info!(
         status = resp.status().as_u16(),
-        latency_ms = took.as_secs_f64() * 1000.0,
+        latency_ms = latency_ms(took),
         "request"
     );
     Ok(resp)
 }
 
+/// Milliseconds rounded to whole microseconds, so logs read `0.242` rather than
+/// `0.24233100000000002`.
+fn latency_ms(elapsed: Duration) -> f64 {
+    elapsed.as_micros() as f64 / 1000.0
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn latency_is_whole_microseconds() {
+        use std::time::Duration;
+        assert_eq!(
+            super::latency_ms(Duration::from_nanos(242_331)).to_string(),
+            "0.242"
+        );
+        assert_eq!(
+            super::latency_ms(Duration::from_micros(1_500_250)).to_string(),
+            "1500.25"
+        );
+        assert_eq!(super::latency_ms(Duration::ZERO).to_string(), "0");
+    }
+
     #[test]
     fn routes_hide_ids() {
         assert_eq!(
@@ -510,12 +550,48 @@ mod tests {
         );
         assert_eq!(super::route_of("/docs/index.css"), "/docs");
         assert_eq!(super::route_of("/api/bob/tasks/x/y"), "unmatched");
+        assert_eq!(
+            super::route_of("/api/bob/tasks/x/move"),
+            "/api/{user_id}/tasks/{task_id}/move"
+        );
+        assert_eq!(super::route_of("/api/bob/lists"), "/api/{user_id}/lists");
+        assert_eq!(
+            super::route_of("/api/bob/lists/x"),
+            "/api/{user_id}/lists/{list_id}"
+        );
+        assert_eq!(
+            super::route_of("/api/bob/lists/x/move"),
+            "/api/{user_id}/lists/{list_id}/move"
+        );
+        assert_eq!(super::route_of("/api/bob/lists/x/complete"), "unmatched");
+        assert_eq!(
+            super::allowed_methods("/api/{user_id}/lists/{list_id}"),
+            Some("GET, PATCH, DELETE")
+        );
+        assert_eq!(
+            super::allowed_methods("/api/{user_id}/lists/{list_id}/move"),
+            Some("POST")
+        );
+        assert_eq!(
+            super::allowed_methods("/api/{user_id}/lists"),
+            Some("GET, POST")
+        );
         assert_eq!(super::route_of("/wp-admin/x.php"), "unmatched");
         assert_eq!(
             super::allowed_methods("/api/{user_id}/tasks/{task_id}"),
             Some("GET, PUT, PATCH, DELETE")
         );
         assert_eq!(super::allowed_methods("/healthz"), Some("GET"));
+        assert_eq!(
+            super::path_params("/api/{user_id}/lists/{list_id}/move"),
+            ["user_id", "list_id"]
+        );
+        assert!(super::path_params("unmatched").is_empty());
         assert_eq!(super::allowed_methods("/nope"), None);
     }
 }
+
+/// The README's code blocks, compiled and run as doctests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+mod readme {}

@@ -6,12 +6,11 @@
 //! process-wide: the first API built installs it, unless the host installed its own `metrics`
 //! recorder first, in which case our metrics go to the host's recorder and `/metrics` says so.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use poem::http::{Method, StatusCode};
-use poem::{Endpoint, IntoResponse, Request, Response};
 use todo_store::Store;
 
 use crate::Limits;
@@ -135,36 +134,20 @@ pub(crate) fn record_request(
     .record(took.as_secs_f64());
 }
 
-/// `GET /metrics`.
-pub(crate) struct MetricsEndpoint {
-    pub(crate) store: Store,
-    pub(crate) limits: Arc<Limits>,
-}
-
-impl Endpoint for MetricsEndpoint {
-    type Output = Response;
-
-    async fn call(&self, _req: Request) -> poem::Result<Response> {
-        let Some(handle) = prometheus() else {
-            return Ok(crate::Problem::new(
-                StatusCode::NOT_FOUND,
-                "the host application installed its own metrics recorder; scrape it there",
-            )
-            .into_response());
-        };
-        let (in_flight, queued) = self.limits.load();
-        metrics::gauge!("todo_http_requests_in_flight").set(in_flight as f64);
-        metrics::gauge!("todo_http_requests_queued").set(queued as f64);
-        let pool = self.store.pool_stats();
-        for (state, n) in [
-            ("max", pool.max),
-            ("open", pool.open),
-            ("in_use", pool.in_use),
-        ] {
-            metrics::gauge!("todo_db_pool_connections", "state" => state).set(f64::from(n));
-        }
-        Ok(Response::builder()
-            .content_type("text/plain; version=0.0.4; charset=utf-8")
-            .body(handle.render()))
+/// The metrics page: state gauges read now, then everything rendered; `None` when another
+/// recorder than ours is installed.
+pub(crate) fn render(store: &Store, limits: &Limits) -> Option<String> {
+    let handle = prometheus()?;
+    let (in_flight, queued) = limits.load();
+    metrics::gauge!("todo_http_requests_in_flight").set(in_flight as f64);
+    metrics::gauge!("todo_http_requests_queued").set(queued as f64);
+    let pool = store.pool_stats();
+    for (state, n) in [
+        ("max", pool.max),
+        ("open", pool.open),
+        ("in_use", pool.in_use),
+    ] {
+        metrics::gauge!("todo_db_pool_connections", "state" => state).set(f64::from(n));
     }
+    Some(handle.render())
 }

@@ -62,8 +62,8 @@ mod tests {
     use uuid::Uuid;
 
     use crate::types::{
-        ListMeta, Priority, TagCountDto, TagListEnvelope, TaskDto, TaskEnvelope, TaskListEnvelope,
-        Timestamp,
+        ListDto, ListEnvelope, ListMeta, ListsEnvelope, Priority, TagCountDto, TagListEnvelope,
+        TaskDto, TaskEnvelope, TaskListEnvelope, Timestamp,
     };
 
     fn same<T: ToJSON + serde::Serialize>(v: &T) {
@@ -72,14 +72,15 @@ mod tests {
         assert_eq!(serde_path, spec_path, "serde and ToJSON disagree");
     }
 
+    fn t(s: i64, ms: u32) -> Timestamp {
+        Timestamp(
+            Utc.timestamp_opt(s, ms * 1_000_000)
+                .single()
+                .expect("valid time"),
+        )
+    }
+
     fn task(n: u128, full: bool) -> TaskDto {
-        let t = |s: i64, ms: u32| {
-            Timestamp(
-                Utc.timestamp_opt(s, ms * 1_000_000)
-                    .single()
-                    .expect("valid time"),
-            )
-        };
         TaskDto {
             id: Uuid::from_u128(n),
             user_id: "user_2fG8aB".into(),
@@ -101,6 +102,28 @@ mod tests {
             created_at: t(0, 0),
             updated_at: t(253_402_300_799, 999),
             version: if full { i64::MAX } else { 1 },
+            list_id: Uuid::from_u128(n + 100),
+            parent_id: full.then(|| Uuid::from_u128(n + 200)),
+            position: if full { "a0V~\"\\".into() } else { "a0".into() },
+        }
+    }
+
+    fn list(n: u128, full: bool) -> ListDto {
+        ListDto {
+            id: Uuid::from_u128(n),
+            user_id: "user_2fG8aB".into(),
+            name: if full {
+                "Ünï \"q\" 🦀".into()
+            } else {
+                "Inbox".into()
+            },
+            color: full.then(|| "#ff8800".into()),
+            is_inbox: !full,
+            position: "a1".into(),
+            open_count: if full { 3 } else { 0 },
+            created_at: t(0, 0),
+            updated_at: t(1_767_225_600, 7),
+            version: if full { 2 } else { 1 },
         }
     }
 
@@ -131,6 +154,16 @@ mod tests {
                 total: 0,
             },
         });
+        for full in [false, true] {
+            same(&list(3, full));
+            same(&ListEnvelope {
+                data: list(4, full),
+            });
+        }
+        same(&ListsEnvelope {
+            data: vec![list(5, false), list(6, true)],
+        });
+        same(&ListsEnvelope { data: vec![] });
         same(&TagListEnvelope {
             data: vec![TagCountDto {
                 tag: "home".into(),

@@ -109,12 +109,24 @@ impl Problem {
         p
     }
 
-    /// 401 with `WWW-Authenticate: Bearer`.
+    /// 401 with `WWW-Authenticate: Bearer realm="todo"`: no credentials were sent.
     pub fn unauthorized(detail: impl Into<String>) -> Self {
         let mut p = Self::new(StatusCode::UNAUTHORIZED, detail);
         p.headers.push((
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static("Bearer realm=\"todo\""),
+        ));
+        p
+    }
+
+    /// 401 for credentials that were sent but are not valid (bad signature, expired, wrong
+    /// issuer…): `WWW-Authenticate: Bearer realm="todo", error="invalid_token"` (RFC 6750 §3.1),
+    /// so a client can tell a token to renew from a token it forgot to send.
+    pub fn invalid_token(detail: impl Into<String>) -> Self {
+        let mut p = Self::new(StatusCode::UNAUTHORIZED, detail);
+        p.headers.push((
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"todo\", error=\"invalid_token\""),
         ));
         p
     }
@@ -131,6 +143,7 @@ impl Problem {
             401 => "https://todo.invalid/problems/unauthorized",
             403 => "https://todo.invalid/problems/forbidden",
             404 => "https://todo.invalid/problems/not-found",
+            409 => "https://todo.invalid/problems/conflict",
             405 => "https://todo.invalid/problems/method-not-allowed",
             412 => "https://todo.invalid/problems/version-mismatch",
             413 => "https://todo.invalid/problems/body-too-large",
@@ -158,6 +171,15 @@ impl Problem {
         Self::from_store_as(e, StatusCode::UNPROCESSABLE_ENTITY)
     }
 
+    /// [`from_store`](Self::from_store) for an operation on a list in the path: its 404 says
+    /// so.
+    pub fn from_list_store(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => Self::new(StatusCode::NOT_FOUND, "no such list"),
+            e => Self::from_store(e),
+        }
+    }
+
     /// Maps a store error, with `invalid` as the status of field-rule errors (400 for query
     /// parameters, 422 for bodies). The one place store errors become HTTP statuses.
     pub fn from_store_as(e: StoreError, invalid: StatusCode) -> Self {
@@ -165,7 +187,7 @@ impl Problem {
             StoreError::NotFound => Self::new(StatusCode::NOT_FOUND, "no such task"),
             StoreError::Conflict { current } => Self::new(
                 StatusCode::PRECONDITION_FAILED,
-                format!("If-Match does not match: the task is at version {current}"),
+                format!("If-Match does not match: the current version is {current}"),
             )
             .with_header(
                 header::ETAG,
@@ -296,7 +318,10 @@ fn describe(status: u16) -> &'static str {
         400 => "Malformed request: unparsable JSON, or a bad path, query or header value.",
         401 => "Missing, expired or invalid bearer token.",
         403 => "The token belongs to another user than the one in the path.",
-        404 => "No such task for this user.",
+        404 => "No such task or list for this user (another user's is the same as none).",
+        409 => {
+            "The data's state forbids it: deleting the inbox, or a list that still has tasks without `cascade=true`."
+        }
         412 => "`If-Match` does not match the task's current version; nothing was changed.",
         413 => "Request body larger than 65,536 bytes.",
         415 => "Request body missing or not `application/json`.",
@@ -340,20 +365,31 @@ impl Problem {
     /// Turns any error from request extraction into a problem: ours pass through, poem-openapi's
     /// parameter errors become 400 naming the parameter, anything else keeps its status.
     pub fn from_poem(err: poem::Error) -> Self {
+        Self::from_poem_named(err, &["user_id", "task_id"])
+    }
+
+    /// [`from_poem`](Self::from_poem) for a route whose path parameters are `path_params`, in
+    /// order: poem-openapi reports a malformed one by position (`param1`), and the 400 names it
+    /// as the spec does.
+    pub fn from_poem_named(err: poem::Error, path_params: &[&'static str]) -> Self {
         if let Some(p) = err.downcast_ref::<Problem>() {
             return p.clone();
         }
         if let Some(p) = err.downcast_ref::<poem_openapi::error::ParseParamError>() {
-            return Problem::field(StatusCode::BAD_REQUEST, p.name, p.reason.clone());
+            return Problem::field(
+                StatusCode::BAD_REQUEST,
+                p.name,
+                param_message(p.name, &p.reason),
+            );
         }
         if let Some(p) = err.downcast_ref::<poem_openapi::error::ParsePathError>() {
-            // poem-openapi names path parameters by position; every path here is
-            // `/api/{user_id}/tasks/{task_id}…`.
-            let name = match p.name {
-                "param0" => "user_id",
-                "param1" => "task_id",
-                other => other,
-            };
+            // poem-openapi names path parameters by position.
+            let name = p
+                .name
+                .strip_prefix("param")
+                .and_then(|i| i.parse::<usize>().ok())
+                .and_then(|i| path_params.get(i).copied())
+                .unwrap_or(p.name);
             return Problem::field(StatusCode::BAD_REQUEST, name, p.reason.clone());
         }
         let status = err.status();
@@ -364,6 +400,58 @@ impl Problem {
         };
         Problem::new(status, err.to_string())
     }
+}
+
+/// What a client should read about a query or header parameter it got wrong: the allowed
+/// values or range, in the words the body errors use, never poem-openapi's type names.
+fn param_message(name: &str, reason: &str) -> String {
+    use crate::types::{Priority, SortBy, SortOrder, StatusFilter};
+    match name {
+        "status" => one_of::<StatusFilter>(),
+        "priority" => format!(
+            "{} (repeat the parameter for several)",
+            one_of::<Priority>()
+        ),
+        "sort" => one_of::<SortBy>(),
+        "order" => one_of::<SortOrder>(),
+        "limit" => format!(
+            "must be an integer from 1 to {}",
+            todo_store::query::LIMIT_MAX
+        ),
+        _ => own_reason(reason),
+    }
+}
+
+/// `must be one of: a, b, c`, listing the values of an enum as the spec documents them.
+fn one_of<T: Type>() -> String {
+    let mut registry = Registry::new();
+    T::register(&mut registry);
+    let values = registry
+        .schemas
+        .get(T::schema_ref().unwrap_reference())
+        .map(|s| {
+            s.enum_items
+                .iter()
+                .filter_map(|v| v.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default();
+    format!("must be one of: {values}")
+}
+
+/// The message our own parsers wrote (`must be …`), without the wrapping poem-openapi adds:
+/// `failed to parse "Timestamp": must be … (occurred while parsing "optional_Timestamp")`.
+fn own_reason(reason: &str) -> String {
+    let inner = reason
+        .strip_prefix("failed to parse \"")
+        .and_then(|r| r.split_once("\": "))
+        .map_or(reason, |(_, rest)| rest);
+    let inner = match inner.rfind(" (occurred while parsing \"") {
+        Some(i) if inner.ends_with("\")") => &inner[..i],
+        _ => inner,
+    };
+    inner.to_owned()
 }
 
 macro_rules! statuses {
@@ -388,4 +476,14 @@ statuses! {
     WriteErrors = [400, 401, 403, 404, 412, 413, 415, 422, 503];
     /// deleteTask.
     DeleteErrors = [400, 401, 403, 404, 412, 503];
+    /// readyz.
+    ReadyErrors = [503];
+    /// metrics.
+    MetricsErrors = [404];
+    /// getList.
+    ListReadErrors = [400, 401, 403, 404, 503];
+    /// updateList, moveList.
+    ListWriteErrors = [400, 401, 403, 404, 412, 413, 415, 422, 503];
+    /// deleteList.
+    ListDeleteErrors = [400, 401, 403, 404, 409, 412, 503];
 }

@@ -39,8 +39,26 @@ pub struct ServerConfig {
     /// `TODO_DB_STATEMENT_TIMEOUT_MS` (10000; 0 disables).
     pub store: StoreOptions,
     /// JWT settings (`TODO_JWT_SECRET`, `BETTER_AUTH_SECRET`, `TODO_JWKS_URL`, …); `None` when
-    /// nothing is configured (the server then runs in development mode with a generated secret).
+    /// nothing is configured (the server then runs in development mode, see
+    /// [`development_secret`]).
     pub jwt: Option<JwtConfig>,
+    /// `TODO_CREATE_DATABASE`: create a missing PostgreSQL database at start (the role needs
+    /// `CREATEDB`); default false, when a missing database is an error that says how to create it.
+    pub create_database: bool,
+}
+
+/// The command-line flag of a setting: `TODO_MAX_ACTIVE` is `--max-active`, `DATABASE_URL` is
+/// `--database-url`.
+pub fn flag_of(name: &str) -> String {
+    let bare = name.strip_prefix("TODO_").unwrap_or(name);
+    format!("--{}", bare.to_ascii_lowercase().replace('_', "-"))
+}
+
+fn invalid(name: &str, value: &str, expected: &str) -> String {
+    format!(
+        "{name}={value:?} (or {}) is not valid: expected {expected}",
+        flag_of(name)
+    )
 }
 
 fn parse<T: std::str::FromStr>(
@@ -55,7 +73,34 @@ fn parse<T: std::str::FromStr>(
         None => Ok(default),
         Some(v) => v
             .parse()
-            .map_err(|_| format!("{name}={v:?} is not a valid value")),
+            .map_err(|_| invalid(name, &v, "a whole number such as 30")),
+    }
+}
+
+fn parse_bool(lookup: &impl Fn(&str) -> Option<String>, name: &str) -> Result<bool, String> {
+    match lookup(name)
+        .map(|v| v.trim().to_ascii_lowercase())
+        .as_deref()
+    {
+        None | Some("" | "0" | "false" | "no" | "off") => Ok(false),
+        Some("1" | "true" | "yes" | "on") => Ok(true),
+        Some(v) => Err(invalid(name, v, "true or false")),
+    }
+}
+
+/// Checks the shape of a listen address (`host:port`) without resolving it, so that
+/// `TODO_ADDR=8080` is reported as a setting error rather than at bind time.
+fn listen_addr(value: &str) -> Result<String, String> {
+    let expected =
+        "host:port, such as 127.0.0.1:8080 (this machine only) or 0.0.0.0:8080 (every interface)";
+    let ok = value.parse::<std::net::SocketAddr>().is_ok()
+        || value.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && !host.contains(':') && port.parse::<u16>().is_ok()
+        });
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err(invalid("TODO_ADDR", value, expected))
     }
 }
 
@@ -73,7 +118,7 @@ impl ServerConfig {
             database_url: lookup("DATABASE_URL")
                 .filter(|v| !v.trim().is_empty())
                 .unwrap_or_else(|| "sqlite://todo.db".to_owned()),
-            addr: parse(&lookup, "TODO_ADDR", "127.0.0.1:8080".to_owned())?,
+            addr: listen_addr(&parse(&lookup, "TODO_ADDR", "127.0.0.1:8080".to_owned())?)?,
             cors_origins: lookup("TODO_CORS_ORIGINS")
                 .unwrap_or_default()
                 .split(',')
@@ -118,12 +163,13 @@ impl ServerConfig {
                 ..defaults
             },
             jwt: JwtConfig::from_lookup(&lookup).map_err(|e| e.to_string())?,
+            create_database: parse_bool(&lookup, "TODO_CREATE_DATABASE")?,
         })
     }
 }
 
-/// A random secret for development mode.
-fn ephemeral_secret() -> String {
+/// A random secret for development mode: 32 bytes, hex.
+fn random_secret() -> String {
     let mut bytes = [0u8; 32];
     if getrandom::fill(&mut bytes).is_err() {
         // Fall back to the UUID generator's randomness.
@@ -131,6 +177,91 @@ fn ephemeral_secret() -> String {
         bytes[16..].copy_from_slice(uuid::Uuid::now_v7().as_bytes());
     }
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The HS256 secret of development mode (no JWT setting), and where it is kept.
+#[derive(Debug, Clone)]
+pub struct DevelopmentSecret {
+    /// The secret.
+    pub secret: String,
+    /// The file it is kept in (beside a SQLite database file), or `None` when it lives only as
+    /// long as the process (`sqlite::memory:`, PostgreSQL).
+    pub file: Option<std::path::PathBuf>,
+    /// Whether the file was written just now.
+    pub created: bool,
+}
+
+/// The file that keeps the development secret of a SQLite database: `todo.db.secret` beside
+/// `sqlite://todo.db`. `None` for an in-memory SQLite database and for PostgreSQL.
+pub fn development_secret_file(database_url: &str) -> Option<std::path::PathBuf> {
+    let rest = database_url.strip_prefix("sqlite:")?;
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let path = rest.split('?').next().unwrap_or("");
+    if path.is_empty() || path.contains(":memory:") || database_url.contains("mode=memory") {
+        return None;
+    }
+    let mut file = std::ffi::OsString::from(path);
+    file.push(".secret");
+    Some(file.into())
+}
+
+/// Development mode's secret: read from [`development_secret_file`] when it exists, else
+/// generated and (for a SQLite file) written there with mode 0600, so tokens minted by
+/// `serve` or `serve token` survive a restart.
+pub fn development_secret(database_url: &str) -> Result<DevelopmentSecret, String> {
+    let Some(file) = development_secret_file(database_url) else {
+        return Ok(DevelopmentSecret {
+            secret: random_secret(),
+            file: None,
+            created: false,
+        });
+    };
+    match std::fs::read_to_string(&file) {
+        Ok(s) if s.trim().len() >= 32 => {
+            return Ok(DevelopmentSecret {
+                secret: s.trim().to_owned(),
+                file: Some(file),
+                created: false,
+            });
+        }
+        Ok(_) => {
+            return Err(format!(
+                "the development secret file {} is empty or too short: delete it to have a new \
+                 secret generated, or set TODO_JWT_SECRET",
+                file.display()
+            ));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(format!(
+                "cannot read the development secret file {}: {e}",
+                file.display()
+            ));
+        }
+    }
+    let secret = random_secret();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let written = options.open(&file).and_then(|mut f| {
+        use std::io::Write;
+        f.write_all(secret.as_bytes())?;
+        f.write_all(b"\n")
+    });
+    match written {
+        Ok(()) => Ok(DevelopmentSecret {
+            secret,
+            file: Some(file),
+            created: true,
+        }),
+        // Another process wrote it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => development_secret(database_url),
+        Err(e) => Err(format!(
+            "cannot write the development secret file {}: {e} (set TODO_JWT_SECRET instead)",
+            file.display()
+        )),
+    }
 }
 
 async fn shutdown_signal() {
@@ -155,30 +286,106 @@ async fn shutdown_signal() {
     tracing::info!("shutdown signal received: finishing in-flight requests");
 }
 
+/// Connects to the configured database and checks it answers, with errors that name the
+/// setting and what to do: an unreachable server shows the driver's reason ("connection
+/// refused"), and a missing PostgreSQL database is created when
+/// [`create_database`](ServerConfig::create_database) is set, or explained.
+pub async fn connect(cfg: &ServerConfig) -> Result<Store, String> {
+    use todo_store::setup::{ProbeError, probe};
+    let shown = todo_store::redact_url(&cfg.database_url);
+    let timeout = cfg.store.acquire_timeout.max(Duration::from_secs(1));
+    let mut probed = probe(&cfg.database_url, timeout).await;
+    if let Err(ProbeError::MissingDatabase { name }) = &probed
+        && cfg.create_database
+    {
+        let name = name.clone();
+        todo_store::setup::create_database(&cfg.database_url)
+            .await
+            .map_err(|e| {
+                format!(
+                    "database \"{name}\" does not exist and could not be created ({e}); create \
+                     it as a role that may (`createdb {name}`), or grant this role CREATEDB"
+                )
+            })?;
+        tracing::info!(database = %name, "created the database (TODO_CREATE_DATABASE)");
+        probed = probe(&cfg.database_url, timeout).await;
+    }
+    match probed {
+        Ok(()) => {}
+        Err(ProbeError::MissingDatabase { name }) => {
+            return Err(format!(
+                "database \"{name}\" does not exist on the server of DATABASE_URL={shown}: \
+                 create it first (`createdb {name}`, or `psql -c 'CREATE DATABASE \"{name}\"'`), \
+                 or start with --create-database (TODO_CREATE_DATABASE=true) to have it created"
+            ));
+        }
+        Err(e) => {
+            return Err(format!(
+                "cannot connect to the database of DATABASE_URL={shown}: {e}. Check that the \
+                 server is running and accepts connections at that address, or set DATABASE_URL \
+                 (--database-url)"
+            ));
+        }
+    }
+    Store::connect_with(&cfg.database_url, &cfg.store)
+        .await
+        .map_err(|e| format!("cannot open the database of DATABASE_URL={shown}: {e}"))
+}
+
+/// Binds the listen address, saying which address and setting when it fails.
+pub async fn bind(addr: &str) -> Result<tokio::net::TcpListener, String> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            format!(
+                "cannot listen on {addr}: the address is already in use (is another server \
+                 running?). Stop it, or set TODO_ADDR (--addr) to a free address such as \
+                 127.0.0.1:8081"
+            )
+        } else {
+            format!("cannot listen on {addr} (TODO_ADDR, --addr): {e}")
+        }
+    })
+}
+
 /// Runs the server until SIGTERM / Ctrl-C: connects, migrates, serves, then closes the pool.
 pub async fn run(cfg: ServerConfig) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     tracing::info!(database = %todo_store::redact_url(&cfg.database_url), "connecting");
-    let store = Store::connect_with(&cfg.database_url, &cfg.store).await?;
-    let applied = store.migrate().await?;
+    let store = connect(&cfg).await?;
+    let applied = store
+        .migrate()
+        .await
+        .map_err(|e| format!("cannot migrate the database: {e}"))?;
     if !applied.is_empty() {
         tracing::info!(?applied, "applied migrations");
     }
-    let listener = tokio::net::TcpListener::bind(cfg.addr.as_str()).await?;
+    let listener = bind(&cfg.addr).await?;
     let local = listener.local_addr()?.to_string();
     let auth = match cfg.jwt.clone() {
         Some(jwt) => JwtAuthenticator::new(jwt).await?,
         None => {
-            let secret = ephemeral_secret();
-            let token = mint_hs256(&secret, "demo-user", Duration::from_secs(24 * 3600))?;
+            let dev = development_secret(&cfg.database_url)?;
+            let token = mint_hs256(&dev.secret, "demo-user", Duration::from_secs(24 * 3600))?;
+            let kept = match (&dev.file, dev.created) {
+                (Some(f), true) => format!(
+                    "A secret was generated and saved to {} (mode 0600): tokens stay valid across restarts.",
+                    f.display()
+                ),
+                (Some(f), false) => format!(
+                    "The secret saved in {} is reused: earlier tokens stay valid.",
+                    f.display()
+                ),
+                (None, _) => "A throwaway secret was generated (nothing to keep it beside): tokens end with this process.".to_owned(),
+            };
             // Printed once to stdout, deliberately not through the log.
             println!(
                 "DEVELOPMENT MODE: no TODO_JWT_SECRET, BETTER_AUTH_SECRET or TODO_JWKS_URL is set.\n\
-                 A throwaway secret was generated; this token for user `demo-user` is valid for 24 h:\n\n\
+                 {kept}\n\
+                 This token for user `demo-user` is valid for 24 h (mint more with `serve token <user>`):\n\n\
                  export TOKEN={token}\n\
                  curl -H \"Authorization: Bearer $TOKEN\" http://{local}/api/demo-user/tasks\n\n\
                  Swagger UI: http://{local}/docs"
             );
-            JwtAuthenticator::new(JwtConfig::hs256(secret)).await?
+            JwtAuthenticator::new(JwtConfig::hs256(dev.secret)).await?
         }
     };
     let app = TodoApi::builder(store.clone())

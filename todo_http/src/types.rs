@@ -199,24 +199,84 @@ impl ParseFromParameter for UserIdParam {
     }
 }
 
-/// A task id in the path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TaskIdParam(pub Uuid);
+/// A UUID path parameter type, parsed with a 400 naming the parameter when malformed.
+macro_rules! uuid_param {
+    ($(#[$doc:meta])* $ty:ident, $name:literal, $desc:literal, $example:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub struct $ty(pub Uuid);
 
-string_type!(
+        string_type!(
+            $ty,
+            $name,
+            Some("uuid"),
+            None::<&str>,
+            $desc,
+            $example
+        );
+
+        impl ParseFromParameter for $ty {
+            fn parse_from_parameter(value: &str) -> ParseResult<Self> {
+                Uuid::try_parse(value)
+                    .map($ty)
+                    .map_err(|_| ParseError::custom("must be a UUID"))
+            }
+        }
+    };
+}
+
+uuid_param!(
+    /// A task id in the path.
     TaskIdParam,
     "TaskId",
-    Some("uuid"),
-    None::<&str>,
     "The task's id (a UUID).",
     "0190c3a8-7d4e-7b3a-9f21-5c6d7e8f9a0b"
 );
 
-impl ParseFromParameter for TaskIdParam {
+uuid_param!(
+    /// A list id in the path or the `list_id` listing parameter.
+    ListIdParam,
+    "ListId",
+    "The list's id (a UUID). (No schema example: Swagger UI would pre-fill it into the optional `list_id` filter.)",
+    None
+);
+
+/// The `parent_id` listing parameter: a task id (its direct subtasks) or `none` (top-level
+/// tasks only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParentParam {
+    /// `none`: only top-level tasks.
+    TopLevel,
+    /// Only the direct subtasks of this task.
+    Of(Uuid),
+}
+
+string_type!(
+    ParentParam,
+    "ParentFilter",
+    None,
+    Some("^(none|[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12})$"),
+    "A task id (only its direct subtasks), or `none` (only top-level tasks). Absent: every level. (No schema example: Swagger UI would pre-fill it.)",
+    None
+);
+
+impl ParseFromParameter for ParentParam {
     fn parse_from_parameter(value: &str) -> ParseResult<Self> {
+        if value == "none" {
+            return Ok(ParentParam::TopLevel);
+        }
         Uuid::try_parse(value)
-            .map(TaskIdParam)
-            .map_err(|_| ParseError::custom("must be a UUID"))
+            .map(ParentParam::Of)
+            .map_err(|_| ParseError::custom("must be a task id (UUID) or `none`"))
+    }
+}
+
+impl From<ParentParam> for todo_store::ParentFilter {
+    fn from(p: ParentParam) -> Self {
+        match p {
+            ParentParam::TopLevel => todo_store::ParentFilter::TopLevel,
+            ParentParam::Of(id) => todo_store::ParentFilter::Of(id),
+        }
     }
 }
 
@@ -323,6 +383,8 @@ pub enum SortBy {
     Priority,
     /// Title, case-insensitively.
     Title,
+    /// Manual order (byte-wise `position`); meaningful with `list_id` and `parent_id`.
+    Position,
 }
 
 /// Sort direction.
@@ -366,6 +428,13 @@ pub struct TaskDto {
     pub updated_at: Timestamp,
     /// 1 on creation, +1 on every write; also sent as `ETag`.
     pub version: i64,
+    /// The list the task belongs to (a subtask is always in its parent's list).
+    pub list_id: Uuid,
+    /// The task this one is a subtask of; null for a top-level task.
+    #[oai(nullable)]
+    pub parent_id: Option<Uuid>,
+    /// Opaque ordering key among its siblings (compare byte-wise); changes only through `moveTask`.
+    pub position: String,
 }
 
 impl poem_openapi::types::Example for TaskDto {
@@ -375,9 +444,7 @@ impl poem_openapi::types::Example for TaskDto {
 }
 
 fn task_example() -> TaskDto {
-    let t = DateTime::parse_from_rfc3339("2026-01-02T03:04:05.123Z")
-        .map(|d| d.with_timezone(&Utc))
-        .unwrap_or_default();
+    let t = example_time();
     TaskDto {
         id: Uuid::from_u128(0x0190c3a8_7d4e_7b3a_9f21_5c6d7e8f9a0b),
         user_id: "user_2fG8aB".into(),
@@ -388,10 +455,24 @@ fn task_example() -> TaskDto {
         priority: Priority::Medium,
         tags: vec!["home".into(), "errands".into()],
         due_at: None,
-        created_at: Timestamp(t),
-        updated_at: Timestamp(t),
+        created_at: t,
+        updated_at: t,
         version: 1,
+        list_id: Uuid::from_u128(LIST_EXAMPLE_ID),
+        parent_id: None,
+        position: "a0".into(),
     }
+}
+
+/// The id the examples give a list.
+const LIST_EXAMPLE_ID: u128 = 0x0190c3a7_1b2c_7d3e_8f40_5a6b7c8d9e0f;
+
+fn example_time() -> Timestamp {
+    Timestamp(
+        DateTime::parse_from_rfc3339("2026-01-02T03:04:05.123Z")
+            .map(|d| d.with_timezone(&Utc))
+            .unwrap_or_default(),
+    )
 }
 
 impl From<todo_store::Task> for TaskDto {
@@ -409,6 +490,9 @@ impl From<todo_store::Task> for TaskDto {
             created_at: Timestamp(t.created_at),
             updated_at: Timestamp(t.updated_at),
             version: t.version,
+            list_id: t.list_id,
+            parent_id: t.parent_id,
+            position: t.position,
         }
     }
 }
@@ -484,6 +568,85 @@ fn tag_example() -> TagCountDto {
 pub struct TagListEnvelope {
     /// Tags, most used first, then by name.
     pub data: Vec<TagCountDto>,
+}
+
+/// A list: a named group of tasks in the user's manual order; one of them is the inbox.
+#[derive(Debug, Clone, PartialEq, Eq, Object, serde::Serialize)]
+#[oai(rename = "List", example)]
+pub struct ListDto {
+    /// UUIDv7 (time-ordered).
+    pub id: Uuid,
+    /// Owner (the JWT `sub`).
+    pub user_id: String,
+    /// 1–100 characters, trimmed.
+    pub name: String,
+    /// `#rrggbb`, lower-case; null for none.
+    #[oai(nullable)]
+    pub color: Option<String>,
+    /// Whether this is the user's inbox (exactly one; it cannot be deleted).
+    pub is_inbox: bool,
+    /// Opaque ordering key among the user's lists (compare byte-wise); changes only through `moveList`.
+    pub position: String,
+    /// The list's tasks that are not completed, at every level.
+    pub open_count: i64,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Last write; moves strictly forward.
+    pub updated_at: Timestamp,
+    /// 1 on creation, +1 on every write; also sent as `ETag`.
+    pub version: i64,
+}
+
+impl poem_openapi::types::Example for ListDto {
+    fn example() -> Self {
+        list_example()
+    }
+}
+
+fn list_example() -> ListDto {
+    ListDto {
+        id: Uuid::from_u128(LIST_EXAMPLE_ID),
+        user_id: "user_2fG8aB".into(),
+        name: "Groceries".into(),
+        color: Some("#ff8800".into()),
+        is_inbox: false,
+        position: "a1".into(),
+        open_count: 3,
+        created_at: example_time(),
+        updated_at: example_time(),
+        version: 2,
+    }
+}
+
+impl From<todo_store::List> for ListDto {
+    fn from(l: todo_store::List) -> Self {
+        ListDto {
+            id: l.id,
+            user_id: l.user_id,
+            name: l.name,
+            color: l.color,
+            is_inbox: l.is_inbox,
+            position: l.position,
+            open_count: l.open_count,
+            created_at: Timestamp(l.created_at),
+            updated_at: Timestamp(l.updated_at),
+            version: l.version,
+        }
+    }
+}
+
+/// `{"data": List}`.
+#[derive(Debug, Clone, Object, serde::Serialize)]
+pub struct ListEnvelope {
+    /// The list.
+    pub data: ListDto,
+}
+
+/// `{"data": [List]}`.
+#[derive(Debug, Clone, Object, serde::Serialize)]
+pub struct ListsEnvelope {
+    /// Every list of the user, in `position` order (the inbox included).
+    pub data: Vec<ListDto>,
 }
 
 /// Health status.
@@ -589,6 +752,13 @@ pub struct TaskCreateSchema {
     /// Optional due date (RFC 3339 with offset).
     #[oai(nullable)]
     pub due_at: Option<Timestamp>,
+    /// One of the user's lists (422 otherwise). Default: the parent's list, else the inbox.
+    /// With a `parent_id` it must be the parent's list.
+    pub list_id: Option<Uuid>,
+    /// Make it a subtask of this task (one of the user's; at most 4 levels deep). It goes last
+    /// among its siblings.
+    #[oai(nullable)]
+    pub parent_id: Option<Uuid>,
 }
 
 impl poem_openapi::types::Example for TaskCreateSchema {
@@ -605,6 +775,10 @@ fn create_example() -> TaskCreateSchema {
         priority: Some(Priority::High),
         tags: Some(vec![TagSchema("home".into()), TagSchema("errands".into())]),
         due_at: None,
+        // No placement: Swagger UI pre-fills this body, and any id here would be no list of
+        // the user trying it.
+        list_id: None,
+        parent_id: None,
     }
 }
 
@@ -694,6 +868,117 @@ fn update_example() -> TaskUpdateSchema {
         tags: None,
         due_at: None,
     }
+}
+
+/// Body of `moveTask`. `parent_id` (non-null): under that task, in its list (a `list_id` given
+/// too must be that list). `list_id` alone, or `parent_id: null`: top-level in that list (or the
+/// current one). Neither: the same parent, only the place changes. `after`: the sibling at the
+/// destination to go right after; `null`: first; absent: last.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "TaskMove", example, skip_serializing_if_is_none)]
+pub struct TaskMoveSchema {
+    /// One of the user's lists: the task becomes top-level there (with its subtree).
+    pub list_id: Option<Uuid>,
+    /// The new parent (one of the user's tasks, not the task itself or one of its
+    /// descendants, at most 4 levels deep), or null for top-level.
+    #[oai(nullable)]
+    pub parent_id: Option<Uuid>,
+    /// A sibling at the destination to place the task right after; null: first; absent: last.
+    #[oai(nullable)]
+    pub after: Option<Uuid>,
+}
+
+impl poem_openapi::types::Example for TaskMoveSchema {
+    fn example() -> Self {
+        move_example()
+    }
+}
+
+/// Valid for any task (Swagger UI pre-fills it): stay in place, go last among the siblings.
+fn move_example() -> TaskMoveSchema {
+    TaskMoveSchema {
+        list_id: None,
+        parent_id: None,
+        after: None,
+    }
+}
+
+/// Body of `createList`.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "ListCreate", example, skip_serializing_if_is_none)]
+pub struct ListCreateSchema {
+    /// Required; trimmed; 1–100 characters.
+    #[oai(validator(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00]*[^\s\x00][^\x00]*$"
+    ))]
+    pub name: String,
+    /// `#rrggbb` (stored lower-cased), or null for none.
+    #[oai(nullable, validator(pattern = r"^#[0-9A-Fa-f]{6}$"))]
+    pub color: Option<String>,
+}
+
+impl poem_openapi::types::Example for ListCreateSchema {
+    fn example() -> Self {
+        list_create_example()
+    }
+}
+
+fn list_create_example() -> ListCreateSchema {
+    ListCreateSchema {
+        name: "Groceries".into(),
+        color: Some("#ff8800".into()),
+    }
+}
+
+/// Body of `updateList` (JSON merge patch): absent fields are unchanged; `null` clears `color`;
+/// `null` for `name` is 422.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "ListUpdate", example, skip_serializing_if_is_none)]
+pub struct ListUpdateSchema {
+    /// New name; trimmed; 1–100 characters.
+    #[oai(validator(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00]*[^\s\x00][^\x00]*$"
+    ))]
+    pub name: Option<String>,
+    /// New colour (`#rrggbb`), or null to clear.
+    #[oai(nullable, validator(pattern = r"^#[0-9A-Fa-f]{6}$"))]
+    pub color: Option<String>,
+}
+
+impl poem_openapi::types::Example for ListUpdateSchema {
+    fn example() -> Self {
+        list_update_example()
+    }
+}
+
+fn list_update_example() -> ListUpdateSchema {
+    ListUpdateSchema {
+        name: Some("Weekly shop".into()),
+        color: None,
+    }
+}
+
+/// Body of `moveList`.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "ListMove", example)]
+pub struct ListMoveSchema {
+    /// Another of the user's lists to place this one right after; null: first; absent: last.
+    #[oai(nullable)]
+    pub after: Option<Uuid>,
+}
+
+impl poem_openapi::types::Example for ListMoveSchema {
+    fn example() -> Self {
+        list_move_example()
+    }
+}
+
+fn list_move_example() -> ListMoveSchema {
+    ListMoveSchema { after: None }
 }
 
 /// Body of `toggleTaskCompletion`: omit the body (or send `{}`) to toggle.

@@ -146,6 +146,61 @@ impl Api {
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
         r.body["data"].clone()
     }
+
+    /// Creates a list; returns its id.
+    async fn list(&self, user: &str, name: &str) -> String {
+        let r = self
+            .send(
+                req(Method::POST, format!("/api/{user}/lists"))
+                    .by(user)
+                    .json(json!({ "name": name })),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        r.body["data"]["id"].as_str().unwrap().to_owned()
+    }
+
+    /// The user's task `id`.
+    async fn task(&self, user: &str, id: &str) -> Value {
+        let r = self
+            .send(req(Method::GET, format!("/api/{user}/tasks/{id}")).by(user))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        r.body["data"].clone()
+    }
+
+    /// The ids of a listing's page, in order.
+    async fn ids(&self, user: &str, query: &str) -> Vec<String> {
+        let r = self
+            .send(req(Method::GET, format!("/api/{user}/tasks?{query}")).by(user))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{query}: {}", r.body);
+        ids_of(&r.body["data"])
+    }
+
+    /// Moves a task; returns the response.
+    async fn move_task(&self, user: &str, id: &str, body: Value) -> Resp {
+        self.send(
+            req(Method::POST, format!("/api/{user}/tasks/{id}/move"))
+                .by(user)
+                .json(body),
+        )
+        .await
+    }
+}
+
+fn ids_of(data: &Value) -> Vec<String> {
+    data.as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn sorted_keys(v: &Value) -> Vec<String> {
+    let mut keys: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+    keys.sort();
+    keys
 }
 
 fn forge(header: Value, claims: Value, key: &[u8], alg: jsonwebtoken::Algorithm) -> String {
@@ -189,10 +244,18 @@ both_backends! {
             }
             let resp = api.send(r).await;
             resp.problem(401);
-            assert!(resp.header("www-authenticate").unwrap_or("").starts_with("Bearer"), "{name}");
+            // RFC 6750: a token that was sent but fails says so; a missing one does not.
+            let expected = if name == "missing" {
+                r#"Bearer realm="todo""#
+            } else {
+                r#"Bearer realm="todo", error="invalid_token""#
+            };
+            assert_eq!(resp.header("www-authenticate"), Some(expected), "{name}");
         }
         // A non-Bearer scheme is no token.
-        api.send(req(Method::GET, path).header("authorization", format!("Basic {}", token("alice")))).await.problem(401);
+        let basic = api.send(req(Method::GET, path).header("authorization", format!("Basic {}", token("alice")))).await;
+        basic.problem(401);
+        assert_eq!(basic.header("www-authenticate"), Some(r#"Bearer realm="todo""#));
         // Tokens with iss/aud are accepted when none is configured.
         let t = forge(json!({}), json!({"sub": "alice", "exp": now() + 600, "iss": "http://x", "aud": "y"}), SECRET.as_bytes(), hs);
         assert_eq!(api.send(req(Method::GET, path).bearer(t)).await.status, StatusCode::OK);
@@ -264,12 +327,14 @@ both_backends! {
         let created = t["created_at"].as_str().unwrap();
         assert!(created.ends_with('Z') && created.len() == 24, "{created}");
         assert_eq!(uuid::Uuid::parse_str(id).unwrap().get_version_num(), 7);
-        let keys: Vec<&str> = t.as_object().unwrap().keys().map(String::as_str).collect();
-        let mut want = ["id", "user_id", "title", "description", "completed", "completed_at", "priority", "tags", "due_at", "created_at", "updated_at", "version"];
+        let mut want = ["id", "user_id", "title", "description", "completed", "completed_at", "priority", "tags", "due_at", "created_at", "updated_at", "version", "list_id", "parent_id", "position"];
         want.sort();
-        let mut keys = keys;
-        keys.sort();
-        assert_eq!(keys, want);
+        assert_eq!(sorted_keys(t), want);
+        // v2 placement: a task without list or parent goes top-level into the inbox.
+        let inbox = api.send(req(Method::GET, "/api/alice/lists").by("alice")).await.body["data"][0].clone();
+        assert_eq!(inbox["is_inbox"], true);
+        assert_eq!((t["list_id"].clone(), t["parent_id"].clone()), (inbox["id"].clone(), Value::Null));
+        assert!(t["position"].as_str().is_some_and(|p| !p.is_empty()));
         let g = api.send(req(Method::GET, format!("/api/alice/tasks/{id}")).by("alice")).await;
         assert_eq!(g.status, StatusCode::OK);
         assert_eq!(g.header("etag"), Some("\"1\""));
@@ -372,16 +437,22 @@ both_backends! {
         assert_eq!(r.body["data"]["completed"], false);
         let r = api.send(req(Method::PATCH, &c).by("alice").json(json!({"completed": false}))).await;
         assert_eq!((r.body["data"]["completed"].clone(), r.header("etag")), (json!(false), Some("\"9\"")));
+        // Like every PATCH, complete takes the merge-patch media type (with parameters too).
+        let r = api.send(req(Method::PATCH, &c).by("alice").raw("application/merge-patch+json", r#"{"completed":true}"#)).await;
+        assert_eq!((r.status, r.body["data"]["completed"].clone(), r.header("etag")), (StatusCode::OK, json!(true), Some("\"10\"")));
+        let r = api.send(req(Method::PATCH, &c).by("alice").raw("application/merge-patch+json; charset=utf-8", "{}")).await;
+        assert_eq!((r.status, r.body["data"]["completed"].clone()), (StatusCode::OK, json!(false)));
         api.send(req(Method::PATCH, &c).by("alice").raw("text/plain", "x")).await.problem(415);
+        api.send(req(Method::PATCH, &c).by("alice").raw("application/patch+json", "{}")).await.problem(415);
         assert_eq!(api.send(req(Method::PATCH, &c).by("alice").json(json!({"completed": "y"}))).await.problem(422), ["completed"]);
         // If-Match: stale is 412 and changes nothing; * applies; malformed is 400.
         api.send(req(Method::PATCH, &c).by("alice").header("if-match", "\"3\"")).await.problem(412);
         let r = api.send(req(Method::PATCH, &c).by("alice").header("if-match", "*")).await;
-        assert_eq!(r.body["data"]["version"], 10);
+        assert_eq!(r.body["data"]["version"], 12);
         api.send(req(Method::PATCH, &c).by("alice").header("if-match", "10")).await.problem(400);
         // DELETE with a stale version, then for real, then gone.
         api.send(req(Method::DELETE, &url).by("alice").header("if-match", "\"1\"")).await.problem(412);
-        let r = api.send(req(Method::DELETE, &url).by("alice").header("if-match", "\"10\"")).await;
+        let r = api.send(req(Method::DELETE, &url).by("alice").header("if-match", "\"12\"")).await;
         assert_eq!(r.status, StatusCode::NO_CONTENT);
         api.send(req(Method::GET, &url).by("alice")).await.problem(404);
         api.send(req(Method::DELETE, &url).by("alice")).await.problem(404);
@@ -422,6 +493,26 @@ both_backends! {
         ] {
             assert_eq!(get(q).await.problem(400), [field], "{q}");
         }
+        // Each message names the allowed values or range, never poem-openapi's type names.
+        for (q, message) in [
+            ("status=done", "must be one of: all, pending, completed"),
+            ("priority=urgent", "must be one of: low, medium, high (repeat the parameter for several)"),
+            ("sort=size", "must be one of: created_at, updated_at, due_at, priority, title, position"),
+            ("order=up", "must be one of: asc, desc"),
+            ("limit=1000", "must be an integer from 1 to 100"),
+            ("limit=0", "must be an integer from 1 to 100"),
+            ("limit=x", "must be an integer from 1 to 100"),
+            ("due_after=yesterday", "must be an RFC 3339 timestamp with an offset, e.g. 2026-01-02T03:04:05Z"),
+            ("due_before=2026-01-01", "must be an RFC 3339 timestamp with an offset, e.g. 2026-01-02T03:04:05Z"),
+            ("cursor=garbage", "is not a cursor returned by this API"),
+            ("q=a%00b", "must not contain NUL"),
+        ] {
+            let r = get(q).await;
+            r.problem(400);
+            assert_eq!(r.body["errors"][0]["message"], message, "{q}");
+            let field = q.split('=').next().unwrap();
+            assert_eq!(r.body["detail"], format!("{field}: {message}"), "{q}");
+        }
         // Tags: most used first, then by name; completed count.
         let tags = api.send(req(Method::GET, "/api/alice/tags").by("alice")).await;
         assert_eq!(tags.body, json!({"data": [{"tag": "home", "count": 2}, {"tag": "work", "count": 2}]}));
@@ -430,15 +521,26 @@ both_backends! {
     async fn routes_docs_and_health(store: Store) {
         let api = api(store).await;
         api.send(req(Method::GET, "/nope")).await.problem(404);
-        let r = api.send(req(Method::DELETE, "/api/alice/tags").by("alice")).await;
-        r.problem(405);
-        assert_eq!(r.header("allow"), Some("GET"));
+        for (method, path, allow) in [
+            (Method::DELETE, "/api/alice/tags".to_owned(), "GET"),
+            (Method::PUT, format!("/api/alice/lists/{}", uuid::Uuid::now_v7()), "GET, PATCH, DELETE"),
+            (Method::GET, format!("/api/alice/lists/{}/move", uuid::Uuid::now_v7()), "POST"),
+            (Method::GET, format!("/api/alice/tasks/{}/move", uuid::Uuid::now_v7()), "POST"),
+            (Method::DELETE, "/api/alice/lists".to_owned(), "GET, POST"),
+        ] {
+            let r = api.send(req(method, &path).by("alice")).await;
+            r.problem(405);
+            assert_eq!(r.header("allow"), Some(allow), "{path}");
+        }
         let h = api.send(req(Method::GET, "/healthz")).await;
         assert_eq!((h.status, h.body.clone()), (StatusCode::OK, json!({"status": "ok"})));
         assert_eq!(api.send(req(Method::GET, "/readyz")).await.status, StatusCode::OK);
+        let m = api.send(req(Method::GET, "/metrics")).await;
+        assert_eq!(m.status, StatusCode::OK);
+        assert_eq!(m.header("content-type"), Some("text/plain; version=0.0.4"));
         let spec = api.send(req(Method::GET, "/openapi.json")).await;
         let text = spec.body.to_string();
-        for op in ["listTasks", "createTask", "getTask", "replaceTask", "updateTask", "deleteTask", "toggleTaskCompletion", "listTags"] {
+        for op in ["listTasks", "createTask", "getTask", "replaceTask", "updateTask", "deleteTask", "toggleTaskCompletion", "listTags", "moveTask", "listLists", "createList", "getList", "updateList", "deleteList", "moveList", "healthz", "readyz", "metrics"] {
             assert!(text.contains(&format!("\"operationId\":\"{op}\"")), "{op}");
         }
         assert!(!text.contains("charset=utf-8"));
@@ -453,6 +555,356 @@ both_backends! {
         assert_eq!(receiver.status, StatusCode::OK);
         let yaml = api.send(req(Method::GET, "/openapi.yaml")).await;
         assert!(yaml.body.as_str().unwrap_or("").starts_with("openapi: 3"));
+        // The probes are operations of the spec, outside /api and without a security requirement.
+        for (path, op) in [("/healthz", "healthz"), ("/readyz", "readyz")] {
+            let o = &spec.body["paths"][path]["get"];
+            assert_eq!(o["operationId"], op, "{path}");
+            assert_eq!(o["tags"], json!(["Operations"]), "{path}");
+            assert!(o.get("security").is_none(), "{path} needs no token");
+            let r = api.send(req(Method::POST, path)).await;
+            r.problem(405);
+            assert_eq!(r.header("allow"), Some("GET"));
+        }
+        assert!(spec.body["paths"]["/readyz"]["get"]["responses"]["503"].is_object());
+    }
+
+    // Swagger UI and the spec are gzipped for a client that accepts gzip, and only then.
+    async fn docs_and_spec_are_compressed_on_request(store: Store) {
+        let api = api(store).await;
+        for path in ["/docs", "/openapi.json", "/openapi.yaml"] {
+            let plain = api.client.get(path).send().await.0;
+            assert_eq!(plain.headers().get("content-encoding"), None, "{path}");
+            let plain = plain.into_body().into_bytes().await.unwrap();
+            let gz = api.client.get(path).header("accept-encoding", "gzip, deflate, br").send().await.0;
+            assert_eq!(gz.status(), StatusCode::OK);
+            assert_eq!(gz.headers().get("content-encoding").and_then(|v| v.to_str().ok()), Some("gzip"), "{path}");
+            let gz = gz.into_body().into_bytes().await.unwrap();
+            assert_eq!(&gz[..2], &[0x1f, 0x8b], "{path}: a gzip stream");
+            assert!(gz.len() * 3 < plain.len(), "{path}: {} bytes gzipped from {}", gz.len(), plain.len());
+        }
+        // API responses are left alone.
+        let r = api.client.get("/healthz").header("accept-encoding", "gzip").send().await.0;
+        assert_eq!(r.headers().get("content-encoding"), None);
+    }
+
+    async fn lists_crud(store: Store) {
+        let api = api(store).await;
+        // A new user's lists: exactly the inbox.
+        let r = api.send(req(Method::GET, "/api/alice/lists").by("alice")).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        let lists = r.body["data"].as_array().unwrap().clone();
+        assert_eq!(lists.len(), 1);
+        let inbox = &lists[0];
+        assert_eq!((inbox["is_inbox"].clone(), inbox["name"].clone(), inbox["open_count"].clone(), inbox["color"].clone()), (json!(true), json!("Inbox"), json!(0), Value::Null));
+        let mut want = ["id", "user_id", "name", "color", "is_inbox", "position", "open_count", "created_at", "updated_at", "version"];
+        want.sort();
+        assert_eq!(sorted_keys(inbox), want);
+        // Create: trimmed name, lower-cased colour, 201 + Location + ETag, last in order.
+        let r = api.send(req(Method::POST, "/api/alice/lists").by("alice").json(json!({"name": "  Groceries ", "color": "#FF8800", "id": "ignored", "is_inbox": true, "version": 7}))).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let l = r.body["data"].clone();
+        let id = l["id"].as_str().unwrap().to_owned();
+        assert_eq!(r.header("location"), Some(format!("/api/alice/lists/{id}").as_str()));
+        assert_eq!(r.header("etag"), Some("\"1\""));
+        assert_eq!((l["name"].clone(), l["color"].clone(), l["is_inbox"].clone(), l["version"].clone(), l["user_id"].clone(), l["open_count"].clone()), (json!("Groceries"), json!("#ff8800"), json!(false), json!(1), json!("alice"), json!(0)));
+        let url = format!("/api/alice/lists/{id}");
+        let g = api.send(req(Method::GET, &url).by("alice")).await;
+        assert_eq!((g.status, g.header("etag")), (StatusCode::OK, Some("\"1\"")));
+        assert_eq!(g.body["data"], l);
+        let all = api.send(req(Method::GET, "/api/alice/lists").by("alice")).await;
+        assert_eq!(ids_of(&all.body["data"]), [inbox["id"].as_str().unwrap(), id.as_str()]);
+        // Body rules.
+        let post = || req(Method::POST, "/api/alice/lists").by("alice");
+        for (body, field) in [
+            (json!({}), "name"), (json!({"name": null}), "name"), (json!({"name": "   "}), "name"),
+            (json!({"name": "n".repeat(101)}), "name"), (json!({"name": 5}), "name"),
+            (json!({"name": "x", "color": "red"}), "color"), (json!({"name": "x", "color": "#12345g"}), "color"),
+            (json!({"name": "x", "color": 5}), "color"), (json!([1]), "body"),
+        ] {
+            assert_eq!(api.send(post().json(body.clone())).await.problem(422), [field], "{body}");
+        }
+        assert_eq!(api.send(post().json(json!({"name": "n".repeat(100)}))).await.status, StatusCode::CREATED);
+        api.send(post().raw("text/plain", r#"{"name":"x"}"#)).await.problem(415);
+        api.send(post().raw("application/json", "{")).await.problem(400);
+        // PATCH: merge patch with If-Match; merge-patch+json accepted.
+        let r = api.send(req(Method::PATCH, &url).by("alice").header("if-match", "\"1\"").raw("application/merge-patch+json", r#"{"color": null}"#)).await;
+        assert_eq!((r.status, r.header("etag")), (StatusCode::OK, Some("\"2\"")), "{}", r.body);
+        assert_eq!((r.body["data"]["color"].clone(), r.body["data"]["name"].clone()), (Value::Null, json!("Groceries")));
+        assert!(r.body["data"]["updated_at"].as_str() > l["updated_at"].as_str());
+        let r = api.send(req(Method::PATCH, &url).by("alice").json(json!({"name": "Food", "color": "#00AA00"}))).await;
+        assert_eq!((r.body["data"]["name"].clone(), r.body["data"]["color"].clone(), r.body["data"]["version"].clone()), (json!("Food"), json!("#00aa00"), json!(3)));
+        let r = api.send(req(Method::PATCH, &url).by("alice").json(json!({"name": "Only the name"}))).await;
+        assert_eq!(r.body["data"]["color"], "#00aa00", "an absent field is unchanged");
+        assert_eq!(api.send(req(Method::PATCH, &url).by("alice").json(json!({"name": null}))).await.problem(422), ["name"]);
+        assert_eq!(api.send(req(Method::PATCH, &url).by("alice").json(json!({"color": "blue"}))).await.problem(422), ["color"]);
+        api.send(req(Method::PATCH, &url).by("alice").header("if-match", "\"1\"").json(json!({"name": "Stale"}))).await.problem(412);
+        assert_eq!(api.send(req(Method::PATCH, &url).by("alice").header("if-match", "1").json(json!({"name": "x"}))).await.problem(400), ["If-Match"]);
+        let now = api.send(req(Method::GET, &url).by("alice")).await;
+        assert_eq!((now.body["data"]["name"].clone(), now.body["data"]["version"].clone()), (json!("Only the name"), json!(4)));
+        // The inbox is renamable.
+        let r = api.send(req(Method::PATCH, format!("/api/alice/lists/{}", inbox["id"].as_str().unwrap())).by("alice").json(json!({"name": "Eingang"}))).await;
+        assert_eq!((r.body["data"]["name"].clone(), r.body["data"]["is_inbox"].clone()), (json!("Eingang"), json!(true)));
+        // Another user's list is no list: 404 everywhere, nothing changed.
+        let bobs = format!("/api/bob/lists/{id}");
+        api.send(req(Method::GET, &bobs).by("bob")).await.problem(404);
+        api.send(req(Method::PATCH, &bobs).by("bob").json(json!({"name": "mine"}))).await.problem(404);
+        api.send(req(Method::DELETE, format!("{bobs}?cascade=true")).by("bob")).await.problem(404);
+        api.send(req(Method::POST, format!("{bobs}/move")).by("bob").json(json!({}))).await.problem(404);
+        api.send(req(Method::GET, format!("/api/alice/lists/{}", uuid::Uuid::now_v7())).by("alice")).await.problem(404);
+        assert_eq!(api.send(req(Method::GET, &url).by("alice")).await.body["data"]["version"], 4);
+        assert_eq!(api.send(req(Method::GET, "/api/bob/lists").by("bob")).await.body["data"].as_array().unwrap().len(), 1);
+        // Check order on list routes: 401, 403, then the path (named list_id), then the body.
+        api.send(req(Method::PATCH, "/api/alice/lists/nope").raw("text/plain", "x")).await.problem(401);
+        api.send(req(Method::PATCH, "/api/alice/lists/nope").by("bob").raw("text/plain", "x")).await.problem(403);
+        assert_eq!(api.send(req(Method::PATCH, "/api/alice/lists/nope").by("alice").raw("text/plain", "x")).await.problem(400), ["list_id"]);
+        assert_eq!(api.send(req(Method::DELETE, format!("{url}?cascade=maybe")).by("alice")).await.problem(400), ["cascade"]);
+        let missing = format!("/api/alice/lists/{}", uuid::Uuid::now_v7());
+        api.send(req(Method::PATCH, &missing).by("alice").raw("text/plain", "x")).await.problem(415);
+        assert_eq!(api.send(req(Method::PATCH, &missing).by("alice").json(json!({"name": ""}))).await.problem(422), ["name"]);
+        api.send(req(Method::PATCH, &missing).by("alice").header("if-match", "\"1\"").json(json!({"name": "x"}))).await.problem(404);
+    }
+
+    async fn list_delete_and_open_count(store: Store) {
+        let api = api(store).await;
+        let l = api.list("alice", "Work").await;
+        let url = format!("/api/alice/lists/{l}");
+        let t1 = api.create("alice", json!({"title": "t1", "list_id": l})).await;
+        let t1 = t1["id"].as_str().unwrap();
+        api.create("alice", json!({"title": "done", "list_id": l, "completed": true})).await;
+        let s1 = api.create("alice", json!({"title": "s1", "parent_id": t1})).await;
+        let s1 = s1["id"].as_str().unwrap();
+        api.create("alice", json!({"title": "elsewhere"})).await;
+        let open = |url: String| {
+            let api = &api;
+            async move { api.send(req(Method::GET, url).by("alice")).await.body["data"]["open_count"].clone() }
+        };
+        assert_eq!(open(url.clone()).await, 2, "open tasks at every level");
+        // Completing t1 completes s1 too.
+        api.send(req(Method::PATCH, format!("/api/alice/tasks/{t1}/complete")).by("alice")).await;
+        assert_eq!(open(url.clone()).await, 0);
+        api.send(req(Method::PATCH, format!("/api/alice/tasks/{s1}")).by("alice").json(json!({"completed": false}))).await;
+        assert_eq!(open(url.clone()).await, 2, "reopening s1 reopens t1");
+        // The inbox cannot be deleted, with or without cascade.
+        let inbox = api.send(req(Method::GET, "/api/alice/lists").by("alice")).await.body["data"][0]["id"].as_str().unwrap().to_owned();
+        for q in ["", "?cascade=true"] {
+            api.send(req(Method::DELETE, format!("/api/alice/lists/{inbox}{q}")).by("alice")).await.problem(409);
+        }
+        // A list with tasks: 409 unless cascade; stale If-Match: 412; nothing deleted.
+        api.send(req(Method::DELETE, &url).by("alice")).await.problem(409);
+        api.send(req(Method::DELETE, format!("{url}?cascade=false")).by("alice")).await.problem(409);
+        api.send(req(Method::DELETE, format!("{url}?cascade=true")).by("alice").header("if-match", "\"2\"")).await.problem(412);
+        assert_eq!(api.task("alice", s1).await["title"], "s1");
+        let r = api.send(req(Method::DELETE, format!("{url}?cascade=true")).by("alice").header("if-match", "\"1\"")).await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+        api.send(req(Method::GET, &url).by("alice")).await.problem(404);
+        for id in [t1, s1] {
+            api.send(req(Method::GET, format!("/api/alice/tasks/{id}")).by("alice")).await.problem(404);
+        }
+        let left = api.send(req(Method::GET, "/api/alice/tasks").by("alice")).await;
+        assert_eq!(left.body["meta"]["total"], 1, "only the inbox task is left");
+        // An empty list deletes without cascade.
+        let e = api.list("alice", "Empty").await;
+        assert_eq!(api.send(req(Method::DELETE, format!("/api/alice/lists/{e}")).by("alice")).await.status, StatusCode::NO_CONTENT);
+        api.send(req(Method::DELETE, format!("/api/alice/lists/{e}")).by("alice")).await.problem(404);
+    }
+
+    async fn subtasks_and_listing(store: Store) {
+        let api = api(store).await;
+        let l = api.list("alice", "L").await;
+        let bob_list = api.list("bob", "Bob's").await;
+        let bob_task = api.create("bob", json!({"title": "b"})).await["id"].as_str().unwrap().to_owned();
+        let id = |v: Value| v["id"].as_str().unwrap().to_owned();
+        let a = id(api.create("alice", json!({"title": "a", "list_id": l})).await);
+        let b = id(api.create("alice", json!({"title": "b", "list_id": l, "parent_id": null})).await);
+        let c = api.create("alice", json!({"title": "c", "parent_id": a})).await;
+        assert_eq!((c["list_id"].as_str(), c["parent_id"].as_str()), (Some(l.as_str()), Some(a.as_str())), "a subtask defaults to its parent's list");
+        let c = id(c);
+        let d = id(api.create("alice", json!({"title": "d", "parent_id": a, "list_id": l})).await);
+        // Placement rules on create.
+        let inbox = api.create("alice", json!({"title": "inbox"})).await;
+        let inbox_list = inbox["list_id"].as_str().unwrap().to_owned();
+        for (body, field) in [
+            (json!({"title": "x", "parent_id": a, "list_id": inbox_list}), "list_id"),
+            (json!({"title": "x", "list_id": bob_list}), "list_id"),
+            (json!({"title": "x", "list_id": uuid::Uuid::now_v7()}), "list_id"),
+            (json!({"title": "x", "list_id": "not-a-uuid"}), "list_id"),
+            (json!({"title": "x", "parent_id": bob_task}), "parent_id"),
+            (json!({"title": "x", "parent_id": 5}), "parent_id"),
+        ] {
+            assert_eq!(api.send(req(Method::POST, "/api/alice/tasks").by("alice").json(body.clone())).await.problem(422), [field], "{body}");
+        }
+        // At most 4 levels.
+        let l3 = id(api.create("alice", json!({"title": "l3", "parent_id": c})).await);
+        let l4 = id(api.create("alice", json!({"title": "l4", "parent_id": l3})).await);
+        assert_eq!(api.send(req(Method::POST, "/api/alice/tasks").by("alice").json(json!({"title": "l5", "parent_id": l4}))).await.problem(422), ["parent_id"]);
+        // Listing by list and level.
+        let mut all = api.ids("alice", &format!("list_id={l}&limit=100")).await;
+        all.sort();
+        let mut want = vec![a.clone(), b.clone(), c.clone(), d.clone(), l3.clone(), l4.clone()];
+        want.sort();
+        assert_eq!(all, want, "absent parent_id: every level");
+        assert_eq!(api.ids("alice", &format!("list_id={l}&parent_id=none&sort=position&order=asc")).await, [a.clone(), b.clone()]);
+        assert_eq!(api.ids("alice", &format!("parent_id={a}&sort=position&order=asc")).await, [c.clone(), d.clone()]);
+        assert_eq!(api.ids("alice", &format!("parent_id={c}")).await, [l3.as_str()]);
+        assert_eq!(api.ids("alice", "parent_id=none&sort=position&order=asc&limit=100").await.len(), 3, "a, b and the inbox task");
+        assert_eq!(api.ids("alice", &format!("parent_id={bob_task}")).await, Vec::<String>::new());
+        let r = api.send(req(Method::GET, format!("/api/alice/tasks?list_id={bob_list}")).by("alice")).await;
+        assert_eq!((r.status, r.body["data"].clone(), r.body["meta"]["total"].clone()), (StatusCode::OK, json!([]), json!(0)), "another user's list matches nothing");
+        for (q, field) in [("parent_id=top", "parent_id"), ("parent_id=", "parent_id"), ("list_id=x", "list_id"), ("sort=manual", "sort")] {
+            assert_eq!(api.send(req(Method::GET, format!("/api/alice/tasks?{q}")).by("alice")).await.problem(400), [field], "{q}");
+        }
+        // PUT and PATCH ignore placement fields.
+        let before = api.task("alice", &c).await;
+        let r = api.send(req(Method::PATCH, format!("/api/alice/tasks/{c}")).by("alice").json(json!({"title": "c2", "list_id": inbox_list, "parent_id": null, "position": "zz"}))).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        let r = api.send(req(Method::PUT, format!("/api/alice/tasks/{c}")).by("alice").json(json!({"title": "c3", "list_id": inbox_list, "parent_id": b, "position": "zz"}))).await;
+        let after = &r.body["data"];
+        assert_eq!((after["title"].clone(), after["version"].clone()), (json!("c3"), json!(3)));
+        for f in ["list_id", "parent_id", "position"] {
+            assert_eq!(after[f], before[f], "{f}");
+        }
+        // Deleting a task deletes its subtree.
+        assert_eq!(api.send(req(Method::DELETE, format!("/api/alice/tasks/{c}")).by("alice")).await.status, StatusCode::NO_CONTENT);
+        for gone in [&c, &l3, &l4] {
+            api.send(req(Method::GET, format!("/api/alice/tasks/{gone}")).by("alice")).await.problem(404);
+        }
+        assert_eq!(api.ids("alice", &format!("parent_id={a}")).await, [d.as_str()]);
+    }
+
+    async fn position_paging(store: Store) {
+        let api = api(store).await;
+        let l = api.list("alice", "L").await;
+        let mut made = Vec::new();
+        for i in 0..5 {
+            made.push(api.create("alice", json!({"title": format!("t{i}"), "list_id": l})).await["id"].as_str().unwrap().to_owned());
+        }
+        // Put t4 first, so position order differs from creation order.
+        api.move_task("alice", &made[4], json!({"after": null})).await;
+        let want = [&made[4], &made[0], &made[1], &made[2], &made[3]];
+        for (order, want) in [("asc", want.to_vec()), ("desc", want.iter().rev().copied().collect())] {
+            let base = format!("list_id={l}&parent_id=none&sort=position&order={order}&limit=2");
+            let mut got = Vec::new();
+            let mut cursor = String::new();
+            loop {
+                let r = api.send(req(Method::GET, format!("/api/alice/tasks?{base}&cursor={cursor}")).by("alice")).await;
+                assert_eq!(r.body["meta"]["total"], 5);
+                got.extend(ids_of(&r.body["data"]));
+                match r.body["meta"]["next_cursor"].as_str() {
+                    Some(c) => cursor = c.to_owned(),
+                    None => break,
+                }
+            }
+            assert_eq!(got.iter().collect::<Vec<_>>(), want, "{order}");
+            // A position cursor is not valid for another sort.
+            let first = api.send(req(Method::GET, format!("/api/alice/tasks?{base}")).by("alice")).await;
+            let c = first.body["meta"]["next_cursor"].as_str().unwrap().to_owned();
+            assert_eq!(api.send(req(Method::GET, format!("/api/alice/tasks?list_id={l}&sort=created_at&order={order}&cursor={c}")).by("alice")).await.problem(400), ["cursor"]);
+        }
+    }
+
+    async fn moving_tasks(store: Store) {
+        let api = api(store).await;
+        let l = api.list("alice", "L").await;
+        let m = api.list("alice", "M").await;
+        let bob_list = api.list("bob", "B").await;
+        let id = |v: Value| v["id"].as_str().unwrap().to_owned();
+        let x = id(api.create("alice", json!({"title": "x", "list_id": l})).await);
+        let y = id(api.create("alice", json!({"title": "y", "list_id": l})).await);
+        let z = id(api.create("alice", json!({"title": "z", "list_id": l})).await);
+        let s = id(api.create("alice", json!({"title": "s", "parent_id": y})).await);
+        let top = format!("list_id={l}&parent_id=none&sort=position&order=asc");
+        assert_eq!(api.ids("alice", &top).await, [x.clone(), y.clone(), z.clone()]);
+        // after: null is first, absent is last, a sibling is right after it.
+        let r = api.move_task("alice", &z, json!({"after": null})).await;
+        assert_eq!((r.status, r.header("etag")), (StatusCode::OK, Some("\"2\"")), "{}", r.body);
+        assert_eq!((r.body["data"]["list_id"].as_str(), r.body["data"]["parent_id"].clone()), (Some(l.as_str()), Value::Null));
+        assert_eq!(api.ids("alice", &top).await, [z.clone(), x.clone(), y.clone()]);
+        api.move_task("alice", &z, json!({})).await;
+        assert_eq!(api.ids("alice", &top).await, [x.clone(), y.clone(), z.clone()]);
+        api.move_task("alice", &x, json!({"after": y})).await;
+        assert_eq!(api.ids("alice", &top).await, [y.clone(), x.clone(), z.clone()]);
+        // Siblings' versions do not change when another moves.
+        assert_eq!(api.task("alice", &y).await["version"], 1);
+        // An after that is not a sibling at the destination: 422, nothing moved.
+        for after in [&s, &x] {
+            assert_eq!(api.move_task("alice", &x, json!({"after": after})).await.problem(422), ["after"]);
+        }
+        assert_eq!(api.move_task("alice", &x, json!({"after": uuid::Uuid::now_v7()})).await.problem(422), ["after"]);
+        assert_eq!(api.ids("alice", &top).await, [y.clone(), x.clone(), z.clone()]);
+        // Under a parent: into its list and children, after a sibling there.
+        let r = api.move_task("alice", &z, json!({"parent_id": y, "after": s})).await;
+        assert_eq!(r.body["data"]["parent_id"].as_str(), Some(y.as_str()), "{}", r.body);
+        assert_eq!(api.ids("alice", &format!("parent_id={y}&sort=position&order=asc")).await, [s.clone(), z.clone()]);
+        // Cycles and bad parents: 422 on parent_id.
+        for p in [&y, &s] {
+            assert_eq!(api.move_task("alice", &y, json!({"parent_id": p})).await.problem(422), ["parent_id"], "{p}");
+        }
+        assert_eq!(api.move_task("alice", &x, json!({"parent_id": uuid::Uuid::now_v7()})).await.problem(422), ["parent_id"]);
+        assert_eq!(api.move_task("alice", &x, json!({"parent_id": y, "list_id": m})).await.problem(422), ["list_id"]);
+        assert_eq!(api.move_task("alice", &x, json!({"list_id": bob_list})).await.problem(422), ["list_id"]);
+        // A list change takes the subtree along and moves open counts.
+        let r = api.move_task("alice", &y, json!({"list_id": m})).await;
+        assert_eq!((r.body["data"]["list_id"].as_str(), r.body["data"]["version"].clone()), (Some(m.as_str()), json!(2)), "{}", r.body);
+        for sub in [&s, &z] {
+            let t = api.task("alice", sub).await;
+            assert_eq!((t["list_id"].as_str(), t["parent_id"].as_str()), (Some(m.as_str()), Some(y.as_str())), "{sub}");
+        }
+        let count = |list: String| {
+            let api = &api;
+            async move { api.send(req(Method::GET, format!("/api/alice/lists/{list}")).by("alice")).await.body["data"]["open_count"].clone() }
+        };
+        assert_eq!((count(l.clone()).await, count(m.clone()).await), (json!(1), json!(3)));
+        // parent_id: null makes a subtask top-level, in its current list.
+        let r = api.move_task("alice", &s, json!({"parent_id": null, "after": null})).await;
+        assert_eq!((r.body["data"]["parent_id"].clone(), r.body["data"]["list_id"].as_str()), (Value::Null, Some(m.as_str())));
+        assert_eq!(api.ids("alice", &format!("list_id={m}&parent_id=none&sort=position&order=asc")).await, [s.clone(), y.clone()]);
+        // If-Match, body rules, ids of others, and the check order.
+        let url = format!("/api/alice/tasks/{s}/move");
+        // s: created (1), carried to M with y (2), made top-level (3).
+        api.send(req(Method::POST, &url).by("alice").header("if-match", "\"2\"").json(json!({}))).await.problem(412);
+        let r = api.send(req(Method::POST, &url).by("alice").header("if-match", "\"3\"").json(json!({}))).await;
+        assert_eq!(r.header("etag"), Some("\"4\""));
+        assert_eq!(api.send(req(Method::POST, &url).by("alice").header("if-match", "4").json(json!({}))).await.problem(400), ["If-Match"]);
+        for (body, field) in [(json!({"list_id": null}), "list_id"), (json!({"after": 5}), "after"), (json!({"parent_id": "x"}), "parent_id"), (json!([]), "body")] {
+            assert_eq!(api.move_task("alice", &s, body.clone()).await.problem(422), [field], "{body}");
+        }
+        api.send(req(Method::POST, &url).by("alice").raw("text/plain", "{}")).await.problem(415);
+        api.send(req(Method::POST, &url).by("alice")).await.problem(415);
+        api.move_task("bob", &s, json!({})).await.problem(404);
+        let missing = uuid::Uuid::now_v7().to_string();
+        assert_eq!(api.move_task("alice", &missing, json!({"after": 5})).await.problem(422), ["after"]);
+        api.move_task("alice", &missing, json!({})).await.problem(404);
+        assert_eq!(api.send(req(Method::POST, "/api/alice/tasks/nope/move").by("alice").json(json!({}))).await.problem(400), ["task_id"]);
+        assert_eq!(api.task("alice", &s).await["version"], 4, "refused moves changed nothing");
+    }
+
+    async fn moving_lists(store: Store) {
+        let api = api(store).await;
+        let inbox = api.send(req(Method::GET, "/api/alice/lists").by("alice")).await.body["data"][0]["id"].as_str().unwrap().to_owned();
+        let p = api.list("alice", "P").await;
+        let q = api.list("alice", "Q").await;
+        let bob = api.list("bob", "B").await;
+        let order = || async { ids_of(&api.send(req(Method::GET, "/api/alice/lists").by("alice")).await.body["data"]) };
+        assert_eq!(order().await, [inbox.clone(), p.clone(), q.clone()]);
+        let mv = |id: String, body: Value| {
+            let api = &api;
+            async move { api.send(req(Method::POST, format!("/api/alice/lists/{id}/move")).by("alice").json(body)).await }
+        };
+        let r = mv(q.clone(), json!({"after": null})).await;
+        assert_eq!((r.status, r.header("etag"), r.body["data"]["version"].clone()), (StatusCode::OK, Some("\"2\""), json!(2)), "{}", r.body);
+        assert_eq!(order().await, [q.clone(), inbox.clone(), p.clone()]);
+        mv(q.clone(), json!({})).await;
+        assert_eq!(order().await, [inbox.clone(), p.clone(), q.clone()]);
+        mv(inbox.clone(), json!({"after": q})).await;
+        assert_eq!(order().await, [p.clone(), q.clone(), inbox.clone()]);
+        for after in [json!(bob), json!(uuid::Uuid::now_v7()), json!("x")] {
+            assert_eq!(mv(p.clone(), json!({"after": after})).await.problem(422), ["after"]);
+        }
+        let stale = api.send(req(Method::POST, format!("/api/alice/lists/{p}/move")).by("alice").header("if-match", "\"5\"").json(json!({}))).await;
+        stale.problem(412);
+        assert_eq!(order().await, [p.clone(), q.clone(), inbox.clone()]);
+        api.send(req(Method::POST, format!("/api/bob/lists/{p}/move")).by("bob").json(json!({}))).await.problem(404);
+        assert_eq!(api.send(req(Method::POST, "/api/alice/lists/x/move").by("alice").json(json!({}))).await.problem(400), ["list_id"]);
     }
 }
 

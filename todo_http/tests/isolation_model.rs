@@ -326,11 +326,10 @@ fn isolation_model_sqlite() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL: cargo test --workspace -- --include-ignored"]
 fn isolation_model_postgres() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let Some(db) = rt.block_on(test_support::TestDb::postgres()) else {
-        return;
-    };
+    let db = rt.block_on(test_support::TestDb::postgres());
     drop(rt);
     run_on(db);
 }

@@ -48,6 +48,7 @@ pub mod list;
 mod migrate;
 pub mod position;
 pub mod query;
+pub mod setup;
 mod signature;
 pub mod sync;
 pub mod task;
@@ -817,3 +818,8 @@ mod future_size_tests {
         }
     }
 }
+
+/// The README's code blocks, compiled and run as doctests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+mod readme {}

@@ -2,24 +2,26 @@
 //! [--out FILE] [--db-max-connections N] [--server PATH] [--only PART,…]`: HTTP load benchmarks
 //! of the release server, with a direct-store baseline, written as Markdown. `--server` measures
 //! another build of the server (to compare two under the same conditions); `--only` runs only
-//! some parts (`direct`, `list`, `filtered`, `get`, `heavy`, `open`, `create`, `patch`,
-//! `toggle`, `mix`).
+//! some parts (`direct`, `list`, `filtered`, `get`, `position`, `subtasks`, `heavy`, `open`,
+//! `create`, `patch`, `toggle`, `move`, `mix`).
 //!
 //! 1. Builds the server (`--example serve`) and xtask itself in release, then re-runs itself from
 //!    the release binary under `sh -c 'ulimit -n 65536; exec …'` (the loader holds 1,000 sockets;
 //!    a debug-built loader would measure itself).
 //! 2. Per backend (PostgreSQL on a fresh database from `test_support`, and a fresh SQLite file):
-//!    seeds it (`seed.rs`, with one heavy user of 10,000 tasks), starts the server (`ulimit -n
+//!    seeds it (`seed.rs`: 10 lists per user, a fifth of the tasks subtasks, one heavy user of
+//!    10,000 tasks), starts the server (`ulimit -n
 //!    65536` wrapper) and drives it with `load.rs`: one connection per user, each with its own
 //!    HS256 token. Beside it, the **direct-store baseline** runs in-process (`UserTasks::list` /
 //!    `get`, same concurrency, same pool size, a 2-worker runtime like the server's); list is
 //!    measured in alternating slices, direct then HTTP, so that their ratio compares the two on
 //!    the same machine at the same times.
 //! 3. Scenarios, in this order so reads see the seeded data untouched: list, list with filter +
-//!    search + sort, get; both lists again for the heavy user alone (one connection); the
+//!    search + sort, get, a list's top level by position, a task's subtasks; the three lists
+//!    again for the heavy user alone (one connection); the
 //!    open-loop list runs (fixed arrival rate, latency from the intended
 //!    send time: 2,000 req/s over 1,000 connections, then half the closed-loop list throughput
-//!    just measured, a rate the server sustains); then create, patch, toggle; then the mix
+//!    just measured, a rate the server sustains); then create, patch, toggle, move; then the mix
 //!    (70 % reads). Each closed-loop scenario at 64 and 1,000 connections (`--quick`: 64 only,
 //!    no separate patch/toggle runs, 3-second windows; `--connections` overrides the counts).
 //! 4. After each scenario: the server's peak RSS (`VmHWM`, reset before the scenario through
@@ -75,8 +77,9 @@ pub struct Options {
 }
 
 /// The parts of a run `--only` can pick.
-pub const PARTS: [&str; 10] = [
-    "direct", "list", "filtered", "get", "heavy", "open", "create", "patch", "toggle", "mix",
+pub const PARTS: [&str; 13] = [
+    "direct", "list", "filtered", "get", "position", "subtasks", "heavy", "open", "create",
+    "patch", "toggle", "move", "mix",
 ];
 
 impl Options {
@@ -94,6 +97,9 @@ fn part_of(s: Scenario) -> &'static str {
         Scenario::Only(Op::Create) => "create",
         Scenario::Only(Op::Patch) => "patch",
         Scenario::Only(Op::Toggle) => "toggle",
+        Scenario::Only(Op::ListByPosition) => "position",
+        Scenario::Only(Op::Subtasks) => "subtasks",
+        Scenario::Only(Op::Move) => "move",
         Scenario::Mix => "mix",
     }
 }
@@ -171,6 +177,15 @@ struct Plan {
     custom_conns: bool,
 }
 
+/// The closed-loop read scenarios, in the order they run.
+const READS: [Op; 5] = [
+    Op::List,
+    Op::ListFiltered,
+    Op::Get,
+    Op::ListByPosition,
+    Op::Subtasks,
+];
+
 impl Plan {
     fn new(quick: bool) -> Self {
         if quick {
@@ -181,8 +196,8 @@ impl Plan {
                     skew: true,
                 },
                 conns: vec![64],
-                reads: vec![Op::List, Op::ListFiltered, Op::Get],
-                writes: vec![Op::Create],
+                reads: READS.to_vec(),
+                writes: vec![Op::Create, Op::Move],
                 mix: true,
                 closed: Timing {
                     warmup: Duration::from_millis(500),
@@ -203,8 +218,8 @@ impl Plan {
                     skew: true,
                 },
                 conns: vec![64, 1_000],
-                reads: vec![Op::List, Op::ListFiltered, Op::Get],
-                writes: vec![Op::Create, Op::Patch, Op::Toggle],
+                reads: READS.to_vec(),
+                writes: vec![Op::Create, Op::Patch, Op::Toggle, Op::Move],
                 mix: true,
                 closed: Timing {
                     warmup: Duration::from_secs(3),
@@ -605,10 +620,7 @@ fn run(root: &Path, o: Options) -> Result<(), String> {
     for backend in &o.backends {
         println!("\n=== {backend} ===");
         let db = if backend == "postgres" {
-            match store_rt.block_on(TestDb::postgres()) {
-                Some(db) => db,
-                None => return Err("postgres: no server reachable (see above)".into()),
-            }
+            store_rt.block_on(TestDb::try_postgres())?
         } else {
             TestDb::sqlite()
         };
@@ -670,12 +682,15 @@ fn run_backend(
     };
     let seeded = store_rt.block_on(seed::seed(url, &plan.seed))?;
     let seeded_text = format!(
-        "{} users, {} tasks ({} has {}, the others {} each), {} `task_tags` rows; seeded in {:.1} s",
+        "{} users, {} tasks ({} has {}, the others {} each) in {} lists per user, {:.0} % of them \
+         subtasks, {} `task_tags` rows; seeded in {:.1} s",
         seeded.users.len(),
         seeded.tasks,
         seed::HEAVY_USER,
         plan.seed.tasks_of(0),
         plan.seed.tasks_per_user,
+        seed::LISTS_PER_USER,
+        seed::SUBTASK_SHARE * 100.0,
         seeded.tags,
         seeded.elapsed.as_secs_f64()
     );
@@ -692,6 +707,8 @@ fn run_backend(
                 id: u.id.clone(),
                 authorization: format!("Bearer {token}"),
                 task_ids: u.task_ids.clone().into(),
+                list_ids: u.list_ids.clone().into(),
+                parent_ids: u.parent_ids.clone().into(),
             }))
         })
         .collect::<Result<_, String>>()?;
@@ -825,7 +842,7 @@ fn run_backend(
     // The heavy user's listings on their own (one connection, no queueing behind other
     // users): the latency of a 10,000-task user's page itself.
     let heavy = if o.wants("heavy") {
-        vec![Op::List, Op::ListFiltered]
+        vec![Op::List, Op::ListFiltered, Op::ListByPosition]
     } else {
         Vec::new()
     };

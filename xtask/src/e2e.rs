@@ -215,10 +215,10 @@ pub fn main(root: &Path, o: Options) -> Result<(), String> {
     for backend in &o.backends {
         println!("\n=== e2e on {backend} ===");
         let db = if backend == "postgres" {
-            match rt.block_on(TestDb::postgres()) {
-                Some(db) => db,
-                None => {
-                    failures.push("postgres: no server reachable".to_owned());
+            match rt.block_on(TestDb::try_postgres()) {
+                Ok(db) => db,
+                Err(e) => {
+                    failures.push(format!("postgres: {e}"));
                     continue;
                 }
             }

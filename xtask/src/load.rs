@@ -38,7 +38,7 @@ use crate::seed::{Gen, SEARCH_WORDS};
 /// A request may take at most this long; longer counts as a transport error.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// One simulated user: its id, token and seeded task ids.
+/// One simulated user: its id, token and seeded task and list ids.
 #[derive(Debug, Clone)]
 pub struct User {
     /// User id (path segment and JWT `sub`).
@@ -47,6 +47,10 @@ pub struct User {
     pub authorization: String,
     /// Ids of its seeded tasks.
     pub task_ids: Arc<[Uuid]>,
+    /// Ids of its seeded lists.
+    pub list_ids: Arc<[Uuid]>,
+    /// Ids of its seeded tasks that have subtasks.
+    pub parent_ids: Arc<[Uuid]>,
 }
 
 /// One kind of request.
@@ -64,6 +68,14 @@ pub enum Op {
     Patch,
     /// `PATCH /tasks/{id}/complete` with no body (toggle).
     Toggle,
+    /// `GET /tasks?list_id=<a list>&parent_id=none&sort=position&order=asc`: a list's top level
+    /// in manual order.
+    ListByPosition,
+    /// `GET /tasks?parent_id=<a task with subtasks>`.
+    Subtasks,
+    /// `POST /tasks/{id}/move` within its list and parent: `{"after": null}` (first) or `{}`
+    /// (last), half each.
+    Move,
 }
 
 /// What every connection sends.
@@ -86,6 +98,9 @@ impl Scenario {
             Scenario::Only(Op::Create) => "create",
             Scenario::Only(Op::Patch) => "patch",
             Scenario::Only(Op::Toggle) => "toggle",
+            Scenario::Only(Op::ListByPosition) => "list a list's top level by position",
+            Scenario::Only(Op::Subtasks) => "list a task's subtasks",
+            Scenario::Only(Op::Move) => "move within a list",
             Scenario::Mix => "mix (70% reads)",
         }
     }
@@ -108,13 +123,15 @@ impl Scenario {
 /// The request for `op` by `user`.
 fn request(addr: SocketAddr, op: Op, user: &User, rng: &mut Gen) -> Request<Full<Bytes>> {
     let base = format!("/api/{}/tasks", user.id);
-    let mut id = || {
-        if user.task_ids.is_empty() {
+    // A random one of `ids` (the nil id, which matches nothing, when there is none).
+    let any = |ids: &[Uuid], rng: &mut Gen| {
+        if ids.is_empty() {
             Uuid::nil()
         } else {
-            user.task_ids[rng.below(user.task_ids.len())]
+            ids[rng.below(ids.len())]
         }
     };
+    let id = |rng: &mut Gen| any(&user.task_ids, rng);
     let (method, path, body): (Method, String, Option<(&str, String)>) = match op {
         Op::List => (Method::GET, base, None),
         Op::ListFiltered => {
@@ -127,10 +144,35 @@ fn request(addr: SocketAddr, op: Op, user: &User, rng: &mut Gen) -> Request<Full
                 None,
             )
         }
-        Op::Get => (Method::GET, format!("{base}/{}", id()), None),
-        Op::Toggle => (Method::PATCH, format!("{base}/{}/complete", id()), None),
+        Op::Get => (Method::GET, format!("{base}/{}", id(rng)), None),
+        Op::Toggle => (Method::PATCH, format!("{base}/{}/complete", id(rng)), None),
+        Op::ListByPosition => {
+            let list = any(&user.list_ids, rng);
+            (
+                Method::GET,
+                format!("{base}?list_id={list}&parent_id=none&sort=position&order=asc"),
+                None,
+            )
+        }
+        Op::Subtasks => {
+            let parent = any(&user.parent_ids, rng);
+            (Method::GET, format!("{base}?parent_id={parent}"), None)
+        }
+        Op::Move => {
+            let target = id(rng);
+            let body = if rng.chance(0.5) {
+                r#"{"after":null}"#
+            } else {
+                "{}"
+            };
+            (
+                Method::POST,
+                format!("{base}/{target}/move"),
+                Some(("application/json", body.to_owned())),
+            )
+        }
         Op::Patch => {
-            let target = id();
+            let target = id(rng);
             let priority = ["low", "medium", "high"][rng.below(3)];
             let body = serde_json::json!({ "title": rng.title(), "priority": priority });
             (
@@ -548,5 +590,40 @@ mod tests {
             })
             .count();
         assert!((6_700..7_300).contains(&reads), "{reads}");
+    }
+
+    #[test]
+    fn tree_scenarios_aim_at_the_users_lists_and_parents() {
+        let (list, parent, task) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
+        let user = User {
+            id: "u".into(),
+            authorization: "Bearer t".into(),
+            task_ids: vec![task].into(),
+            list_ids: vec![list].into(),
+            parent_ids: vec![parent].into(),
+        };
+        let addr: SocketAddr = ([127, 0, 0, 1], 1).into();
+        let mut g = Gen::new(3);
+        let r = request(addr, Op::ListByPosition, &user, &mut g);
+        assert_eq!(
+            r.uri().to_string(),
+            format!("/api/u/tasks?list_id={list}&parent_id=none&sort=position&order=asc")
+        );
+        let r = request(addr, Op::Subtasks, &user, &mut g);
+        assert_eq!(
+            r.uri().to_string(),
+            format!("/api/u/tasks?parent_id={parent}")
+        );
+        let mut bodies = std::collections::BTreeSet::new();
+        for _ in 0..50 {
+            let r = request(addr, Op::Move, &user, &mut g);
+            assert_eq!(
+                (r.method(), r.uri().to_string()),
+                (&Method::POST, format!("/api/u/tasks/{task}/move"))
+            );
+            let body = r.into_body();
+            bodies.insert(format!("{body:?}"));
+        }
+        assert_eq!(bodies.len(), 2, "first and last, both: {bodies:?}");
     }
 }

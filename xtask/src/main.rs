@@ -3,7 +3,8 @@
 //! - `openapi [--check]`: write the generated spec to `openapi.yaml` at the workspace root, or
 //!   with `--check` exit non-zero when the committed file differs from what the code generates.
 //! - `token <user_id> [--ttl 1h]`: print an HS256 token for `user_id`, signed with
-//!   `TODO_JWT_SECRET` (or `BETTER_AUTH_SECRET`).
+//!   `TODO_JWT_SECRET` (or `BETTER_AUTH_SECRET`); `serve token` does the same and also knows
+//!   the development secret.
 //! - `e2e [--backend sqlite|postgres]… [--only ts|swagger|schemathesis]… [--fuzz-seconds N]`:
 //!   the release server on fresh databases, checked by the generated TypeScript client, Swagger
 //!   UI in headless Chromium and schemathesis (see `e2e.rs`).
@@ -23,6 +24,8 @@ mod serve;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+
+use todo_examples::cli::parse_ttl;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -82,20 +85,6 @@ fn openapi(check: bool) -> Result<(), String> {
     Ok(())
 }
 
-/// Parses `90s`, `15m`, `1h`, `2d` or plain seconds.
-fn parse_ttl(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| format!("bad --ttl {s:?}"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        _ => return Err(format!("bad --ttl unit in {s:?} (use s, m, h or d)")),
-    };
-    Ok(Duration::from_secs(secs))
-}
-
 fn token(args: &[String]) -> Result<(), String> {
     let user = args.first().ok_or(USAGE)?;
     let mut ttl = Duration::from_secs(3600);
@@ -112,20 +101,4 @@ fn token(args: &[String]) -> Result<(), String> {
     let token = todo_http::auth::mint_hs256(&secret, user, ttl).map_err(|e| e.to_string())?;
     println!("{token}");
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_ttl;
-    use std::time::Duration;
-
-    #[test]
-    fn ttl_units() {
-        assert_eq!(parse_ttl("90").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_ttl("15m").unwrap(), Duration::from_secs(900));
-        assert_eq!(parse_ttl("1h").unwrap(), Duration::from_secs(3600));
-        assert_eq!(parse_ttl("2d").unwrap(), Duration::from_secs(172_800));
-        assert!(parse_ttl("1y").is_err());
-        assert!(parse_ttl("h").is_err());
-    }
 }

@@ -5,6 +5,7 @@ import createClient from "openapi-fetch";
 import type { components, operations, paths } from "./schema";
 
 export type Task = components["schemas"]["Task"];
+export type List = components["schemas"]["List"];
 export type Problem = components["schemas"]["ProblemBody"];
 export type Priority = components["schemas"]["Priority"];
 /** The query parameters of `listTasks` (filters, sort, paging). */

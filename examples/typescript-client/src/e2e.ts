@@ -7,21 +7,24 @@
 // against the same database. Exits non-zero if any check fails.
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { createTodoClient, type ListTasksQuery, type Priority, type Problem, type Task, type TodoClient } from "./client";
+import { createTodoClient, type List, type ListTasksQuery, type Priority, type Problem, type Task, type TodoClient } from "./client";
 import { Checks, config, mintToken, uniqueUserId } from "./support";
 
 const { baseUrl, secret } = config();
 const t = new Checks();
 
-// Three users: A does the single-task lifecycle, B (an id with `@`, `:` and `.`, as auth
-// libraries produce) checks isolation, C owns a fixed set of tasks for listing and paging.
+// Four users: A does the single-task lifecycle, B (an id with `@`, `:` and `.`, as auth
+// libraries produce) checks isolation, C owns a fixed set of tasks for listing and paging, D
+// arranges lists, subtasks and their order.
 const A = uniqueUserId("e2e-a-");
 const B = uniqueUserId("e2e.b@example:");
 const C = uniqueUserId("e2e_c_");
+const D = uniqueUserId("e2e-d-");
 const tokenA = mintToken(secret, A);
 const apiA = createTodoClient(baseUrl, tokenA);
 const apiB = createTodoClient(baseUrl, mintToken(secret, B));
 const apiC = createTodoClient(baseUrl, mintToken(secret, C));
+const apiD = createTodoClient(baseUrl, mintToken(secret, D));
 const anonymous = createTodoClient(baseUrl);
 
 // ---------------------------------------------------------------------------------------------
@@ -512,6 +515,155 @@ async function listing() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// D: lists, subtasks and manual order
+
+const listPath = (user_id: string, list_id: string) => ({ params: { path: { user_id, list_id } } });
+
+async function listsOf(api: TodoClient, user: string): Promise<List[]> {
+  return expectOk(await api.GET("/api/{user_id}/lists", { params: { path: { user_id: user } } }), 200).data;
+}
+
+/** Ids of D's tasks matching a listing query, in the order served. */
+async function idsOf(query: ListTasksQuery): Promise<string[]> {
+  const page = expectOk(await apiD.GET("/api/{user_id}/tasks", { params: { path: { user_id: D }, query } }), 200);
+  return page.data.map((x) => x.id);
+}
+
+async function listsAndSubtasks() {
+  t.section(`listLists / createList / getList / updateList / moveList / deleteList / moveTask (user ${D})`);
+  let inbox!: List;
+  let groceries!: List;
+  let work!: List;
+  // milk and bread in Groceries, oat milk under milk; then moved around.
+  let milk!: Task;
+  let bread!: Task;
+  let oat!: Task;
+  const create = async (title: string, body: { list_id?: string; parent_id?: string | null }) =>
+    expectOk(await apiD.POST("/api/{user_id}/tasks", { params: { path: { user_id: D } }, body: { title, ...body } }), 201).data;
+  const move = (task: Task, body: { list_id?: string; parent_id?: string | null; after?: string | null }) =>
+    apiD.POST("/api/{user_id}/tasks/{task_id}/move", { ...taskPath(D, task.id), body });
+
+  await t.check("listLists: a new user has exactly the inbox", async () => {
+    const lists = await listsOf(apiD, D);
+    assert.equal(lists.length, 1);
+    inbox = lists[0] ?? assert.fail("no inbox");
+    assert.equal(inbox.is_inbox, true);
+    assert.equal(inbox.name, "Inbox");
+    assert.equal(inbox.color, null);
+    assert.equal(inbox.open_count, 0);
+  });
+
+  await t.check("createList: 201, Location, ETag; trimmed name, lower-cased colour, last in order", async () => {
+    const result = await apiD.POST("/api/{user_id}/lists", { params: { path: { user_id: D } }, body: { name: "  Groceries ", color: "#FF8800" } });
+    groceries = expectOk(result, 201).data;
+    assert.equal(groceries.name, "Groceries");
+    assert.equal(groceries.color, "#ff8800");
+    assert.equal(groceries.is_inbox, false);
+    assert.equal(groceries.version, 1);
+    assert.equal(result.response.headers.get("etag"), '"1"');
+    const location = result.response.headers.get("location") ?? assert.fail("Location header");
+    assert.ok(decodeURIComponent(new URL(location, baseUrl).pathname).endsWith(`/api/${D}/lists/${groceries.id}`), location);
+    work = expectOk(await apiD.POST("/api/{user_id}/lists", { params: { path: { user_id: D } }, body: { name: "Work" } }), 201).data;
+    assert.deepEqual((await listsOf(apiD, D)).map((l) => l.id), [inbox.id, groceries.id, work.id]);
+  });
+
+  await t.check("getList / updateList: ETag, merge patch, stale If-Match is 412", async () => {
+    const got = await apiD.GET("/api/{user_id}/lists/{list_id}", listPath(D, groceries.id));
+    assert.deepEqual(expectOk(got, 200).data, groceries);
+    assert.equal(got.response.headers.get("etag"), '"1"');
+    const updated = await apiD.PATCH("/api/{user_id}/lists/{list_id}", {
+      params: { path: { user_id: D, list_id: groceries.id }, header: { "If-Match": '"1"' } },
+      body: { color: null },
+    });
+    groceries = expectOk(updated, 200).data;
+    assert.equal(groceries.color, null);
+    assert.equal(groceries.name, "Groceries", "absent fields are unchanged");
+    assert.equal(groceries.version, 2);
+    const stale = await apiD.PATCH("/api/{user_id}/lists/{list_id}", {
+      params: { path: { user_id: D, list_id: groceries.id }, header: { "If-Match": '"1"' } },
+      body: { name: "Stale" },
+    });
+    expectProblem(stale, 412);
+    expectProblem(await apiD.PATCH("/api/{user_id}/lists/{list_id}", { ...listPath(D, groceries.id), body: { name: "  " } }), 422, ["name"]);
+    expectProblem(await apiD.POST("/api/{user_id}/lists", { params: { path: { user_id: D } }, body: { name: "x", color: "orange" } }), 422, ["color"]);
+  });
+
+  await t.check("moveList: after null is first, absent is last", async () => {
+    expectOk(await apiD.POST("/api/{user_id}/lists/{list_id}/move", { ...listPath(D, work.id), body: { after: null } }), 200);
+    assert.deepEqual((await listsOf(apiD, D)).map((l) => l.id), [work.id, inbox.id, groceries.id]);
+    work = expectOk(await apiD.POST("/api/{user_id}/lists/{list_id}/move", { ...listPath(D, work.id), body: {} }), 200).data;
+    assert.deepEqual((await listsOf(apiD, D)).map((l) => l.id), [inbox.id, groceries.id, work.id]);
+    assert.equal(work.version, 3);
+  });
+
+  await t.check("createTask with list_id and parent_id; a subtask inherits its parent's list", async () => {
+    milk = await create("milk", { list_id: groceries.id });
+    bread = await create("bread", { list_id: groceries.id, parent_id: null });
+    oat = await create("oat milk", { parent_id: milk.id });
+    assert.equal(oat.list_id, groceries.id);
+    assert.equal(oat.parent_id, milk.id);
+    assert.equal(typeof oat.position, "string");
+    const loose = await create("loose end", {});
+    assert.equal(loose.list_id, inbox.id, "the inbox by default");
+    assert.equal(loose.parent_id, null);
+    expectProblem(await apiD.POST("/api/{user_id}/tasks", { params: { path: { user_id: D } }, body: { title: "x", parent_id: milk.id, list_id: work.id } }), 422, ["list_id"]);
+    const groceryList = expectOk(await apiD.GET("/api/{user_id}/lists/{list_id}", listPath(D, groceries.id)), 200).data;
+    assert.equal(groceryList.open_count, 3, "open tasks at every level");
+  });
+
+  await t.check("listTasks: list_id, parent_id (a task or none) and sort=position", async () => {
+    const top = { list_id: groceries.id, parent_id: "none", sort: "position", order: "asc" } as const;
+    assert.deepEqual(await idsOf(top), [milk.id, bread.id]);
+    assert.deepEqual(await idsOf({ parent_id: milk.id }), [oat.id]);
+    assert.equal((await idsOf({ list_id: groceries.id })).length, 3, "without parent_id: every level");
+    expectProblem(await apiD.GET("/api/{user_id}/tasks", { params: { path: { user_id: D }, query: { parent_id: "top" } } }), 400, ["parent_id"]);
+  });
+
+  await t.check("moveTask: after null / a sibling / absent, then under a parent and to another list", async () => {
+    const top = { list_id: groceries.id, parent_id: "none", sort: "position", order: "asc" } as const;
+    const moved = expectOk(await move(bread, { after: null }), 200);
+    assert.equal(moved.data.version, bread.version + 1);
+    assert.deepEqual(await idsOf(top), [bread.id, milk.id]);
+    expectOk(await move(bread, { after: milk.id }), 200);
+    assert.deepEqual(await idsOf(top), [milk.id, bread.id]);
+    expectProblem(await move(bread, { after: oat.id }), 422, ["after"]);
+    expectProblem(await move(milk, { parent_id: oat.id }), 422, ["parent_id"]);
+    const nested = expectOk(await move(bread, { parent_id: milk.id }), 200).data;
+    assert.equal(nested.parent_id, milk.id);
+    assert.deepEqual(await idsOf({ parent_id: milk.id, sort: "position", order: "asc" }), [oat.id, bread.id]);
+    // The whole subtree follows to the new list.
+    const carried = expectOk(await move(milk, { list_id: work.id }), 200).data;
+    assert.equal(carried.list_id, work.id);
+    for (const carriedAlong of [oat, bread]) {
+      assert.equal((await getTask(apiD, D, carriedAlong.id)).list_id, work.id, carriedAlong.title);
+    }
+    const stale = await apiD.POST("/api/{user_id}/tasks/{task_id}/move", {
+      params: { path: { user_id: D, task_id: carried.id }, header: { "If-Match": `"${carried.version - 1}"` } },
+      body: {},
+    });
+    expectProblem(stale, 412);
+  });
+
+  await t.check("another user's list or task is the same as none", async () => {
+    expectProblem(await apiB.GET("/api/{user_id}/lists/{list_id}", listPath(B, work.id)), 404);
+    expectProblem(await apiB.POST("/api/{user_id}/tasks/{task_id}/move", { ...taskPath(B, milk.id), body: {} }), 404);
+    const page = expectOk(await apiB.GET("/api/{user_id}/tasks", { params: { path: { user_id: B }, query: { list_id: work.id } } }), 200);
+    assert.deepEqual(page.data, []);
+    assert.equal(page.meta.total, 0);
+  });
+
+  await t.check("deleteList: 409 for the inbox and a non-empty list; cascade deletes the tasks", async () => {
+    expectProblem(await apiD.DELETE("/api/{user_id}/lists/{list_id}", listPath(D, inbox.id)), 409);
+    expectProblem(await apiD.DELETE("/api/{user_id}/lists/{list_id}", listPath(D, work.id)), 409);
+    expectOk(await apiD.DELETE("/api/{user_id}/lists/{list_id}", { params: { path: { user_id: D, list_id: work.id }, query: { cascade: true } } }), 204);
+    expectProblem(await apiD.GET("/api/{user_id}/lists/{list_id}", listPath(D, work.id)), 404);
+    expectProblem(await apiD.GET("/api/{user_id}/tasks/{task_id}", taskPath(D, bread.id)), 404);
+    expectOk(await apiD.DELETE("/api/{user_id}/lists/{list_id}", listPath(D, groceries.id)), 204);
+    assert.deepEqual((await listsOf(apiD, D)).map((l) => l.id), [inbox.id]);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
 // The request examples in the served spec: Swagger UI pre-fills them, so they must be valid
 
 type Json = Record<string, any>; // parsed JSON, deliberately untyped
@@ -547,6 +699,17 @@ async function specExamples() {
   await t.check("updateTask's example body is accepted", async () => {
     const body = requestExample(spec, "updateTask") as never;
     expectOk(await apiA.PATCH("/api/{user_id}/tasks/{task_id}", { ...taskPath(A, (await fresh()).id), body }), 200);
+  });
+  await t.check("moveTask's example body is accepted", async () => {
+    const body = requestExample(spec, "moveTask") as never;
+    expectOk(await apiA.POST("/api/{user_id}/tasks/{task_id}/move", { ...taskPath(A, (await fresh()).id), body }), 200);
+  });
+  await t.check("createList's, updateList's and moveList's example bodies are accepted", async () => {
+    const body = requestExample(spec, "createList") as never;
+    const list = expectOk(await apiA.POST("/api/{user_id}/lists", { params: { path: { user_id: A } }, body }), 201).data;
+    const path = { params: { path: { user_id: A, list_id: list.id } } };
+    expectOk(await apiA.PATCH("/api/{user_id}/lists/{list_id}", { ...path, body: requestExample(spec, "updateList") as never }), 200);
+    expectOk(await apiA.POST("/api/{user_id}/lists/{list_id}/move", { ...path, body: requestExample(spec, "moveList") as never }), 200);
   });
   await t.check("toggleTaskCompletion's example body is accepted", async () => {
     const body = requestExample(spec, "toggleTaskCompletion") as never;
@@ -653,6 +816,7 @@ try {
   await concurrency();
   await isolation();
   await listing();
+  await listsAndSubtasks();
   await specExamples();
   await errors();
 } catch (err) {

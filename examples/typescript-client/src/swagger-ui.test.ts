@@ -1,5 +1,5 @@
 // Browser test of the interactive docs: headless Chromium opens `${TODO_BASE_URL}/docs`, waits for
-// all eight operations, authorizes with a bearer token, then runs "Try it out" on createTask and
+// every operation, authorizes with a bearer token, then runs "Try it out" on createTask and
 // listTasks and reads the responses Swagger UI shows. Fails if the page contacts any host but
 // the server (Swagger UI's assets must be served by the API, not a CDN).
 //
@@ -22,7 +22,14 @@ const OPERATIONS = [
   "updateTask",
   "deleteTask",
   "toggleTaskCompletion",
+  "moveTask",
   "listTags",
+  "listLists",
+  "createList",
+  "getList",
+  "updateList",
+  "deleteList",
+  "moveList",
 ] as const;
 const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
 // `cargo xtask e2e` points this into target/ so runs do not rewrite the committed screenshot.
@@ -129,7 +136,7 @@ let ok = false;
 try {
   console.log(`Swagger UI at ${baseUrl}/docs (user ${user}, Chromium ${context.browser()?.version() ?? ""})`);
 
-  await step("the page loads and renders all 8 operations", async () => {
+  await step(`the page loads and renders all ${OPERATIONS.length} operations`, async () => {
     const response = await page.goto(`${baseUrl}/docs`);
     assert.equal(response?.status(), 200);
     for (const id of OPERATIONS) await operation(page, id).waitFor();
