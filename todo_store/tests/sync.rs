@@ -33,8 +33,9 @@ macro_rules! with_db {
         mod postgres {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[ignore = "needs PostgreSQL: cargo test --workspace -- --include-ignored"]
                 async fn $name() {
-                    let Some(db) = test_support::TestDb::postgres().await else { return };
+                    let db = test_support::TestDb::postgres().await;
                     super::$name(&db).await;
                     db.cleanup().await;
                 }
