@@ -29,6 +29,7 @@ mod ops;
 pub mod payload;
 pub mod problem;
 pub mod server;
+pub mod sync;
 pub mod types;
 
 use std::sync::Arc;
@@ -98,7 +99,7 @@ fn spec_service(
     store: Store,
     readiness_timeout: Duration,
     limits: Arc<Limits>,
-) -> OpenApiService<(TasksApi, OpsApi), ()> {
+) -> OpenApiService<(TasksApi, sync::SyncApi, OpsApi), ()> {
     let server = if mount_path.is_empty() {
         "/".to_owned()
     } else {
@@ -109,7 +110,10 @@ fn spec_service(
         readiness_timeout,
         limits,
     };
-    OpenApiService::new((TasksApi { store }, ops), "Todo API", API_VERSION)
+    let sync = sync::SyncApi {
+        store: store.clone(),
+    };
+    OpenApiService::new((TasksApi { store }, sync, ops), "Todo API", API_VERSION)
         .description(
             "Multi-user task API. Every `/api/{user_id}/…` route needs `Authorization: Bearer <JWT>` \
              whose `sub` equals `{user_id}`. Success bodies are `{\"data\": …}` envelopes; errors are \
@@ -457,6 +461,8 @@ fn route_of(path: &str) -> &'static str {
             "/api/{user_id}/lists/{list_id}/move"
         }
         (Some("api"), Some(_), Some("tags"), None, ..) => "/api/{user_id}/tags",
+        (Some("api"), Some(_), Some("changes"), None, ..) => "/api/{user_id}/changes",
+        (Some("api"), Some(_), Some("batch"), None, ..) => "/api/{user_id}/batch",
         (Some("healthz"), None, ..) => "/healthz",
         (Some("readyz"), None, ..) => "/readyz",
         (Some("metrics"), None, ..) => "/metrics",
@@ -481,11 +487,10 @@ fn allowed_methods(route: &str) -> Option<&'static str> {
         "/tasks" | "/lists" => Some("GET, POST"),
         "/tasks/{task_id}" => Some("GET, PUT, PATCH, DELETE"),
         "/tasks/{task_id}/complete" => Some("PATCH"),
-        "/tasks/{task_id}/move" | "/lists/{list_id}/move" => Some("POST"),
+        "/tasks/{task_id}/move" | "/lists/{list_id}/move" | "/batch" => Some("POST"),
         "/lists/{list_id}" => Some("GET, PATCH, DELETE"),
-        "/tags" | "/healthz" | "/readyz" | "/metrics" | "/openapi.json" | "/openapi.yaml" => {
-            Some("GET")
-        }
+        "/tags" | "/changes" | "/healthz" | "/readyz" | "/metrics" | "/openapi.json"
+        | "/openapi.yaml" => Some("GET"),
         _ => None,
     }
 }

@@ -322,6 +322,9 @@ fn describe(status: u16) -> &'static str {
         409 => {
             "The data's state forbids it: deleting the inbox, or a list that still has tasks without `cascade=true`."
         }
+        410 => {
+            "The sync token is older than the deletions the server keeps (`type` ends in `/sync-token-expired`): sync again without `since`."
+        }
         412 => "`If-Match` does not match the task's current version; nothing was changed.",
         413 => "Request body larger than 65,536 bytes.",
         415 => "Request body missing or not `application/json`.",
@@ -406,6 +409,10 @@ impl Problem {
 /// values or range, in the words the body errors use, never poem-openapi's type names.
 fn param_message(name: &str, reason: &str) -> String {
     use crate::types::{Priority, SortBy, SortOrder, StatusFilter};
+    // A parameter type of ours already says what is allowed.
+    if reason.contains("\": must ") {
+        return own_reason(reason);
+    }
     match name {
         "status" => one_of::<StatusFilter>(),
         "priority" => format!(
@@ -486,4 +493,6 @@ statuses! {
     ListWriteErrors = [400, 401, 403, 404, 412, 413, 415, 422, 503];
     /// deleteList.
     ListDeleteErrors = [400, 401, 403, 404, 409, 412, 503];
+    /// listChanges.
+    SyncErrors = [400, 401, 403, 410, 503];
 }
