@@ -16,6 +16,7 @@ use crate::body::{
     CompletionBody, CreateBody, JsonBody, ListCreateBody, ListMoveBody, ListUpdateBody, MoveBody,
     ReplaceBody, UpdateBody,
 };
+use crate::idempotency::{self, IdempotencyKeyHeader};
 use crate::payload::JsonOut;
 use crate::problem::{
     ApiError, CreateErrors, DeleteErrors, ListDeleteErrors, ListReadErrors, ListWriteErrors,
@@ -80,20 +81,31 @@ impl<'a> ApiExtractor<'a> for Authed {
         let Some(AuthHandle(auth)) = req.data::<AuthHandle>() else {
             return Err(Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "no authenticator").into());
         };
-        let principal = auth.authenticate(req).await.map_err(|e| match e {
-            AuthError::Missing => Problem::unauthorized("a bearer token is required"),
-            AuthError::Invalid(_) => Problem::invalid_token(e.to_string()),
-        })?;
         // poem-openapi names path parameters by position; `user_id` is the first of every path.
-        if req.raw_path_param("param0") != Some(principal.user_id.as_str()) {
-            return Err(Problem::new(
-                StatusCode::FORBIDDEN,
-                "the token is not for the user in the path",
-            )
-            .into());
-        }
-        Ok(Authed(principal.user_id))
+        authenticate(req, auth.as_ref(), req.raw_path_param("param0"))
+            .await
+            .map(Authed)
+            .map_err(Into::into)
     }
+}
+
+/// Checks the bearer token (401) and that it is for `path_user` (403); returns the user id.
+pub(crate) async fn authenticate(
+    req: &Request,
+    auth: &dyn Authenticator,
+    path_user: Option<&str>,
+) -> Result<String, Problem> {
+    let principal = auth.authenticate(req).await.map_err(|e| match e {
+        AuthError::Missing => Problem::unauthorized("a bearer token is required"),
+        AuthError::Invalid(_) => Problem::invalid_token(e.to_string()),
+    })?;
+    if path_user != Some(principal.user_id.as_str()) {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "the token is not for the user in the path",
+        ));
+    }
+    Ok(principal.user_id)
 }
 
 /// A single task with its `ETag`.
@@ -187,7 +199,7 @@ pub enum ListsResponse {
 }
 
 /// An entity tag for a version: `"3"`.
-fn etag(version: i64) -> String {
+pub(crate) fn etag(version: i64) -> String {
     format!("\"{version}\"")
 }
 
@@ -205,9 +217,14 @@ fn list_response(l: todo_store::List) -> ListResponse {
 /// host's prefix (`Route::nest`) the original URI carries it; it is used when it is the full
 /// form of the path the handler saw.
 fn location(req: &Request, id: uuid::Uuid) -> String {
+    format!("{}/{}", collection(req), id)
+}
+
+/// The URL of the collection this request was sent to (see [`location`]).
+fn collection(req: &Request) -> String {
     let (path, full) = (req.uri().path(), req.original_uri().path());
     let base = if full.ends_with(path) { full } else { path };
-    format!("{}/{}", base.trim_end_matches('/'), id)
+    base.trim_end_matches('/').to_owned()
 }
 
 /// The task API over a [`Store`].
@@ -334,11 +351,15 @@ impl TasksApi {
         auth: Authed,
         /// The user (must equal the token's `sub`).
         user_id: Path<UserIdParam>,
+        /// Makes the write safe to retry (see the parameter's schema).
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<IdempotencyKeyHeader>>,
         req: &Request,
         body: JsonBody<CreateBody>,
     ) -> Res<CreatedResponse, CreateErrors> {
-        let _ = user_id;
-        let t = self.user(&auth)?.create(body.0).await?;
+        let _ = (user_id, idempotency_key);
+        let user = idempotency::attach(req, self.user(&auth)?, Some(collection(req)));
+        let t = user.create(body.0).await?;
         let (location, etag) = (location(req, t.id), etag(t.version));
         Ok(CreatedResponse::Created(
             JsonOut(TaskEnvelope { data: t.into() }),
@@ -370,6 +391,7 @@ impl TasksApi {
     ///
     /// An absent optional field is cleared or reset to its default; `completed` changes only
     /// when the body names it.
+    #[allow(clippy::too_many_arguments)]
     #[oai(
         path = "/api/:user_id/tasks/:task_id",
         method = "put",
@@ -386,11 +408,14 @@ impl TasksApi {
         /// Apply only at this version (`"3"`), or `*`.
         #[oai(name = "If-Match")]
         if_match: Header<Option<IfMatch>>,
+        /// Makes the write safe to retry (see the parameter's schema).
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<IdempotencyKeyHeader>>,
+        req: &Request,
         body: JsonBody<ReplaceBody>,
     ) -> Res<TaskResponse, WriteErrors> {
-        let _ = user_id;
-        let t = self
-            .user(&auth)?
+        let _ = (user_id, idempotency_key);
+        let t = idempotency::attach(req, self.user(&auth)?, None)
             .replace(task_id.0.0, body.0, IfMatch::version(if_match.0))
             .await?;
         Ok(task_response(t))
@@ -399,6 +424,7 @@ impl TasksApi {
     /// Update a task (JSON merge patch)
     ///
     /// Absent fields are unchanged; `null` clears `description`, `due_at` and `tags`.
+    #[allow(clippy::too_many_arguments)]
     #[oai(
         path = "/api/:user_id/tasks/:task_id",
         method = "patch",
@@ -415,11 +441,14 @@ impl TasksApi {
         /// Apply only at this version (`"3"`), or `*`.
         #[oai(name = "If-Match")]
         if_match: Header<Option<IfMatch>>,
+        /// Makes the write safe to retry (see the parameter's schema).
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<IdempotencyKeyHeader>>,
+        req: &Request,
         body: JsonBody<UpdateBody>,
     ) -> Res<TaskResponse, WriteErrors> {
-        let _ = user_id;
-        let t = self
-            .user(&auth)?
+        let _ = (user_id, idempotency_key);
+        let t = idempotency::attach(req, self.user(&auth)?, None)
             .patch(task_id.0.0, body.0, IfMatch::version(if_match.0))
             .await?;
         Ok(task_response(t))
@@ -442,9 +471,13 @@ impl TasksApi {
         /// Delete only at this version (`"3"`), or `*`.
         #[oai(name = "If-Match")]
         if_match: Header<Option<IfMatch>>,
+        /// Makes the write safe to retry (see the parameter's schema).
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<IdempotencyKeyHeader>>,
+        req: &Request,
     ) -> Res<DeletedResponse, DeleteErrors> {
-        let _ = user_id;
-        self.user(&auth)?
+        let _ = (user_id, idempotency_key);
+        idempotency::attach(req, self.user(&auth)?, None)
             .delete(task_id.0.0, IfMatch::version(if_match.0))
             .await?;
         Ok(DeletedResponse::NoContent)
@@ -453,6 +486,7 @@ impl TasksApi {
     /// Toggle or set completion
     ///
     /// No body or `{}` toggles; `{"completed": true|false}` sets.
+    #[allow(clippy::too_many_arguments)]
     #[oai(
         path = "/api/:user_id/tasks/:task_id/complete",
         method = "patch",
@@ -469,11 +503,14 @@ impl TasksApi {
         /// Apply only at this version (`"3"`), or `*`.
         #[oai(name = "If-Match")]
         if_match: Header<Option<IfMatch>>,
+        /// Makes the write safe to retry (see the parameter's schema).
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<IdempotencyKeyHeader>>,
+        req: &Request,
         body: JsonBody<CompletionBody>,
     ) -> Res<TaskResponse, WriteErrors> {
-        let _ = user_id;
-        let t = self
-            .user(&auth)?
+        let _ = (user_id, idempotency_key);
+        let t = idempotency::attach(req, self.user(&auth)?, None)
             .set_completed(task_id.0.0, body.0, IfMatch::version(if_match.0))
             .await?;
         Ok(task_response(t))
@@ -485,6 +522,7 @@ impl TasksApi {
     /// `parent_id` (non-null) puts it under that task, in that task's list; `list_id` alone (or
     /// `parent_id: null`) makes it top-level there; neither keeps its parent. `after` names the
     /// sibling at the destination to follow; `null` places it first, absent last.
+    #[allow(clippy::too_many_arguments)]
     #[oai(
         path = "/api/:user_id/tasks/:task_id/move",
         method = "post",
@@ -501,11 +539,14 @@ impl TasksApi {
         /// Apply only at this version (`"3"`), or `*`.
         #[oai(name = "If-Match")]
         if_match: Header<Option<IfMatch>>,
+        /// Makes the write safe to retry (see the parameter's schema).
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<IdempotencyKeyHeader>>,
+        req: &Request,
         body: JsonBody<MoveBody>,
     ) -> Res<TaskResponse, WriteErrors> {
-        let _ = user_id;
-        let t = self
-            .user(&auth)?
+        let _ = (user_id, idempotency_key);
+        let t = idempotency::attach(req, self.user(&auth)?, None)
             .move_task(task_id.0.0, body.0, IfMatch::version(if_match.0))
             .await?;
         Ok(task_response(t))
@@ -548,11 +589,15 @@ impl TasksApi {
         auth: Authed,
         /// The user (must equal the token's `sub`).
         user_id: Path<UserIdParam>,
+        /// Makes the write safe to retry (see the parameter's schema).
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<IdempotencyKeyHeader>>,
         req: &Request,
         body: JsonBody<ListCreateBody>,
     ) -> Res<ListCreatedResponse, CreateErrors> {
-        let _ = user_id;
-        let l = self.user(&auth)?.create_list(body.0).await?;
+        let _ = (user_id, idempotency_key);
+        let user = idempotency::attach(req, self.user(&auth)?, Some(collection(req)));
+        let l = user.create_list(body.0).await?;
         let (location, etag) = (location(req, l.id), etag(l.version));
         Ok(ListCreatedResponse::Created(
             JsonOut(ListEnvelope { data: l.into() }),
@@ -588,6 +633,7 @@ impl TasksApi {
     /// Rename or recolour a list (JSON merge patch)
     ///
     /// Absent fields are unchanged; `null` clears `color`; `null` for `name` is 422.
+    #[allow(clippy::too_many_arguments)]
     #[oai(
         path = "/api/:user_id/lists/:list_id",
         method = "patch",
@@ -604,11 +650,14 @@ impl TasksApi {
         /// Apply only at this version (`"3"`), or `*`.
         #[oai(name = "If-Match")]
         if_match: Header<Option<IfMatch>>,
+        /// Makes the write safe to retry (see the parameter's schema).
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<IdempotencyKeyHeader>>,
+        req: &Request,
         body: JsonBody<ListUpdateBody>,
     ) -> Res<ListResponse, ListWriteErrors> {
-        let _ = user_id;
-        let l = self
-            .user(&auth)?
+        let _ = (user_id, idempotency_key);
+        let l = idempotency::attach(req, self.user(&auth)?, None)
             .update_list(list_id.0.0, body.0, IfMatch::version(if_match.0))
             .await
             .map_err(Problem::from_list_store)?;
@@ -619,6 +668,7 @@ impl TasksApi {
     ///
     /// 409 for the inbox, and for a list that still has tasks unless `cascade=true`, which
     /// deletes the list and all its tasks in one transaction.
+    #[allow(clippy::too_many_arguments)]
     #[oai(
         path = "/api/:user_id/lists/:list_id",
         method = "delete",
@@ -637,9 +687,13 @@ impl TasksApi {
         /// Delete only at this version (`"3"`), or `*`.
         #[oai(name = "If-Match")]
         if_match: Header<Option<IfMatch>>,
+        /// Makes the write safe to retry (see the parameter's schema).
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<IdempotencyKeyHeader>>,
+        req: &Request,
     ) -> Res<DeletedResponse, ListDeleteErrors> {
-        let _ = user_id;
-        self.user(&auth)?
+        let _ = (user_id, idempotency_key);
+        idempotency::attach(req, self.user(&auth)?, None)
             .delete_list(
                 list_id.0.0,
                 cascade.0.unwrap_or(false),
@@ -653,6 +707,7 @@ impl TasksApi {
     /// Move a list
     ///
     /// Places it right after the list `after`; `null` places it first, absent last.
+    #[allow(clippy::too_many_arguments)]
     #[oai(
         path = "/api/:user_id/lists/:list_id/move",
         method = "post",
@@ -669,11 +724,14 @@ impl TasksApi {
         /// Apply only at this version (`"3"`), or `*`.
         #[oai(name = "If-Match")]
         if_match: Header<Option<IfMatch>>,
+        /// Makes the write safe to retry (see the parameter's schema).
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<IdempotencyKeyHeader>>,
+        req: &Request,
         body: JsonBody<ListMoveBody>,
     ) -> Res<ListResponse, ListWriteErrors> {
-        let _ = user_id;
-        let l = self
-            .user(&auth)?
+        let _ = (user_id, idempotency_key);
+        let l = idempotency::attach(req, self.user(&auth)?, None)
             .move_list(list_id.0.0, body.0, IfMatch::version(if_match.0))
             .await
             .map_err(Problem::from_list_store)?;

@@ -9,7 +9,10 @@ use poem_openapi::registry::{MetaMediaType, MetaRequest, Registry};
 use poem_openapi::types::Type;
 use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions};
 use serde_json::{Map, Value};
-use todo_store::{ListInput, ListPatch, MoveTask, Patch, TaskInput, TaskPatch};
+use todo_store::batch::BATCH_MAX;
+use todo_store::{
+    BatchMove, BatchOp, ListInput, ListPatch, MoveTask, Patch, TaskInput, TaskPatch, TaskRef,
+};
 use uuid::Uuid;
 
 use crate::problem::{FieldProblem, Problem};
@@ -37,6 +40,10 @@ pub trait BodyKind: Send + Sync + Sized + 'static {
     const MERGE_PATCH: bool = false;
     /// Builds the value from parsed JSON (`None`: no body), or names the broken fields.
     fn from_json(v: Option<Value>) -> Result<Self::Output, Vec<FieldProblem>>;
+    /// Adds what this kind knows to the 422 of its broken fields.
+    fn refine(p: Problem) -> Problem {
+        p
+    }
 }
 
 /// A JSON request body of kind `K`.
@@ -89,43 +96,7 @@ impl<'a, K: BodyKind> ApiExtractor<'a> for JsonBody<K> {
         _param_opts: ExtractParamOptions<()>,
     ) -> poem::Result<Self> {
         let bytes = match body.take() {
-            Ok(b) => {
-                let limit = request
-                    .data::<ReadTimeout>()
-                    .map_or(crate::DEFAULT_BODY_READ_TIMEOUT, |t| t.0);
-                match tokio::time::timeout(limit, b.into_bytes_limit(BODY_LIMIT)).await {
-                    Ok(read) => read.map_err(|e| {
-                        // The rest of the body stays unread: the connection closes after
-                        // this answer, and says so.
-                        let p = if matches!(e, poem::error::ReadBodyError::PayloadTooLarge) {
-                            Problem::new(
-                                StatusCode::PAYLOAD_TOO_LARGE,
-                                format!("the body is larger than {BODY_LIMIT} bytes"),
-                            )
-                        } else {
-                            Problem::new(
-                                StatusCode::BAD_REQUEST,
-                                "the body could not be read (broken framing or the client went away)",
-                            )
-                        };
-                        p.with_header(
-                            header::CONNECTION,
-                            poem::http::HeaderValue::from_static("close"),
-                        )
-                    })?,
-                    Err(_) => {
-                        return Err(Problem::new(
-                            StatusCode::REQUEST_TIMEOUT,
-                            format!("the body did not arrive within {} s", limit.as_secs_f64()),
-                        )
-                        .with_header(
-                            header::CONNECTION,
-                            poem::http::HeaderValue::from_static("close"),
-                        )
-                        .into());
-                    }
-                }
-            }
+            Ok(b) => read_limited(request, b).await?,
             Err(_) => Default::default(),
         };
         let ct = request
@@ -171,6 +142,41 @@ impl<'a, K: BodyKind> ApiExtractor<'a> for JsonBody<K> {
     }
 }
 
+/// Reads a whole body of at most [`BODY_LIMIT`] bytes within the request's read timeout: 413
+/// when larger, 400 when broken, 408 when too slow (each closing the connection, as the rest
+/// of the body stays unread).
+pub(crate) async fn read_limited(
+    request: &Request,
+    b: poem::Body,
+) -> Result<bytes::Bytes, Problem> {
+    let limit = request
+        .data::<ReadTimeout>()
+        .map_or(crate::DEFAULT_BODY_READ_TIMEOUT, |t| t.0);
+    let close = poem::http::HeaderValue::from_static("close");
+    match tokio::time::timeout(limit, b.into_bytes_limit(BODY_LIMIT)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => {
+            let p = if matches!(e, poem::error::ReadBodyError::PayloadTooLarge) {
+                Problem::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the body is larger than {BODY_LIMIT} bytes"),
+                )
+            } else {
+                Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "the body could not be read (broken framing or the client went away)",
+                )
+            };
+            Err(p.with_header(header::CONNECTION, close))
+        }
+        Err(_) => Err(Problem::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the body did not arrive within {} s", limit.as_secs_f64()),
+        )
+        .with_header(header::CONNECTION, close)),
+    }
+}
+
 fn parsed<K: BodyKind>(v: Option<Value>) -> poem::Result<JsonBody<K>> {
     match K::from_json(v) {
         Ok(out) => Ok(JsonBody(out, PhantomData)),
@@ -182,7 +188,7 @@ fn parsed<K: BodyKind>(v: Option<Value>) -> poem::Result<JsonBody<K>> {
                 .join("; ");
             let mut p = Problem::new(StatusCode::UNPROCESSABLE_ENTITY, detail);
             p.errors = errors;
-            Err(p.into())
+            Err(K::refine(p).into())
         }
     }
 }
@@ -534,5 +540,211 @@ impl BodyKind for ListMoveBody {
         let after = f.uuid("after");
         let after = maybe(after);
         f.finish(after)
+    }
+}
+
+/// `runBatch` body: `{"operations": [...]}`, each operation's `task` and `patch` read by the
+/// same parsers as `createTask`, `replaceTask` and `updateTask`. The errors of the first
+/// operation that breaks a rule are reported, named `operations[<index>].<field>`.
+pub struct BatchBody;
+impl BodyKind for BatchBody {
+    type Output = Vec<BatchOp>;
+    type Schema = crate::sync::BatchRequestSchema;
+    fn from_json(v: Option<Value>) -> Result<Vec<BatchOp>, Vec<FieldProblem>> {
+        let mut f = Fields::new(v)?;
+        let one = |message: String| {
+            vec![FieldProblem {
+                field: "operations".into(),
+                message,
+            }]
+        };
+        let ops = match f.obj.remove("operations") {
+            Some(Value::Array(a)) => a,
+            None | Some(Value::Null) => return Err(one("is required".into())),
+            Some(_) => return Err(one("must be an array of operations".into())),
+        };
+        if ops.is_empty() || ops.len() > BATCH_MAX {
+            return Err(one(format!("a batch has 1 to {BATCH_MAX} operations")));
+        }
+        ops.into_iter()
+            .enumerate()
+            .map(|(i, op)| {
+                batch_op(op).map_err(|errors| {
+                    errors
+                        .into_iter()
+                        .map(|e| FieldProblem {
+                            field: if e.field.is_empty() {
+                                format!("operations[{i}]")
+                            } else {
+                                format!("operations[{i}].{}", e.field)
+                            },
+                            message: e.message,
+                        })
+                        .collect()
+                })
+            })
+            .collect()
+    }
+
+    fn refine(mut p: Problem) -> Problem {
+        p.operation = p.errors.first().and_then(|e| {
+            let rest = e.field.strip_prefix("operations[")?;
+            rest[..rest.find(']')?].parse().ok()
+        });
+        p
+    }
+}
+
+/// A sub-body (`task`, `patch`) of a batch operation, read by `K`'s parser; its errors are
+/// named under `name.`.
+fn sub_body<K: BodyKind>(f: &mut Fields, name: &str) -> Option<K::Output> {
+    let v = match f.obj.remove(name) {
+        Some(Value::Null) | None => {
+            f.fail(name, "is required");
+            return None;
+        }
+        Some(v) => v,
+    };
+    match K::from_json(Some(v)) {
+        Ok(out) => Some(out),
+        Err(errors) => {
+            for e in errors {
+                let field = if e.field == "body" {
+                    name.to_owned()
+                } else {
+                    format!("{name}.{}", e.field)
+                };
+                f.errors.push(FieldProblem {
+                    field,
+                    message: e.message,
+                });
+            }
+            None
+        }
+    }
+}
+
+impl Fields {
+    fn task_ref(&mut self, name: &str) -> Slot<TaskRef> {
+        self.get(name, "a task id (UUID) or \"$<ref>\"", |v| {
+            v.as_str().and_then(TaskRef::parse).ok_or_default()
+        })
+    }
+
+    fn required_ref(&mut self, name: &str) -> Option<TaskRef> {
+        match self.task_ref(name) {
+            Slot::Value(r) => Some(r),
+            Slot::Absent if self.errors.iter().any(|e| e.field == name) => None,
+            _ => {
+                self.fail(name, "is required");
+                None
+            }
+        }
+    }
+
+    fn if_match(&mut self) -> Option<i64> {
+        let v = self.get("if_match", "an integer version", |v| {
+            v.as_i64().ok_or_default()
+        });
+        slot_opt(v)
+    }
+}
+
+/// One batch operation; field names relative to it.
+fn batch_op(v: Value) -> Result<BatchOp, Vec<FieldProblem>> {
+    let mut f = Fields::new(Some(v)).map_err(|_| {
+        vec![FieldProblem {
+            field: String::new(),
+            message: "must be a JSON object".into(),
+        }]
+    })?;
+    let op = f.string("op");
+    let op = match op {
+        Slot::Value(op) => op,
+        _ => String::new(),
+    };
+    let out = match op.as_str() {
+        "create" => {
+            let reference = slot_opt(f.string("ref"));
+            // A `$ref` parent is resolved by the store; the task parser reads the rest.
+            let parent = match f.obj.get_mut("task") {
+                Some(Value::Object(task)) => match task.get("parent_id") {
+                    Some(Value::String(p)) if p.starts_with('$') => {
+                        let p = p.clone();
+                        task.remove("parent_id");
+                        TaskRef::parse(&p)
+                    }
+                    _ => None,
+                },
+                _ => None,
+            };
+            let task = sub_body::<CreateBody>(&mut f, "task");
+            task.map(|task| BatchOp::Create {
+                reference,
+                task,
+                parent,
+            })
+        }
+        "replace" => {
+            let id = f.required_ref("id");
+            let task = sub_body::<ReplaceBody>(&mut f, "task");
+            let if_match = f.if_match();
+            id.zip(task)
+                .map(|(id, task)| BatchOp::Replace { id, task, if_match })
+        }
+        "update" => {
+            let id = f.required_ref("id");
+            let patch = sub_body::<UpdateBody>(&mut f, "patch");
+            let if_match = f.if_match();
+            id.zip(patch).map(|(id, patch)| BatchOp::Update {
+                id,
+                patch,
+                if_match,
+            })
+        }
+        "complete" => {
+            let id = f.required_ref("id");
+            let completed = f.bool("completed");
+            let completed = f.not_null("completed", completed);
+            let if_match = f.if_match();
+            id.map(|id| BatchOp::Complete {
+                id,
+                completed,
+                if_match,
+            })
+        }
+        "move" => {
+            let id = f.required_ref("id");
+            let list_id = f.uuid("list_id");
+            let list_id = f.not_null("list_id", list_id);
+            let parent_id = f.task_ref("parent_id");
+            let after = f.task_ref("after");
+            let if_match = f.if_match();
+            id.map(|id| BatchOp::Move {
+                id,
+                to: BatchMove {
+                    list_id,
+                    parent_id: maybe(parent_id),
+                    after: maybe(after),
+                },
+                if_match,
+            })
+        }
+        "delete" => {
+            let id = f.required_ref("id");
+            let if_match = f.if_match();
+            id.map(|id| BatchOp::Delete { id, if_match })
+        }
+        _ => {
+            f.fail(
+                "op",
+                "must be one of: create, replace, update, complete, move, delete",
+            );
+            None
+        }
+    };
+    match out {
+        Some(op) if f.errors.is_empty() => Ok(op),
+        _ => Err(f.errors),
     }
 }

@@ -24,6 +24,7 @@
 mod api;
 pub mod auth;
 pub mod body;
+pub mod idempotency;
 pub mod metrics;
 mod ops;
 pub mod payload;
@@ -233,10 +234,14 @@ impl TodoApiBuilder {
         };
         // The operations, under `/api` and at the two probe paths (outside `/api`, no token).
         let operations = Arc::new(service.into_endpoint());
-        let auth = api::AuthHandle(
-            self.authenticator
-                .unwrap_or_else(|| Arc::new(DenyAll) as Arc<dyn Authenticator>),
-        );
+        let authenticator = self
+            .authenticator
+            .unwrap_or_else(|| Arc::new(DenyAll) as Arc<dyn Authenticator>);
+        let idem = Arc::new(idempotency::Ctx {
+            store: self.store.clone(),
+            auth: authenticator.clone(),
+        });
+        let auth = api::AuthHandle(authenticator);
         // Swagger UI (1.6 MB) and the spec are gzipped for clients that accept it.
         let gzip = || Compression::new().algorithms([CompressionAlgo::GZIP]);
         let route = Route::new()
@@ -267,8 +272,14 @@ impl TodoApiBuilder {
                     header::AUTHORIZATION,
                     header::IF_MATCH,
                     header::CONTENT_TYPE,
+                    header::HeaderName::from_static("idempotency-key"),
                 ])
-                .expose_headers([header::ETAG, header::LOCATION])
+                .expose_headers([
+                    header::ETAG,
+                    header::LOCATION,
+                    header::RETRY_AFTER,
+                    header::HeaderName::from_static("idempotent-replayed"),
+                ])
                 .max_age(600);
             if !self.cors_origins.iter().any(|o| o == "*") {
                 for o in &self.cors_origins {
@@ -281,6 +292,7 @@ impl TodoApiBuilder {
             .data(auth)
             .data(body::ReadTimeout(self.body_read_timeout))
             .around(problems)
+            .around(move |next, req| idempotency::around(next, req, idem.clone()))
             .with_if(cors.is_some(), cors.unwrap_or_default())
             .with(poem::middleware::CatchPanic::new().with_handler(|_| {
                 Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()

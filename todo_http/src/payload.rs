@@ -32,9 +32,16 @@ impl<T: Type> Payload for JsonOut<T> {
     }
 }
 
+impl<T: serde::Serialize> JsonOut<T> {
+    /// The body bytes this payload is sent as (and stored as, under an idempotency key).
+    pub fn to_bytes(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(&self.0)
+    }
+}
+
 impl<T: serde::Serialize + Send> IntoResponse for JsonOut<T> {
     fn into_response(self) -> Response {
-        match serde_json::to_vec(&self.0) {
+        match self.to_bytes() {
             Ok(body) => Response::builder()
                 .header(
                     header::CONTENT_TYPE,

@@ -54,6 +54,10 @@ pub struct ProblemBody {
     #[oai(skip_serializing_if_is_none)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errors: Option<Vec<FieldProblem>>,
+    /// The index of the batch operation that failed (`runBatch` only).
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operation: Option<u32>,
 }
 
 impl poem_openapi::types::Example for ProblemBody {
@@ -69,6 +73,7 @@ fn problem_example() -> ProblemBody {
         status: 422,
         detail: "the request body breaks a field rule".into(),
         errors: Some(vec![field_error_example()]),
+        operation: None,
     }
 }
 
@@ -85,6 +90,10 @@ pub struct Problem {
     pub errors: Vec<FieldProblem>,
     /// Extra response headers (`WWW-Authenticate`, `Retry-After`, …).
     pub headers: Vec<(header::HeaderName, HeaderValue)>,
+    /// A more specific problem type than the status's (`…/idempotency-key-reuse`).
+    pub type_uri: Option<&'static str>,
+    /// The index of the failing batch operation.
+    pub operation: Option<u32>,
 }
 
 impl Problem {
@@ -95,6 +104,8 @@ impl Problem {
             detail: detail.into(),
             errors: Vec::new(),
             headers: Vec::new(),
+            type_uri: None,
+            operation: None,
         }
     }
 
@@ -137,7 +148,16 @@ impl Problem {
         self
     }
 
+    /// With a more specific problem type than the status's.
+    pub fn with_type(mut self, type_uri: &'static str) -> Self {
+        self.type_uri = Some(type_uri);
+        self
+    }
+
     fn kind(&self) -> &'static str {
+        if let Some(t) = self.type_uri {
+            return t;
+        }
         match self.status.as_u16() {
             400 => "https://todo.invalid/problems/bad-request",
             401 => "https://todo.invalid/problems/unauthorized",
@@ -163,6 +183,7 @@ impl Problem {
             status: self.status.as_u16(),
             detail: self.detail.clone(),
             errors: (!self.errors.is_empty()).then(|| self.errors.clone()),
+            operation: self.operation,
         }
     }
 
@@ -220,11 +241,13 @@ impl Problem {
             StoreError::IdempotencyReuse => Self::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "the Idempotency-Key was used with a different method, path or body",
-            ),
+            )
+            .with_type("https://todo.invalid/problems/idempotency-key-reuse"),
             StoreError::IdempotencyInUse => Self::new(
                 StatusCode::CONFLICT,
                 "the Idempotency-Key's first request is still running",
             )
+            .with_type("https://todo.invalid/problems/idempotency-key-in-use")
             .with_header(header::RETRY_AFTER, HeaderValue::from_static("1")),
             StoreError::Unavailable(err) => {
                 tracing::warn!(error = %err, "database unavailable");
@@ -320,7 +343,7 @@ fn describe(status: u16) -> &'static str {
         403 => "The token belongs to another user than the one in the path.",
         404 => "No such task or list for this user (another user's is the same as none).",
         409 => {
-            "The data's state forbids it: deleting the inbox, or a list that still has tasks without `cascade=true`."
+            "The data's state forbids it (deleting the inbox, or a list that still has tasks without `cascade=true`), or the `Idempotency-Key`'s first request is still running (`type` ends in `/idempotency-key-in-use`, `Retry-After` set)."
         }
         410 => {
             "The sync token is older than the deletions the server keeps (`type` ends in `/sync-token-expired`): sync again without `since`."
@@ -328,7 +351,9 @@ fn describe(status: u16) -> &'static str {
         412 => "`If-Match` does not match the task's current version; nothing was changed.",
         413 => "Request body larger than 65,536 bytes.",
         415 => "Request body missing or not `application/json`.",
-        422 => "The JSON breaks a field rule; `errors` names each field.",
+        422 => {
+            "The JSON breaks a field rule (`errors` names each field), or the `Idempotency-Key` was used with another method, path or body (`type` ends in `/idempotency-key-reuse`)."
+        }
         503 => "The database is unavailable; retry later.",
         _ => "Error.",
     }
@@ -478,11 +503,11 @@ statuses! {
     /// getTask.
     ReadOneErrors = [400, 401, 403, 404, 503];
     /// createTask.
-    CreateErrors = [400, 401, 403, 413, 415, 422, 503];
+    CreateErrors = [400, 401, 403, 409, 413, 415, 422, 503];
     /// replaceTask, updateTask, toggleTaskCompletion.
-    WriteErrors = [400, 401, 403, 404, 412, 413, 415, 422, 503];
+    WriteErrors = [400, 401, 403, 404, 409, 412, 413, 415, 422, 503];
     /// deleteTask.
-    DeleteErrors = [400, 401, 403, 404, 412, 503];
+    DeleteErrors = [400, 401, 403, 404, 409, 412, 422, 503];
     /// readyz.
     ReadyErrors = [503];
     /// metrics.
@@ -490,9 +515,11 @@ statuses! {
     /// getList.
     ListReadErrors = [400, 401, 403, 404, 503];
     /// updateList, moveList.
-    ListWriteErrors = [400, 401, 403, 404, 412, 413, 415, 422, 503];
+    ListWriteErrors = [400, 401, 403, 404, 409, 412, 413, 415, 422, 503];
     /// deleteList.
-    ListDeleteErrors = [400, 401, 403, 404, 409, 412, 503];
+    ListDeleteErrors = [400, 401, 403, 404, 409, 412, 422, 503];
     /// listChanges.
     SyncErrors = [400, 401, 403, 410, 503];
+    /// runBatch.
+    BatchErrors = [400, 401, 403, 404, 409, 412, 413, 415, 422, 503];
 }

@@ -157,6 +157,11 @@ fn next_of(pages: &[Value]) -> String {
         .to_owned()
 }
 
+async fn task_count(api: &Api, user: &str) -> u64 {
+    let r = api.get(user, &format!("/api/{user}/tasks?limit=1")).await;
+    r.body["meta"]["total"].as_u64().unwrap()
+}
+
 both_backends! {
     async fn changes_pages_tombstones_and_tokens(store: Store) {
         let api = api(store.clone()).await;
@@ -259,5 +264,260 @@ both_backends! {
         let latest = next_of(&delta);
         let r = api.get("sam", &format!("/api/sam/changes?since={latest}")).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+    async fn idempotency_keys(store: Store) {
+        let api = api(store.clone()).await;
+        let body = json!({"title": "once"});
+        let post = |key: &'static str, body: Value, user: Option<&'static str>| {
+            let api = &api;
+            async move {
+                api.send(
+                    Method::POST,
+                    "/api/ida/tasks",
+                    user,
+                    &[("idempotency-key", key)],
+                    Some(&body),
+                )
+                .await
+            }
+        };
+        // A 401 is not stored: the key stays unused.
+        post("k1", body.clone(), None).await.problem(401);
+        let first = post("k1", body.clone(), Some("ida")).await;
+        assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+        assert_eq!(first.header("idempotent-replayed"), None);
+        let again = post("k1", body.clone(), Some("ida")).await;
+        assert_eq!(again.status, StatusCode::CREATED);
+        assert_eq!(again.header("idempotent-replayed"), Some("true"));
+        assert_eq!(again.bytes, first.bytes, "replayed byte for byte");
+        assert_eq!(again.header("location"), first.header("location"));
+        assert_eq!(again.header("etag"), first.header("etag"));
+        assert_eq!(task_count(&api, "ida").await, 1);
+
+        // Same key, another body or path: 422, nothing done.
+        let r = post("k1", json!({"title": "other"}), Some("ida")).await;
+        assert!(r.problem(422).ends_with("/idempotency-key-reuse"));
+        let r = api
+            .send(
+                Method::POST,
+                "/api/ida/lists",
+                Some("ida"),
+                &[("idempotency-key", "k1")],
+                Some(&json!({"name": "x"})),
+            )
+            .await;
+        assert!(r.problem(422).ends_with("/idempotency-key-reuse"));
+        assert_eq!(task_count(&api, "ida").await, 1);
+        // Keys are the user's own.
+        let r = api
+            .send(
+                Method::POST,
+                "/api/idb/tasks",
+                Some("idb"),
+                &[("idempotency-key", "k1")],
+                Some(&json!({"title": "other"})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED);
+
+        // Malformed keys: 400 naming the header, after 401/403.
+        let long = "k".repeat(256);
+        for bad in ["has space", long.as_str(), "tab\tkey", "é"] {
+            let r = api
+                .send(
+                    Method::POST,
+                    "/api/ida/tasks",
+                    Some("ida"),
+                    &[("idempotency-key", bad)],
+                    Some(&body),
+                )
+                .await;
+            r.problem(400);
+            assert_eq!(r.fields(), ["Idempotency-Key"]);
+        }
+        let r = api
+            .send(
+                Method::POST,
+                "/api/ida/tasks",
+                Some("idb"),
+                &[("idempotency-key", "has space")],
+                Some(&body),
+            )
+            .await;
+        r.problem(403);
+        let max = "~".repeat(255);
+        let r = post(Box::leak(max.into_boxed_str()), body.clone(), Some("ida")).await;
+        assert_eq!(r.status, StatusCode::CREATED);
+
+        // A 4xx after the key check is stored and replayed.
+        let missing = uuid::Uuid::now_v7();
+        let patch = |key: &'static str| {
+            let api = &api;
+            async move {
+                api.send(
+                    Method::PATCH,
+                    &format!("/api/ida/tasks/{missing}"),
+                    Some("ida"),
+                    &[("idempotency-key", key)],
+                    Some(&json!({"title": "x"})),
+                )
+                .await
+            }
+        };
+        let r1 = patch("k404").await;
+        r1.problem(404);
+        let r2 = patch("k404").await;
+        r2.problem(404);
+        assert_eq!(r2.header("idempotent-replayed"), Some("true"));
+        assert_eq!(r2.bytes, r1.bytes);
+        // A body that breaks a rule after the key check is stored too.
+        let blank = post("kblank", json!({"title": "  "}), Some("ida")).await;
+        blank.problem(422);
+        let blank2 = post("kblank", json!({"title": "  "}), Some("ida")).await;
+        assert_eq!(blank2.header("idempotent-replayed"), Some("true"));
+        assert_eq!(blank2.bytes, blank.bytes);
+
+        // Every write takes a key: a delete replays its 204.
+        let id = api.create("ida", "to delete").await;
+        let del_path = format!("/api/ida/tasks/{id}");
+        let del = || {
+            api.send(
+                Method::DELETE,
+                &del_path,
+                Some("ida"),
+                &[("idempotency-key", "kdel")],
+                None,
+            )
+        };
+        assert_eq!(del().await.status, StatusCode::NO_CONTENT);
+        let d2 = del().await;
+        assert_eq!(d2.status, StatusCode::NO_CONTENT);
+        assert_eq!(d2.header("idempotent-replayed"), Some("true"));
+
+        // A first request still running: 409 with Retry-After.
+        let held = serde_json::to_vec(&json!({"title": "held"})).unwrap();
+        let user = store.for_user("ida").unwrap();
+        let fp = todo_http::idempotency::fingerprint(
+            "kheld",
+            &Method::POST,
+            "/api/ida/tasks",
+            &held,
+        );
+        assert!(matches!(
+            user.idempotency_begin(&fp).await.unwrap(),
+            todo_store::Begun::Started(_)
+        ));
+        let r = post("kheld", json!({"title": "held"}), Some("ida")).await;
+        assert!(r.problem(409).ends_with("/idempotency-key-in-use"));
+        assert!(r.header("retry-after").is_some());
+    }
+
+    async fn batches(store: Store) {
+        let api = api(store.clone()).await;
+        let existing = api.create("bat", "existing").await;
+        let run = |body: Value| {
+            let api = &api;
+            async move {
+                api.send(Method::POST, "/api/bat/batch", Some("bat"), &[], Some(&body))
+                    .await
+            }
+        };
+        let ok = run(json!({"operations": [
+            {"op": "create", "ref": "a", "task": {"title": "parent", "tags": ["X"]}},
+            {"op": "create", "ref": "b", "task": {"title": "child", "parent_id": "$a"}},
+            {"op": "update", "id": "$a", "patch": {"priority": "high"}},
+            {"op": "complete", "id": "$b"},
+            {"op": "replace", "id": existing, "task": {"title": "replaced"}, "if_match": 1},
+            {"op": "move", "id": "$b", "parent_id": null, "after": "$a"},
+            {"op": "delete", "id": existing}
+        ]}))
+        .await;
+        assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+        let results = ok.body["data"].as_array().unwrap();
+        let statuses: Vec<u64> = results.iter().map(|r| r["status"].as_u64().unwrap()).collect();
+        assert_eq!(statuses, [201, 201, 200, 200, 200, 200, 204]);
+        assert!(results[6].get("data").is_none());
+        let a = results[0]["data"]["id"].as_str().unwrap();
+        assert_eq!(results[1]["data"]["parent_id"], a);
+        assert_eq!(results[2]["data"]["priority"], "high");
+        assert_eq!(results[3]["data"]["completed"], true);
+        assert_eq!(results[5]["data"]["parent_id"], Value::Null);
+        // The same JSON as getTask.
+        let b = results[5]["data"]["id"].as_str().unwrap();
+        let got = api.get("bat", &format!("/api/bat/tasks/{b}")).await;
+        assert_eq!(got.body["data"], results[5]["data"]);
+
+        // Failure: nothing applied, the first failing operation named.
+        let before = api.sync_all("bat", None, 500).await;
+        let token = next_of(&before);
+        let count = task_count(&api, "bat").await;
+        for (title, status) in [(json!("   "), 422), (json!(5), 422)] {
+            let r = run(json!({"operations": [
+                {"op": "create", "ref": "x", "task": {"title": "x"}},
+                {"op": "update", "id": "$x", "patch": {"title": "y"}},
+                {"op": "create", "task": {"title": title}},
+                {"op": "delete", "id": "$x"}
+            ]}))
+            .await;
+            r.problem(status);
+            assert_eq!(r.body["operation"], 2, "{}", r.body);
+            assert_eq!(r.fields(), ["operations[2].task.title"]);
+        }
+        let r = run(json!({"operations": [
+            {"op": "create", "task": {"title": "x"}},
+            {"op": "update", "id": uuid::Uuid::now_v7(), "patch": {"title": "y"}}
+        ]}))
+        .await;
+        r.problem(404);
+        assert_eq!(r.body["operation"], 1);
+        let r = run(json!({"operations": [
+            {"op": "update", "id": a, "patch": {}, "if_match": 99}
+        ]}))
+        .await;
+        r.problem(412);
+        assert_eq!(r.body["operation"], 0);
+        let r = run(json!({"operations": [{"op": "delete", "id": "$nope"}]})).await;
+        r.problem(422);
+        assert_eq!(r.fields(), ["operations[0].id"]);
+        // Unknown op, too many, none: 422.
+        let r = run(json!({"operations": [{"op": "create", "task": {"title": "x"}}, {"op": "explode"}]})).await;
+        r.problem(422);
+        assert_eq!(r.fields(), ["operations[1].op"]);
+        assert_eq!(r.body["operation"], 1);
+        let many: Vec<Value> = (0..101)
+            .map(|i| json!({"op": "create", "task": {"title": format!("t{i}")}}))
+            .collect();
+        let r = run(json!({ "operations": many })).await;
+        r.problem(422);
+        assert_eq!(r.fields(), ["operations"]);
+        let r = run(json!({"operations": []})).await;
+        r.problem(422);
+        assert_eq!(r.fields(), ["operations"]);
+        run(json!({"operations": 3})).await.problem(422);
+        run(json!([])).await.problem(422);
+        assert_eq!(task_count(&api, "bat").await, count);
+        let after = api.sync_all("bat", Some(&token), 500).await;
+        assert!(ids(&after, "tasks").is_empty(), "a failed batch left changes");
+
+        // 100 operations are fine, and a batch replays under its key.
+        let hundred: Vec<Value> = (0..100)
+            .map(|i| json!({"op": "create", "task": {"title": format!("t{i}")}}))
+            .collect();
+        let body = json!({ "operations": hundred });
+        let send = || {
+            api.send(
+                Method::POST,
+                "/api/bat/batch",
+                Some("bat"),
+                &[("idempotency-key", "batch-1")],
+                Some(&body),
+            )
+        };
+        let r1 = send().await;
+        assert_eq!(r1.status, StatusCode::OK, "{}", r1.body);
+        let r2 = send().await;
+        assert_eq!(r2.header("idempotent-replayed"), Some("true"));
+        assert_eq!(r2.bytes, r1.bytes);
+        assert_eq!(task_count(&api, "bat").await, count + 100);
     }
 }
