@@ -870,3 +870,149 @@ fn a_missing_database_is_explained_or_created() {
     let rt = test_support::tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(test_support::TestDb::adopt_postgres(&name).cleanup());
 }
+
+/// Starts `serve` on `database_url` with a shared JWT secret.
+fn start_with_secret(database_url: &str, port: u16, secret: &str) -> Server {
+    let s = Server(
+        Command::new(example("serve"))
+            .env("DATABASE_URL", database_url)
+            .env("TODO_ADDR", format!("127.0.0.1:{port}"))
+            .env("TODO_JWT_SECRET", secret)
+            .env_remove("BETTER_AUTH_SECRET")
+            .env_remove("TODO_JWKS_URL")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn serve"),
+    );
+    wait_ready(port, "/readyz");
+    s
+}
+
+/// API.md "Idempotency" across instances: a create sent to one server and retried to another
+/// on the same PostgreSQL database gets the stored response, and one task exists.
+#[test]
+#[ignore = "needs PostgreSQL: cargo test --workspace -- --include-ignored"]
+fn an_idempotent_retry_to_another_instance_is_replayed() {
+    const SECRET: &str = "idempotent-retry-secret-0123456789abcdef";
+    let rt = test_support::tokio::runtime::Runtime::new().expect("runtime");
+    let db = rt.block_on(test_support::TestDb::postgres());
+    let (pa, pb) = (free_port(), free_port());
+    let (a, b) = (
+        start_with_secret(&db.url, pa, SECRET),
+        start_with_secret(&db.url, pb, SECRET),
+    );
+    let token =
+        todo_http::auth::mint_hs256(SECRET, "alice", Duration::from_secs(60)).expect("token");
+    let auth = format!("Bearer {token}");
+    let headers = [
+        ("Authorization", auth.as_str()),
+        ("Idempotency-Key", "retry-1"),
+    ];
+    let body = json!({"title": "exactly once"});
+    let (s1, h1, b1) = http(pa, "POST", "/api/alice/tasks", &headers, Some(&body));
+    assert_eq!(s1, 201, "{b1}");
+    let (s2, h2, b2) = http(pb, "POST", "/api/alice/tasks", &headers, Some(&body));
+    assert_eq!(s2, 201, "{b2}");
+    assert_eq!(header(&h2, "idempotent-replayed"), Some("true"));
+    assert_eq!(b2, b1);
+    assert_eq!(header(&h2, "location"), header(&h1, "location"));
+    let (_, _, list) = http(
+        pb,
+        "GET",
+        "/api/alice/tasks",
+        &[("Authorization", &auth)],
+        None,
+    );
+    assert_eq!(list["meta"]["total"], 1);
+    drop((a, b));
+    rt.block_on(db.cleanup());
+}
+
+/// API.md "Batch": a server killed with SIGKILL while it applies a batch leaves all of it or
+/// none of it (here: sent with no delay, then at growing delays), and `/changes` holds no
+/// entry for a record that does not exist.
+#[test]
+#[ignore = "needs PostgreSQL: cargo test --workspace -- --include-ignored"]
+fn a_batch_killed_mid_flight_applies_all_or_nothing() {
+    const SECRET: &str = "killed-batch-secret-0123456789abcdef01";
+    let rt = test_support::tokio::runtime::Runtime::new().expect("runtime");
+    let db = rt.block_on(test_support::TestDb::postgres());
+    let token =
+        todo_http::auth::mint_hs256(SECRET, "kim", Duration::from_secs(120)).expect("token");
+    let auth = format!("Bearer {token}");
+    let ops: Vec<Value> = (0..100)
+        .map(|i| json!({"op": "create", "task": {"title": format!("t{i}"), "tags": ["batch"]}}))
+        .collect();
+    let body = json!({ "operations": ops }).to_string();
+    let mut seen = Vec::new();
+    for delay_ms in [0u64, 5, 15, 40] {
+        let port = free_port();
+        let mut server = start_with_secret(&db.url, port, SECRET);
+        let (_, _, before) = http(
+            port,
+            "GET",
+            "/api/kim/changes",
+            &[("Authorization", &auth)],
+            None,
+        );
+        let since = before["meta"]["next"].as_str().expect("token").to_owned();
+        let (_, _, count) = http(
+            port,
+            "GET",
+            "/api/kim/tasks?limit=1",
+            &[("Authorization", &auth)],
+            None,
+        );
+        let base = count["meta"]["total"].as_u64().expect("total");
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        let req = format!(
+            "POST /api/kim/batch HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).expect("write");
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        server.0.kill().expect("SIGKILL");
+        let _ = server.0.wait();
+        drop(server);
+
+        let port = free_port();
+        let _again = start_with_secret(&db.url, port, SECRET);
+        let (_, _, count) = http(
+            port,
+            "GET",
+            "/api/kim/tasks?limit=1",
+            &[("Authorization", &auth)],
+            None,
+        );
+        let added = count["meta"]["total"].as_u64().expect("total") - base;
+        assert!(
+            added == 0 || added == 100,
+            "a killed batch left {added} of 100 tasks"
+        );
+        let (status, _, changes) = http(
+            port,
+            "GET",
+            &format!("/api/kim/changes?since={since}&limit=1000"),
+            &[("Authorization", &auth)],
+            None,
+        );
+        assert_eq!(status, 200, "{changes}");
+        assert_eq!(changes["meta"]["has_more"], false);
+        let logged = changes["data"]["tasks"].as_array().expect("tasks").len() as u64;
+        assert_eq!(logged, added, "the change log and the tasks disagree");
+        assert!(
+            changes["data"]["deleted"]
+                .as_array()
+                .expect("deleted")
+                .is_empty()
+        );
+        seen.push(added);
+    }
+    assert!(
+        seen.contains(&0),
+        "no kill landed before the commit: {seen:?}"
+    );
+    rt.block_on(db.cleanup());
+}
