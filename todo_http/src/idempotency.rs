@@ -8,8 +8,8 @@
 //! store to begin the key: a stored response is replayed, another request under the key is
 //! 422 (`…/idempotency-key-reuse`), a first request still running is 409
 //! (`…/idempotency-key-in-use`, with `Retry-After`). Otherwise it hands the key to the handler
-//! as request data ([`Pending`]); the handler runs its store call on
-//! [`todo_store::UserTasks::with_idempotency`] with a responder made by [`responder`], which
+//! as request data (`Pending`); the handler runs its store call on
+//! [`todo_store::UserTasks::with_idempotency`] with a responder made by `responder`, which
 //! builds the response bytes from the write's outcome with the same serialisation the handler
 //! sends, inside the write's transaction. After the handler, a 401, 403 or 5xx frees the key
 //! again; any other error (4xx) is stored as the key's response.

@@ -1,7 +1,7 @@
 //! The change log and its readers: `changes(since)` and `subscribe(since)`, and pruning.
 //!
 //! Every write appends to the log inside its own transaction, just before it commits (see
-//! [`crate::write::Touched::commit`]): it takes the user's next seq from `user_state` (the row
+//! `write::Touched::commit`): it takes the user's next seq from `user_state` (the row
 //! lock orders one user's commits) and upserts one `changes` row per record it touched, so
 //! each record has one row holding its latest seq. A reader at position `p` reads the rows with
 //! a seq above `p`, in seq order, and the records' current state.
