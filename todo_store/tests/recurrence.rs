@@ -115,6 +115,32 @@ both_backends! {
         assert!(done(&u, t.id).await.completed);
     }
 
+    async fn a_new_due_date_restarts_the_rule(store: Store) {
+        let u = store.for_user("alice").unwrap();
+        let t = recurring(&u, "2026-01-01T09:00:00Z", "FREQ=DAILY;COUNT=2", "UTC").await;
+        let t1 = done(&u, t.id).await;
+        assert_eq!(t1.due_at, Some(at("2026-01-02T09:00:00Z")));
+        // Rescheduled by the client: DTSTART moves there, COUNT counts from it again.
+        let moved = TaskPatch { due_at: Patch::Set(at("2026-02-01T10:00:00Z")), ..TaskPatch::default() };
+        let t2 = u.patch(t.id, moved, None).await.unwrap();
+        assert_eq!(t2.recurrence_start, Some(at("2026-02-01T10:00:00Z")));
+        assert_eq!(done(&u, t.id).await.due_at, Some(at("2026-02-02T10:00:00Z")));
+        assert!(done(&u, t.id).await.completed);
+        // Created completed: it advances at once.
+        let c = u
+            .create(TaskInput {
+                completed: Some(true),
+                due_at: Some(at("2026-01-01T09:00:00Z")),
+                recurrence: Some(Recurrence::new("FREQ=WEEKLY")),
+                ..TaskInput::titled("c")
+            })
+            .await
+            .unwrap();
+        assert!(!c.completed && c.last_completed_at.is_some());
+        assert_eq!((c.due_at, c.recurrence_start), (Some(at("2026-01-08T09:00:00Z")), Some(at("2026-01-01T09:00:00Z"))));
+        assert_eq!(u.get(c.id).await.unwrap(), c);
+    }
+
     async fn until_runs_out_and_the_task_completes(store: Store) {
         let u = store.for_user("alice").unwrap();
         // Thursday 1 January 2026.
