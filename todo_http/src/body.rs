@@ -447,6 +447,8 @@ impl BodyKind for UpdateBody {
             priority,
             tags: patch_of(tags),
             due_at: patch_of(due_at),
+            // v2 scheduling fields (recurrence, reminders) are not read from bodies yet.
+            ..TaskPatch::default()
         };
         f.finish(patch)
     }
