@@ -28,6 +28,7 @@ pub mod metrics;
 mod ops;
 pub mod payload;
 pub mod problem;
+pub mod reminders;
 pub mod server;
 pub mod types;
 
