@@ -40,8 +40,9 @@ pub async fn run_reminder_scheduler(store: Store, shutdown: impl Future<Output =
 }
 
 /// What the server does with a fired reminder: logs it at info (task and reminder ids only,
-/// never user content), counts it in `todo_reminders_fired_total`, and publishes it with
-/// [`publish_reminder_fired`].
+/// never user content), counts it in `todo_reminders_fired_total`, and hands it to the hook
+/// where the `reminder.fired` event and webhook deliveries will be published (`publish_reminder_fired`,
+/// empty for now).
 pub fn announce(fired: &FiredReminder) {
     tracing::info!(
         task_id = %fired.task.id,
