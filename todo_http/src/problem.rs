@@ -147,6 +147,7 @@ impl Problem {
             405 => "https://todo.invalid/problems/method-not-allowed",
             412 => "https://todo.invalid/problems/version-mismatch",
             413 => "https://todo.invalid/problems/body-too-large",
+            410 => "https://todo.invalid/problems/sync-token-expired",
             415 => "https://todo.invalid/problems/unsupported-media-type",
             422 => "https://todo.invalid/problems/validation",
             503 => "https://todo.invalid/problems/unavailable",
@@ -212,6 +213,19 @@ impl Problem {
                 p
             }
             StoreError::Refused(why) => Self::new(StatusCode::CONFLICT, why.to_string()),
+            StoreError::Gone => Self::new(
+                StatusCode::GONE,
+                "the sync token has expired: sync again without `since`",
+            ),
+            StoreError::IdempotencyReuse => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "the Idempotency-Key was used with a different method, path or body",
+            ),
+            StoreError::IdempotencyInUse => Self::new(
+                StatusCode::CONFLICT,
+                "the Idempotency-Key's first request is still running",
+            )
+            .with_header(header::RETRY_AFTER, HeaderValue::from_static("1")),
             StoreError::Unavailable(err) => {
                 tracing::warn!(error = %err, "database unavailable");
                 Self::new(

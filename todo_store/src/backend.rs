@@ -614,6 +614,30 @@ pub(crate) struct TaskRow(pub Task);
 pub(crate) struct OptTs(pub Option<DateTime<Utc>>);
 /// A reminder due to fire: its id, user, task and time.
 pub(crate) struct DueReminder(pub Uuid, pub String, pub Uuid, pub Option<DateTime<Utc>>);
+/// Two integers.
+pub(crate) struct IntPair(pub i64, pub i64);
+/// An id and a second id.
+pub(crate) struct IdId(pub Uuid, pub Uuid);
+/// A row of the change log: kind, entity id, seq, created seq, op, at.
+pub(crate) struct LogRow {
+    pub kind: String,
+    pub id: Uuid,
+    pub seq: i64,
+    pub created_seq: i64,
+    pub op: String,
+    pub at: DateTime<Utc>,
+}
+/// An idempotency record: method, path, body hash, state, status, headers, body, created_at.
+pub(crate) struct IdemRow {
+    pub method: String,
+    pub path: String,
+    pub body_hash: Vec<u8>,
+    pub state: String,
+    pub status: Option<i64>,
+    pub headers: Option<String>,
+    pub body: Option<Vec<u8>>,
+    pub created_at: DateTime<Utc>,
+}
 
 decoded!(Int, |r| Ok(Int(r.try_get(0)?)));
 decoded!(Id, |r| Ok(Id(r.try_get(0)?)));
@@ -635,6 +659,29 @@ decoded!(crate::reminder::Row, |r| Ok(crate::reminder::Row {
     id: r.try_get(0)?,
     fire_at: r.ts(1)?,
     state: r.try_get(2)?,
+}));
+decoded!(IntPair, |r| Ok(IntPair(r.try_get(0)?, r.try_get(1)?)));
+decoded!(IdId, |r| Ok(IdId(r.try_get(0)?, r.try_get(1)?)));
+decoded!(Task, |r| decode_task(r));
+decoded!(LogRow, |r| Ok(LogRow {
+    kind: r.try_get(0)?,
+    id: r.try_get(1)?,
+    seq: r.try_get(2)?,
+    created_seq: r.try_get(3)?,
+    op: r.try_get(4)?,
+    at: required(r.ts(5)?, "at")?,
+}));
+decoded!(IdemRow, |r| Ok(IdemRow {
+    method: r.try_get(0)?,
+    path: r.try_get(1)?,
+    body_hash: r.try_get(2)?,
+    state: r.try_get(3)?,
+    status: r
+        .try_get::<Option<i64>, _>(4)
+        .or_else(|_| { r.try_get::<Option<i16>, _>(4).map(|v| v.map(i64::from)) })?,
+    headers: r.try_get(5)?,
+    body: r.try_get(6)?,
+    created_at: required(r.ts(7)?, "created_at")?,
 }));
 decoded!(List, |r| Ok(List {
     id: r.try_get(0)?,

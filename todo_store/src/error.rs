@@ -35,6 +35,16 @@ pub enum StoreError {
     /// The data's state forbids the write (HTTP 409); nothing was changed.
     #[error("refused: {0}")]
     Refused(Refusal),
+    /// A sync token older than what the change log still keeps (HTTP 410): the reader must
+    /// start again with a full sync.
+    #[error("the sync token has expired")]
+    Gone,
+    /// An idempotency key sent again with a different request (HTTP 422); nothing was done.
+    #[error("the idempotency key was used for a different request")]
+    IdempotencyReuse,
+    /// The first request with this idempotency key is still running (HTTP 409).
+    #[error("the idempotency key's first request is still running")]
+    IdempotencyInUse,
     /// The database cannot be reached right now (connection lost, pool exhausted, timeout).
     #[error("database unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),

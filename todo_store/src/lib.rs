@@ -44,8 +44,10 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod backend;
+pub mod batch;
 mod cursor;
 mod error;
+pub mod idem;
 pub mod list;
 mod migrate;
 pub mod position;
@@ -54,7 +56,9 @@ pub mod recurrence;
 pub mod reminder;
 pub mod setup;
 mod signature;
+pub mod sync;
 pub mod task;
+mod token;
 mod tree;
 mod view;
 mod write;
@@ -65,7 +69,9 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use backend::Pool;
+pub use batch::{BatchError, BatchMove, BatchOp, BatchResult, TaskRef};
 pub use error::{FieldError, Refusal, StoreError};
+pub use idem::{Begun, IdempotencyKey, IdempotentRequest, Outcome, Responder, StoredResponse};
 pub use list::{List, ListInput, ListPatch};
 pub use query::{
     Dialect, Order, Page, PageMeta, ParentFilter, SortKey, Status, TaskQuery, list_statement,
@@ -73,6 +79,7 @@ pub use query::{
 pub use recurrence::Recurrence;
 pub use reminder::{FiredReminder, Reminder, ReminderInput, ReminderKind};
 pub use signature::search_signature;
+pub use sync::{Change, ChangeData, ChangeType, Changes, Deleted, EntityKind, Pruned};
 pub use task::{MoveTask, Patch, Priority, TagCount, Task, TaskInput, TaskPatch};
 pub use view::{Tags, TaskView};
 
@@ -120,6 +127,7 @@ pub struct PoolStats {
 pub struct Store {
     pool: Pool,
     inboxes: write::Inboxes,
+    hub: std::sync::Arc<sync::Hub>,
 }
 
 impl Store {
@@ -226,6 +234,7 @@ impl Store {
         Store {
             pool: Pool::Postgres(backend::pg::Conns::new(pool)),
             inboxes: Default::default(),
+            hub: Default::default(),
         }
     }
 
@@ -233,9 +242,11 @@ impl Store {
     /// serialised in-process and start with `BEGIN IMMEDIATE`.
     #[cfg(feature = "sqlite")]
     pub fn from_sqlite_pool(pool: sqlx::SqlitePool) -> Store {
+        let hub = sync::Hub::for_sqlite_file(pool.connect_options().get_filename());
         Store {
             pool: Pool::Sqlite(pool, Default::default()),
             inboxes: Default::default(),
+            hub,
         }
     }
 
@@ -273,9 +284,63 @@ impl Store {
         self.pool.stats()
     }
 
-    /// Closes the pool, waiting for checked-out connections to come back.
+    /// Closes the pool, waiting for checked-out connections to come back (and stops the
+    /// change listener of [`UserTasks::subscribe`]).
     pub async fn close(&self) {
+        self.hub.close().await;
         self.pool.close().await
+    }
+
+    /// Live [`UserTasks::subscribe`] streams of this store (for metrics): a stream counts
+    /// until it is dropped. (SQLite stores of one process on one file share their wake-ups,
+    /// and so this count.)
+    pub fn subscribers(&self) -> usize {
+        self.hub.live()
+    }
+
+    /// Live [`UserTasks::subscribe`] streams of one user on this store (for a per-user cap).
+    pub fn subscribers_of(&self, user_id: &str) -> usize {
+        self.hub.live_for(user_id)
+    }
+
+    /// Removes tombstones older than `tombstone_age` (raising each user's watermark, so older
+    /// sync tokens answer [`StoreError::Gone`]) and idempotency records older than
+    /// `idempotency_age` (at least [`sync::IDEMPOTENCY_KEEP`] is kept whatever is asked).
+    pub async fn prune(
+        &self,
+        tombstone_age: Duration,
+        idempotency_age: Duration,
+    ) -> Result<Pruned, StoreError> {
+        let now = task::now_ms();
+        let ago = |d: Duration| {
+            chrono::Duration::from_std(d)
+                .ok()
+                .and_then(|d| now.checked_sub_signed(d))
+                .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
+        };
+        sync::prune(
+            &self.pool,
+            ago(tombstone_age),
+            ago(idempotency_age.max(sync::IDEMPOTENCY_KEEP)),
+        )
+        .await
+    }
+
+    /// Runs [`Store::prune`] every `every`, keeping tombstones `tombstone_days` days
+    /// (`TODO_TOMBSTONE_DAYS`, default [`sync::TOMBSTONE_DAYS_DEFAULT`]) and idempotency
+    /// records 24 hours; never returns. A host spawns it (and aborts it on shutdown); a failed
+    /// run is logged and retried at the next tick.
+    pub async fn run_pruning(self, every: Duration, tombstone_days: u32) {
+        let mut tick = tokio::time::interval(every.max(Duration::from_secs(1)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let age = Duration::from_secs(u64::from(tombstone_days) * 86_400);
+            match self.prune(age, sync::IDEMPOTENCY_KEEP).await {
+                Ok(p) => tracing::debug!(?p, "pruned"),
+                Err(e) => tracing::warn!(error = %e, "pruning failed"),
+            }
+        }
     }
 
     /// The tasks of one user: the only way to reach tasks. Fails with
@@ -286,6 +351,8 @@ impl Store {
             pool: self.pool.clone(),
             user_id: user_id.to_owned(),
             inboxes: self.inboxes.clone(),
+            hub: self.hub.clone(),
+            idem: None,
         })
     }
 }
@@ -357,6 +424,9 @@ pub struct UserTasks {
     pool: Pool,
     user_id: String,
     inboxes: write::Inboxes,
+    hub: std::sync::Arc<sync::Hub>,
+    /// The idempotency completion of [`UserTasks::with_idempotency`].
+    idem: Option<std::sync::Arc<idem::Slot>>,
 }
 
 impl UserTasks {
@@ -373,7 +443,18 @@ impl UserTasks {
     /// siblings. Its list is `input.list_id`, else its parent's, else the inbox; a list or
     /// parent that is not this user's is a field error (`list_id`, `parent_id`), as are a
     /// `list_id` other than the parent's list and nesting deeper than [`task::DEPTH_MAX`].
-    pub async fn create(&self, mut input: TaskInput) -> Result<Task, StoreError> {
+    pub async fn create(&self, input: TaskInput) -> Result<Task, StoreError> {
+        let (t, list_id, parent_id) = self.new_task(input)?;
+        // Boxed: placing, logging and arming reminders make a future over 4 KiB, which would
+        // otherwise sit inline in every waiting request's future.
+        Box::pin(self.create_placed(t, list_id, parent_id)).await
+    }
+
+    /// A new task from validated input (not placed yet), and the list and parent asked for.
+    pub(crate) fn new_task(
+        &self,
+        mut input: TaskInput,
+    ) -> Result<(Task, Option<Uuid>, Option<Uuid>), StoreError> {
         let (list_id, parent_id) = (input.list_id.take(), input.parent_id.take());
         let (content, completed) = input.validate()?;
         let now = task::now_ms();
@@ -401,7 +482,7 @@ impl UserTasks {
         t.apply_content(content);
         t.set_completed(completed.unwrap_or(false), now);
         t.settle(None, now)?;
-        self.create_placed(t, list_id, parent_id).await
+        Ok((t, list_id, parent_id))
     }
 
     /// One task; [`StoreError::NotFound`] when it does not exist for this user.
@@ -517,25 +598,18 @@ impl UserTasks {
         .await
     }
 
-    /// Deletes a task, its tags and its whole subtree, in one statement.
+    /// Deletes a task, its tags and its whole subtree, in one transaction with their
+    /// tombstones.
     pub async fn delete(&self, id: Uuid, expected_version: Option<i64>) -> Result<(), StoreError> {
-        let scope = self.scope();
-        let deleted: Vec<backend::Id> = self
-            .pool
-            .fetch_all_as(&scope.delete_subtree(id, expected_version))
+        let mut touched = write::Touched::default();
+        let mut writer = self.pool.writer().await?;
+        let mut tx = writer.begin().await?;
+        self.delete_in(&mut tx, &mut touched, id, expected_version)
             .await?;
-        if !deleted.is_empty() {
-            return Ok(());
-        }
-        if expected_version.is_none() {
-            return Err(StoreError::NotFound);
-        }
-        // Nothing deleted at that version: tell "gone" from "changed".
-        match self.pool.fetch_i64(&scope.version_of(id)).await {
-            Ok(current) => Err(StoreError::Conflict { current }),
-            Err(StoreError::Database(sqlx::Error::RowNotFound)) => Err(StoreError::NotFound),
-            Err(e) => Err(e),
-        }
+        self.respond(&mut touched, idem::Outcome::Deleted);
+        touched.commit(self, tx).await?;
+        writer.done();
+        Ok(())
     }
 
     /// Tags in use with their task counts, most used first, then by name.
@@ -545,8 +619,10 @@ impl UserTasks {
 
     /// Read-modify-write of one task. On PostgreSQL a write that leaves the tags alone (most
     /// patches, every toggle) is optimistic: the task is read, changed, and written back `WHERE
-    /// version = <the version read>`, two statements and no transaction (two round trips
-    /// instead of four); when another write came between, it reads again, and after
+    /// version = <the version read>` in one statement that also takes the user's next seq and
+    /// writes the change-log record when (and only when) the row was written: two statements
+    /// and no transaction (two round trips instead of five); when another write came between,
+    /// it reads again, and after
     /// [`OPTIMISTIC_TRIES`] such losses it queues for the row lock like every other write.
     /// Otherwise the write runs inside a transaction holding the row lock: the check of the
     /// expected version, the change, the version bump and the tag rows commit together.
@@ -568,7 +644,7 @@ impl UserTasks {
         mut change: impl FnMut(&mut Task, chrono::DateTime<chrono::Utc>),
     ) -> Result<Task, StoreError> {
         let scope = self.scope();
-        if self.pool.dialect() == Dialect::Postgres {
+        if self.pool.dialect() == Dialect::Postgres && self.idem.is_none() {
             for _ in 0..OPTIMISTIC_TRIES {
                 let (read, has_children) = if cascade {
                     let row: Option<backend::TaskKids> = self
@@ -586,7 +662,7 @@ impl UserTasks {
                 };
                 let mut t = at_version(read, expected_version)?;
                 let read = t.version;
-                let old_tags = t.tags.clone();
+                let (old_tags, was_completed) = (t.tags.clone(), t.completed);
                 let before = t.schedule();
                 let now = task::now_ms();
                 change(&mut t, now);
@@ -601,7 +677,24 @@ impl UserTasks {
                     break;
                 }
                 t.bump(now);
-                if self.pool.execute(&scope.update_at(&t, read)).await? == 1 {
+                // The update and its change-log record in one statement: the log's seq is
+                // taken only when the update applied.
+                let mut touched = write::Touched::default();
+                touched.task(id);
+                if t.completed != was_completed {
+                    touched.lists.push(t.list_id);
+                }
+                let stmt = sync::pg_write_and_log(
+                    &scope.update_at(&t, read),
+                    |_| String::new(),
+                    None,
+                    &self.user_id,
+                    now,
+                    &touched.records(),
+                );
+                let applied: Vec<backend::Int> = self.pool.fetch_all_as(&stmt).await?;
+                if !applied.is_empty() {
+                    self.hub.wake(&self.user_id);
                     return Ok(t);
                 }
             }
@@ -609,11 +702,32 @@ impl UserTasks {
         let mut touched = write::Touched::default();
         let mut writer = self.pool.writer().await?;
         let mut tx = writer.begin().await?;
+        let t = self
+            .write_in(&mut tx, &mut touched, id, expected_version, cascade, change)
+            .await?;
+        self.respond(&mut touched, idem::Outcome::Task(&t));
+        touched.commit(self, tx).await?;
+        writer.done();
+        Ok(t)
+    }
+
+    /// The transaction part of [`Self::write`]: the row lock, the expected version, the
+    /// change, the version bump, the tag rows and the completion cascade.
+    pub(crate) async fn write_in(
+        &self,
+        tx: &mut backend::Tx<'_>,
+        touched: &mut write::Touched,
+        id: Uuid,
+        expected_version: Option<i64>,
+        cascade: bool,
+        change: impl FnOnce(&mut Task, chrono::DateTime<chrono::Utc>),
+    ) -> Result<Task, StoreError> {
+        let scope = self.scope();
         let mut t = at_version(
             tx.fetch_task(&scope.get_for_update(id)).await?,
             expected_version,
         )?;
-        let old_tags = t.tags.clone();
+        let (old_tags, was_completed) = (t.tags.clone(), t.completed);
         let before = t.schedule();
         let now = task::now_ms();
         change(&mut t, now);
@@ -621,6 +735,9 @@ impl UserTasks {
         t.bump(now);
         tx.execute(&scope.update(&t)).await?;
         touched.task(id);
+        if t.completed != was_completed {
+            touched.lists.push(t.list_id);
+        }
         if t.tags != old_tags {
             tx.execute(&scope.delete_tags(id)).await?;
             if !t.tags.is_empty() {
@@ -628,7 +745,7 @@ impl UserTasks {
             }
         }
         if reminder::rows_change(&before, &t) {
-            self.write_reminder_rows(&mut tx, &t, now).await?;
+            self.write_reminder_rows(tx, &t, now).await?;
         }
         if cascade {
             let ids: Vec<backend::Id> = if advanced {
@@ -641,11 +758,42 @@ impl UserTasks {
             } else {
                 Vec::new()
             };
+            if !ids.is_empty() {
+                // Cascades stay in the task's list.
+                touched.lists.push(t.list_id);
+            }
             ids.into_iter().for_each(|i| touched.task(i.0));
         }
-        touched.commit(tx).await?;
-        writer.done();
         Ok(t)
+    }
+
+    /// The transaction part of [`Self::delete`].
+    pub(crate) async fn delete_in(
+        &self,
+        tx: &mut backend::Tx<'_>,
+        touched: &mut write::Touched,
+        id: Uuid,
+        expected_version: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let scope = self.scope();
+        let deleted: Vec<backend::IdId> = tx
+            .fetch_all_as(&scope.delete_subtree(id, expected_version))
+            .await?;
+        if let Some(first) = deleted.first() {
+            touched.deleted_tasks.extend(deleted.iter().map(|d| d.0));
+            // Its list's open count may change.
+            touched.lists.push(first.1);
+            return Ok(());
+        }
+        if expected_version.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        // Nothing deleted at that version: tell "gone" from "changed".
+        let current: Option<backend::Int> = tx.fetch_one_as(&scope.version_of(id)).await?;
+        match current {
+            Some(c) => Err(StoreError::Conflict { current: c.0 }),
+            None => Err(StoreError::NotFound),
+        }
     }
 }
 

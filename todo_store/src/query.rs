@@ -24,9 +24,9 @@
 
 use chrono::{DateTime, Utc};
 use sea_query::{
-    Asterisk, CommonTableExpression, DeleteStatement, Expr, ExprTrait, Func, InsertStatement,
-    JoinType, LikeExpr, LockType, NullOrdering, Order as SqlOrder, Query, SelectStatement,
-    SimpleExpr, UpdateStatement, Value, WindowStatement, WithClause,
+    Asterisk, DeleteStatement, Expr, ExprTrait, Func, InsertStatement, JoinType, LikeExpr,
+    LockType, NullOrdering, Order as SqlOrder, Query, SelectStatement, SimpleExpr, UpdateStatement,
+    Value, WindowStatement,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -46,8 +46,6 @@ pub const Q_MAX: usize = 200;
 
 pub(crate) const TASKS: &str = "tasks";
 pub(crate) const TASK_TAGS: &str = "task_tags";
-/// Name of the task insert inside [`Scope::insert_with_tags`].
-const NEW_TASK: &str = "new_task";
 /// Alias of the ids subquery of an ids-first page.
 const PAGE: &str = "p";
 /// Alias of `tasks` joined to the ids of an ids-first page.
@@ -482,6 +480,33 @@ impl<'a> Scope<'a> {
         s
     }
 
+    /// Tasks by id, in no particular order (`ids` must not be empty).
+    pub(crate) fn get_many(&self, ids: &[Uuid]) -> SelectStatement {
+        let mut s = self.task_columns();
+        s.and_where(col("id").is_in(ids.iter().copied()));
+        s
+    }
+
+    /// A page of a snapshot: up to `limit` tasks after `(created_at, id)` (from the first when
+    /// `None`), in that order, read from `tasks_user_created`.
+    pub(crate) fn tasks_after(
+        &self,
+        after: Option<(DateTime<Utc>, Uuid)>,
+        limit: u64,
+    ) -> SelectStatement {
+        let mut s = self.task_columns();
+        if let Some((at, id)) = after {
+            s.and_where(
+                Expr::tuple([col("created_at"), col("id")])
+                    .gt(Expr::tuple([Expr::val(self.dialect.ts(at)), Expr::val(id)])),
+            );
+        }
+        s.order_by((TASKS, "created_at"), SqlOrder::Asc)
+            .order_by((TASKS, "id"), SqlOrder::Asc)
+            .limit(limit);
+        s
+    }
+
     /// One task by id, locked for update inside a write transaction (PostgreSQL).
     pub(crate) fn get_for_update(&self, id: Uuid) -> SelectStatement {
         let mut s = self.get(id);
@@ -835,29 +860,6 @@ impl<'a> Scope<'a> {
             .to_owned()
     }
 
-    /// A new task and its tag rows in one statement (PostgreSQL): `WITH new_task AS (INSERT
-    /// INTO tasks …) INSERT INTO task_tags …`, or the task's insert alone when it has no tags.
-    /// One statement is atomic on its own, so it needs no transaction: one round trip instead
-    /// of four (`BEGIN`, two inserts, `COMMIT`). The tag rows' foreign key is checked at the
-    /// end of the statement, when the task is there.
-    pub(crate) fn insert_with_tags(&self, t: &Task) -> InsertStatement {
-        if t.tags.is_empty() {
-            return self.insert(t);
-        }
-        let mut s = self.insert_tags(t.id, &t.tags);
-        s.with_cte(
-            WithClause::new()
-                .cte(
-                    CommonTableExpression::new()
-                        .query(self.insert(t))
-                        .table_name(NEW_TASK)
-                        .to_owned(),
-                )
-                .to_owned(),
-        );
-        s
-    }
-
     /// Inserts a task's tag rows (`tags` must not be empty).
     pub(crate) fn insert_tags(&self, id: Uuid, tags: &[String]) -> InsertStatement {
         let mut s = Query::insert()
@@ -931,7 +933,7 @@ pub(crate) fn tags_json(tags: &[String]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use sea_query::{PostgresQueryBuilder, SqliteQueryBuilder};
     use sea_query_sqlx::SqlxBinder;
@@ -959,7 +961,8 @@ mod tests {
         assert!(list_statement("alice", &bad, Dialect::Postgres).is_err());
     }
 
-    fn sample_task() -> Task {
+    /// A task of user `intruder` (whose id no statement may use), with tags.
+    pub(crate) fn sample_task() -> Task {
         let now = crate::task::now_ms();
         Task {
             id: Uuid::now_v7(),
@@ -1059,6 +1062,14 @@ mod tests {
             both!("count", scope.count(&v));
         }
         both!("get", scope.get(t.id));
+        both!("get_many", scope.get_many(&[t.id, t.list_id]));
+        both!(
+            "tasks_after",
+            scope.tasks_after(Some((t.created_at, t.id)), 10)
+        );
+        both!("tasks_first", scope.tasks_after(None, 10));
+        both!("get_lists", scope.get_lists(&[t.id]));
+        both!("lists_after", scope.lists_after(t.id, 10));
         both!("get_for_update", scope.get_for_update(t.id));
         both!("version_of", scope.version_of(t.id));
         both!("tag_counts", scope.tag_counts());
@@ -1208,26 +1219,6 @@ mod tests {
                 "{sql}"
             );
         }
-    }
-
-    #[test]
-    fn a_new_task_and_its_tags_are_one_statement() {
-        let scope = Scope::new("alice", Dialect::Postgres);
-        let mut t = sample_task();
-        let sql = scope.insert_with_tags(&t).to_string(PostgresQueryBuilder);
-        assert!(
-            sql.starts_with(r#"WITH "new_task" AS (INSERT INTO "tasks" ("id", "user_id""#)
-                && sql.contains(
-                    r#") INSERT INTO "task_tags" ("user_id", "tag", "task_id") VALUES ('alice', "#
-                )
-                && sql.matches("INSERT INTO").count() == 2,
-            "{sql}"
-        );
-        t.tags.clear();
-        assert_eq!(
-            scope.insert_with_tags(&t).to_string(PostgresQueryBuilder),
-            scope.insert(&t).to_string(PostgresQueryBuilder)
-        );
     }
 
     #[test]

@@ -99,6 +99,22 @@ impl Scope<'_> {
         s
     }
 
+    /// Lists by id, in no particular order (`ids` must not be empty).
+    pub(crate) fn get_lists(&self, ids: &[Uuid]) -> SelectStatement {
+        let mut s = self.list_rows();
+        s.and_where(lcol("id").is_in(ids.iter().copied()));
+        s
+    }
+
+    /// Up to `limit` lists with an id after `after`, in id order (a page of a snapshot).
+    pub(crate) fn lists_after(&self, after: Uuid, limit: u64) -> SelectStatement {
+        let mut s = self.list_rows();
+        s.and_where(lcol("id").gt(after))
+            .order_by((LISTS, "id"), SqlOrder::Asc)
+            .limit(limit);
+        s
+    }
+
     /// One list's row, locked inside a write transaction (PostgreSQL); `open_count` 0.
     pub(crate) fn get_list_for_update(&self, id: Uuid) -> SelectStatement {
         let mut s = self.lists();
@@ -412,13 +428,14 @@ impl Scope<'_> {
         self.ancestors_clause(id).query(s)
     }
 
-    /// Deletes a task (at `version`, if given) and its subtree; returns the deleted ids.
+    /// Deletes a task (at `version`, if given) and its subtree; returns the deleted ids and
+    /// their list (the same for all: a subtree stays in one list).
     pub(crate) fn delete_subtree(&self, root: Uuid, version: Option<i64>) -> WithQuery {
         let del = Query::delete()
             .from_table(TASKS)
             .and_where(Expr::col("user_id").eq(self.user_id))
             .and_where(Expr::col("id").in_subquery(Self::walk_ids(1)))
-            .returning_col("id")
+            .returning(Query::returning().columns(["id", "list_id"]))
             .to_owned();
         self.subtree_clause(root, version).query(del)
     }

@@ -16,7 +16,7 @@ use crate::list::{INBOX_NAME, LISTS_MAX, List, ListInput, ListPatch};
 use crate::query::Dialect;
 use crate::task::{DEPTH_MAX, MoveTask, Task};
 use crate::tree::Group;
-use crate::{UserTasks, at_version, position, task};
+use crate::{UserTasks, at_version, position, sync, task};
 
 /// Inbox ids known to exist, by user (an inbox is never deleted, so a known one stays valid).
 pub(crate) type Inboxes = Arc<Mutex<HashMap<String, Uuid>>>;
@@ -35,6 +35,10 @@ pub(crate) struct Touched {
     pub lists: Vec<Uuid>,
     /// Lists deleted.
     pub deleted_lists: Vec<Uuid>,
+    /// Records (tasks or lists) created by this write.
+    pub created: Vec<Uuid>,
+    /// The idempotency record to complete with this write (see [`crate::idem`]).
+    pub response: Option<crate::idem::Completion>,
 }
 
 impl Touched {
@@ -42,10 +46,37 @@ impl Touched {
         self.tasks.push(id);
     }
 
-    /// Commits the write. The change log's records for every touched row go here, inside the
-    /// same transaction, when the log exists.
-    pub(crate) async fn commit(self, tx: Tx<'_>) -> Result<(), StoreError> {
-        tx.commit().await
+    /// The change-log records of this write, one per record.
+    pub(crate) fn records(&self) -> Vec<sync::Record> {
+        sync::fold_records(
+            &self.tasks,
+            &self.deleted_tasks,
+            &self.lists,
+            &self.deleted_lists,
+            &self.created,
+        )
+    }
+
+    /// Commits the write: appends its records to the user's change log at the user's next
+    /// seq (taken here, so the user's row lock is held only from this point to the commit),
+    /// completes its idempotency record if it has one, all inside the transaction; then
+    /// wakes this process's subscribers of the user. Returns the seq (0 when nothing was
+    /// touched).
+    pub(crate) async fn commit(self, u: &UserTasks, mut tx: Tx<'_>) -> Result<i64, StoreError> {
+        let records = self.records();
+        let seq = if records.is_empty() {
+            0
+        } else {
+            sync::append(&mut tx, u.pool.dialect(), &u.user_id, &records).await?
+        };
+        if let Some(c) = &self.response {
+            crate::idem::complete(&mut tx, u.pool.dialect(), &u.user_id, c).await?;
+        }
+        tx.commit().await?;
+        if seq > 0 {
+            u.hub.wake(&u.user_id);
+        }
+        Ok(seq)
     }
 }
 
@@ -98,7 +129,19 @@ impl UserTasks {
                 updated_at: now,
                 version: 1,
             };
-            self.pool.execute(&scope.insert_list(&inbox, true)).await?;
+            // Logged like any list creation; a concurrent first request that inserted the
+            // inbox first makes this insert (and its log record) a no-op.
+            let mut writer = self.pool.writer().await?;
+            let mut tx = writer.begin().await?;
+            if tx.execute(&scope.insert_list(&inbox, true)).await? == 1 {
+                let mut touched = Touched::default();
+                touched.lists.push(inbox.id);
+                touched.created.push(inbox.id);
+                touched.commit(self, tx).await?;
+            } else {
+                tx.commit().await?;
+            }
+            writer.done();
             found = self.pool.fetch_all_as(&scope.inbox_id()).await?;
         }
         let id = found.first().map(|i| i.0).ok_or(StoreError::NotFound)?;
@@ -260,15 +303,53 @@ impl UserTasks {
                 .pool
                 .fetch_all_as(&scope.group_end(g, true, None))
                 .await?;
-            if let Some(k) = position::between(last.first().map(|l| l.1.as_str()), None) {
+            if let Some(k) = position::between(last.first().map(|l| l.1.as_str()), None)
+                && self.idem.is_none()
+            {
                 t.position = k;
-                self.pool.execute(&scope.insert_with_tags(&t)).await?;
+                // The task, its tags and its change-log record in one statement.
+                let mut touched = Touched::default();
+                touched.task(t.id);
+                touched.created.push(t.id);
+                if !t.completed {
+                    touched.lists.push(t.list_id);
+                }
+                let stmt = sync::pg_write_and_log(
+                    &scope.insert(&t),
+                    |sql| sync::pg_tags_cte(sql, &self.user_id, t.id, &t.tags),
+                    Some(t.list_id),
+                    &self.user_id,
+                    t.created_at,
+                    &touched.records(),
+                );
+                let _: Vec<Int> = self.pool.fetch_all_as(&stmt).await?;
+                self.hub.wake(&self.user_id);
                 return Ok(t);
             }
         }
         let mut touched = Touched::default();
         let mut writer = self.pool.writer().await?;
         let mut tx = writer.begin().await?;
+        let t = self
+            .create_in(&mut tx, &mut touched, t, list_id, parent_id)
+            .await?;
+        self.respond(&mut touched, crate::idem::Outcome::Task(&t));
+        touched.commit(self, tx).await?;
+        writer.done();
+        Ok(t)
+    }
+
+    /// The transaction part of a create (`t.list_id` already the inbox when neither a list
+    /// nor a parent is given).
+    pub(crate) async fn create_in(
+        &self,
+        tx: &mut Tx<'_>,
+        touched: &mut Touched,
+        mut t: Task,
+        list_id: Option<Uuid>,
+        parent_id: Option<Uuid>,
+    ) -> Result<Task, StoreError> {
+        let scope = self.scope();
         if let Some(p) = parent_id {
             let parent = tx
                 .fetch_task(&scope.get_for_update(p))
@@ -282,7 +363,7 @@ impl UserTasks {
                     "must be the parent's list (a subtask is always in its parent's list)",
                 ));
             }
-            if self.level(&mut tx, p).await? + 1 > DEPTH_MAX {
+            if self.level(tx, p).await? + 1 > DEPTH_MAX {
                 return Err(StoreError::invalid(
                     "parent_id",
                     format!("tasks nest at most {DEPTH_MAX} levels deep"),
@@ -291,7 +372,7 @@ impl UserTasks {
             t.list_id = parent.list_id;
             t.parent_id = Some(p);
         } else if let Some(l) = list_id {
-            self.own_list(&mut tx, l).await?;
+            self.own_list(tx, l).await?;
             t.list_id = l;
         }
         let g = Group {
@@ -299,18 +380,20 @@ impl UserTasks {
             parent_id: t.parent_id,
         };
         t.position = self
-            .task_position(&mut tx, g, None, None, t.created_at, &mut touched)
+            .task_position(tx, g, None, None, t.created_at, touched)
             .await?;
         tx.execute(&scope.insert(&t)).await?;
         if !t.tags.is_empty() {
             tx.execute(&scope.insert_tags(t.id, &t.tags)).await?;
         }
         if !t.reminders.is_empty() {
-            self.write_reminder_rows(&mut tx, &t, t.created_at).await?;
+            self.write_reminder_rows(tx, &t, t.created_at).await?;
         }
         touched.task(t.id);
-        touched.commit(tx).await?;
-        writer.done();
+        touched.created.push(t.id);
+        if !t.completed {
+            touched.lists.push(t.list_id);
+        }
         Ok(t)
     }
 
@@ -337,10 +420,28 @@ impl UserTasks {
         to: MoveTask,
         expected_version: Option<i64>,
     ) -> Result<Task, StoreError> {
-        let scope = self.scope();
         let mut touched = Touched::default();
         let mut writer = self.pool.writer().await?;
         let mut tx = writer.begin().await?;
+        let t = self
+            .move_in(&mut tx, &mut touched, id, to, expected_version)
+            .await?;
+        self.respond(&mut touched, crate::idem::Outcome::Task(&t));
+        touched.commit(self, tx).await?;
+        writer.done();
+        Ok(t)
+    }
+
+    /// The transaction part of [`Self::move_task`].
+    pub(crate) async fn move_in(
+        &self,
+        tx: &mut Tx<'_>,
+        touched: &mut Touched,
+        id: Uuid,
+        to: MoveTask,
+        expected_version: Option<i64>,
+    ) -> Result<Task, StoreError> {
+        let scope = self.scope();
         let mut t = at_version(
             tx.fetch_task(&scope.get_for_update(id)).await?,
             expected_version,
@@ -374,7 +475,7 @@ impl UserTasks {
                     ));
                 }
                 let height = subtree.iter().map(|r| r.1).max().unwrap_or(1);
-                if self.level(&mut tx, p).await? + height > DEPTH_MAX {
+                if self.level(tx, p).await? + height > DEPTH_MAX {
                     return Err(StoreError::invalid(
                         "parent_id",
                         format!("tasks nest at most {DEPTH_MAX} levels deep"),
@@ -388,7 +489,7 @@ impl UserTasks {
             Some(None) | None if to.list_id.is_some() || to.parent_id.is_some() => {
                 let list_id = to.list_id.unwrap_or(t.list_id);
                 if list_id != t.list_id {
-                    self.own_list(&mut tx, list_id).await?;
+                    self.own_list(tx, list_id).await?;
                 }
                 Group {
                     list_id,
@@ -401,7 +502,7 @@ impl UserTasks {
             },
         };
         t.position = self
-            .task_position(&mut tx, dest, to.after, Some(id), now, &mut touched)
+            .task_position(tx, dest, to.after, Some(id), now, touched)
             .await?;
         if dest.list_id != t.list_id {
             // While the task's row still names the old list, which the subtree walk follows.
@@ -409,14 +510,14 @@ impl UserTasks {
                 .fetch_all_as(&scope.move_descendants(id, dest.list_id, now))
                 .await?;
             moved.into_iter().for_each(|m| touched.task(m.0));
+            // Both lists' open counts may change.
+            touched.lists.extend([t.list_id, dest.list_id]);
         }
         t.list_id = dest.list_id;
         t.parent_id = dest.parent_id;
         t.bump(now);
         tx.execute(&scope.update_place(&t)).await?;
         touched.task(id);
-        touched.commit(tx).await?;
-        writer.done();
         Ok(t)
     }
 
@@ -476,7 +577,9 @@ impl UserTasks {
         };
         tx.execute(&scope.insert_list(&list, false)).await?;
         touched.lists.push(list.id);
-        touched.commit(tx).await?;
+        touched.created.push(list.id);
+        self.respond(&mut touched, crate::idem::Outcome::List(&list));
+        touched.commit(self, tx).await?;
         writer.done();
         Ok(list)
     }
@@ -552,10 +655,14 @@ impl UserTasks {
         l.bump(now);
         tx.execute(&scope.update_list(&l)).await?;
         touched.lists.push(id);
-        let read: Option<List> = tx.fetch_one_as(&scope.get_list(id)).await?;
-        touched.commit(tx).await?;
+        let read: List = tx
+            .fetch_one_as(&scope.get_list(id))
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        self.respond(&mut touched, crate::idem::Outcome::List(&read));
+        touched.commit(self, tx).await?;
         writer.done();
-        read.ok_or(StoreError::NotFound)
+        Ok(read)
     }
 
     /// Deletes a list. The inbox cannot be deleted, nor a list with tasks unless `cascade`,
@@ -585,7 +692,8 @@ impl UserTasks {
         }
         tx.execute(&scope.delete_list(id)).await?;
         touched.deleted_lists.push(id);
-        touched.commit(tx).await?;
+        self.respond(&mut touched, crate::idem::Outcome::Deleted);
+        touched.commit(self, tx).await?;
         writer.done();
         Ok(())
     }

@@ -1,0 +1,1130 @@
+//! The change log and its readers: `changes(since)` and `subscribe(since)`, and pruning.
+//!
+//! Every write appends to the log inside its own transaction, just before it commits (see
+//! [`crate::write::Touched::commit`]): it takes the user's next seq from `user_state` (the row
+//! lock orders one user's commits) and upserts one `changes` row per record it touched, so
+//! each record has one row holding its latest seq. A reader at position `p` reads the rows with
+//! a seq above `p`, in seq order, and the records' current state.
+//!
+//! Wake-ups for live readers: after a commit the writing process wakes its own subscribers of
+//! that user; on PostgreSQL the log statement also sends `NOTIFY todo_changes, '<user>:<seq>'`,
+//! delivered on commit to every instance's listener (one `PgListener` per store, started by the
+//! first subscriber), which wakes its subscribers. A woken subscriber reads the log from its own
+//! position; it never trusts a payload, so a lost or duplicate wake-up costs nothing but a read.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sea_query::{Value, Values};
+use sea_query_sqlx::{SqlxBinder, SqlxValues};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::backend::{IntPair, LogRow, Pool, Tx};
+use crate::error::StoreError;
+use crate::list::List;
+use crate::query::Dialect;
+use crate::task::Task;
+use crate::token::{Pos, Token};
+use crate::{UserTasks, task};
+
+/// Largest page of [`UserTasks::changes`].
+pub const CHANGES_LIMIT_MAX: u32 = 1000;
+/// Page size of [`UserTasks::changes`] when none is given.
+pub const CHANGES_LIMIT_DEFAULT: u32 = 500;
+/// The PostgreSQL channel of wake-ups.
+pub const CHANNEL: &str = "todo_changes";
+/// Log records written per statement (4 values each).
+const LOG_CHUNK: usize = 500;
+/// Records a subscriber reads from the log at a time.
+const SUBSCRIBE_BATCH: u32 = 200;
+/// A live subscriber re-reads the log at least this often, whatever the wake-ups say.
+const SUBSCRIBE_FALLBACK: Duration = Duration::from_secs(15);
+
+/// What a log record is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntityKind {
+    /// A list.
+    List,
+    /// A task.
+    Task,
+}
+
+impl EntityKind {
+    /// The wire name: `list` or `task`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntityKind::List => "list",
+            EntityKind::Task => "task",
+        }
+    }
+
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            EntityKind::List => 0,
+            EntityKind::Task => 1,
+        }
+    }
+
+    pub(crate) fn from_code(c: u8) -> Option<Self> {
+        match c {
+            0 => Some(EntityKind::List),
+            1 => Some(EntityKind::Task),
+            _ => None,
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "list" => Some(EntityKind::List),
+            "task" => Some(EntityKind::Task),
+            _ => None,
+        }
+    }
+}
+
+/// A deleted record, as [`UserTasks::changes`] reports it (a tombstone).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deleted {
+    /// Task or list.
+    pub kind: EntityKind,
+    /// Its id.
+    pub id: Uuid,
+    /// When it was deleted.
+    pub deleted_at: DateTime<Utc>,
+}
+
+/// One page of [`UserTasks::changes`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Changes {
+    /// Tasks created or changed, in their latest state.
+    pub tasks: Vec<Task>,
+    /// Lists created or changed, in their latest state.
+    pub lists: Vec<List>,
+    /// Records deleted.
+    pub deleted: Vec<Deleted>,
+    /// The token to pass as `since` next: for the next page while `has_more`, else for the
+    /// next sync.
+    pub next: String,
+    /// Whether another page follows right away.
+    pub has_more: bool,
+}
+
+/// The type of a [`Change`], as the event stream names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChangeType {
+    /// `task.created`
+    TaskCreated,
+    /// `task.updated`
+    TaskUpdated,
+    /// `task.deleted`
+    TaskDeleted,
+    /// `list.created`
+    ListCreated,
+    /// `list.updated`
+    ListUpdated,
+    /// `list.deleted`
+    ListDeleted,
+}
+
+impl ChangeType {
+    /// The event name (`task.created`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeType::TaskCreated => "task.created",
+            ChangeType::TaskUpdated => "task.updated",
+            ChangeType::TaskDeleted => "task.deleted",
+            ChangeType::ListCreated => "list.created",
+            ChangeType::ListUpdated => "list.updated",
+            ChangeType::ListDeleted => "list.deleted",
+        }
+    }
+}
+
+/// What a [`Change`] carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeData {
+    /// A task in its state when the change was read.
+    Task(Task),
+    /// A list in its state when the change was read.
+    List(List),
+    /// The id of a deleted task or list.
+    Deleted(Uuid),
+}
+
+/// One change of a user's data, as [`UserTasks::subscribe`] streams it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The position right after this change: an event id, valid as `since` for
+    /// [`UserTasks::changes`] and [`UserTasks::subscribe`].
+    pub id: String,
+    /// Created, updated or deleted, task or list. `*.created` when the record was created
+    /// after the reader's position, else `*.updated`.
+    pub kind: ChangeType,
+    /// The record, or the deleted id.
+    pub data: ChangeData,
+}
+
+/// One record a write touched, for the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Record {
+    pub kind: EntityKind,
+    pub id: Uuid,
+    pub created: bool,
+    pub deleted: bool,
+}
+
+/// Folds what a write touched into one record per `(kind, id)`, in key order: a record both
+/// written and deleted is deleted; one created and then written is created.
+pub(crate) fn fold_records(
+    tasks: &[Uuid],
+    deleted_tasks: &[Uuid],
+    lists: &[Uuid],
+    deleted_lists: &[Uuid],
+    created: &[Uuid],
+) -> Vec<Record> {
+    let mut map: BTreeMap<(EntityKind, Uuid), (bool, bool)> = BTreeMap::new();
+    for (kind, ids, deleted) in [
+        (EntityKind::Task, tasks, false),
+        (EntityKind::Task, deleted_tasks, true),
+        (EntityKind::List, lists, false),
+        (EntityKind::List, deleted_lists, true),
+    ] {
+        for id in ids {
+            let e = map.entry((kind, *id)).or_insert((false, false));
+            e.1 |= deleted;
+        }
+    }
+    for id in created {
+        for kind in [EntityKind::Task, EntityKind::List] {
+            if let Some(e) = map.get_mut(&(kind, *id)) {
+                e.0 = true;
+            }
+        }
+    }
+    map.into_iter()
+        .map(|((kind, id), (created, deleted))| Record {
+            kind,
+            id,
+            created,
+            deleted,
+        })
+        .collect()
+}
+
+// ---- SQL text with numbered placeholders ---------------------------------------------------
+
+/// A statement written as SQL text for one dialect, with its values, bound by number (`$n`,
+/// which sqlx understands on SQLite too). The log's statements are written this way: they
+/// wrap another statement in CTEs or use upserts and `VALUES` lists in a form sea-query does
+/// not build. Every one of them binds the user id of its scope.
+#[derive(Debug, Clone)]
+pub(crate) struct Sql {
+    text: String,
+    values: Vec<Value>,
+}
+
+impl Sql {
+    pub(crate) fn new() -> Self {
+        Sql {
+            text: String::new(),
+            values: Vec::new(),
+        }
+    }
+
+    /// Starts with a PostgreSQL statement built by sea-query (its values become `$1`…).
+    fn starting_with<S: SqlxBinder>(prefix: &str, stmt: &S, suffix: &str) -> Self {
+        let (text, values) = stmt.build_sqlx(sea_query::PostgresQueryBuilder);
+        Sql {
+            text: format!("{prefix}{text}{suffix}"),
+            values: values.0.0,
+        }
+    }
+
+    pub(crate) fn push(&mut self, s: &str) -> &mut Self {
+        self.text.push_str(s);
+        self
+    }
+
+    /// Binds a value; returns its placeholder.
+    pub(crate) fn bind(&mut self, v: impl Into<Value>) -> String {
+        self.values.push(v.into());
+        format!("${}", self.values.len())
+    }
+}
+
+impl SqlxBinder for Sql {
+    fn build_sqlx<T: sea_query::QueryBuilder>(&self, _: T) -> (String, SqlxValues) {
+        (self.text.clone(), SqlxValues(Values(self.values.clone())))
+    }
+}
+
+/// Binds `records` as `(kind, entity_id, created, op)` rows of a `VALUES` list.
+fn values_list(sql: &mut Sql, records: &[Record]) -> String {
+    let mut out = String::new();
+    for (i, r) in records.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        let k = sql.bind(r.kind.as_str());
+        let id = sql.bind(r.id);
+        let c = sql.bind(r.created);
+        let op = sql.bind(if r.deleted { "delete" } else { "upsert" });
+        out.push_str(&format!("({k}, {id}, {c}, {op})"));
+    }
+    out
+}
+
+const UPSERT_CHANGE: &str = " ON CONFLICT (user_id, kind, entity_id) DO UPDATE SET \
+     seq = excluded.seq, op = excluded.op, at = excluded.at";
+
+/// PostgreSQL: appends the log CTEs and the final select to a statement that already starts
+/// `WITH <gate> AS (… RETURNING id)` (or to nothing, `gate` `None`): the user's next seq (only
+/// when the gate returned a row), the records at that seq, and the wake-up. The statement
+/// returns the seq, or no row when the gate returned none.
+fn pg_log_tail(
+    sql: &mut Sql,
+    user_id: &str,
+    now: DateTime<Utc>,
+    records: &[Record],
+    gate: Option<&str>,
+) {
+    let u = sql.bind(user_id);
+    sql.push(if gate.is_some() { ", " } else { "WITH " });
+    sql.push(&format!(
+        "s AS (INSERT INTO user_state (user_id, seq) SELECT {u}, 1 {from} \
+         ON CONFLICT (user_id) DO UPDATE SET seq = user_state.seq + 1 RETURNING seq)",
+        from = gate.map(|g| format!("FROM {g}")).unwrap_or_default(),
+    ));
+    if !records.is_empty() {
+        let at = sql.bind(Dialect::Postgres.ts(now));
+        let values = values_list(sql, records);
+        sql.push(&format!(
+            ", c AS (INSERT INTO changes (user_id, kind, entity_id, seq, created_seq, op, at) \
+             SELECT {u}, v.kind, v.entity_id, s.seq, CASE WHEN v.created THEN s.seq ELSE 0 END, \
+             v.op, {at} FROM s CROSS JOIN (VALUES {values}) AS v (kind, entity_id, created, op)\
+             {UPSERT_CHANGE})"
+        ));
+    }
+    sql.push(&format!(
+        " SELECT s.seq FROM s CROSS JOIN LATERAL \
+         (SELECT pg_notify('{CHANNEL}', concat({u}::text, ':', s.seq))) AS n"
+    ));
+}
+
+/// The user's next seq, taken (and, on PostgreSQL, announced on commit) inside the write
+/// transaction.
+fn next_seq(dialect: Dialect, user_id: &str) -> Sql {
+    let mut sql = Sql::new();
+    match dialect {
+        Dialect::Postgres => pg_log_tail(&mut sql, user_id, task::now_ms(), &[], None),
+        Dialect::Sqlite => {
+            let u = sql.bind(user_id);
+            sql.push(&format!(
+                "INSERT INTO user_state (user_id, seq) VALUES ({u}, 1) \
+                 ON CONFLICT (user_id) DO UPDATE SET seq = seq + 1 RETURNING seq"
+            ));
+        }
+    }
+    sql
+}
+
+/// Upserts `records` at `seq` (at most [`LOG_CHUNK`]).
+fn insert_records(
+    user_id: &str,
+    seq: i64,
+    now: DateTime<Utc>,
+    dialect: Dialect,
+    records: &[Record],
+) -> Sql {
+    let mut sql = Sql::new();
+    let u = sql.bind(user_id);
+    let s = sql.bind(seq);
+    let at = sql.bind(dialect.ts(now));
+    let zero = sql.bind(0i64);
+    let mut rows = String::new();
+    for (i, r) in records.iter().enumerate() {
+        if i > 0 {
+            rows.push_str(", ");
+        }
+        let k = sql.bind(r.kind.as_str());
+        let id = sql.bind(r.id);
+        let op = sql.bind(if r.deleted { "delete" } else { "upsert" });
+        let created = if r.created { &s } else { &zero };
+        rows.push_str(&format!("({u}, {k}, {id}, {s}, {created}, {op}, {at})"));
+    }
+    sql.push(&format!(
+        "INSERT INTO changes (user_id, kind, entity_id, seq, created_seq, op, at) VALUES {rows}{UPSERT_CHANGE}"
+    ));
+    sql
+}
+
+/// Appends `records` to the user's log inside `tx`; returns the write's seq.
+pub(crate) async fn append(
+    tx: &mut Tx<'_>,
+    dialect: Dialect,
+    user_id: &str,
+    records: &[Record],
+) -> Result<i64, StoreError> {
+    let now = task::now_ms();
+    if dialect == Dialect::Postgres && records.len() <= LOG_CHUNK {
+        let mut sql = Sql::new();
+        pg_log_tail(&mut sql, user_id, now, records, None);
+        return seq_of(tx.fetch_one_as::<crate::backend::Int, _>(&sql).await?);
+    }
+    let seq = seq_of(
+        tx.fetch_one_as::<crate::backend::Int, _>(&next_seq(dialect, user_id))
+            .await?,
+    )?;
+    for chunk in records.chunks(LOG_CHUNK) {
+        tx.execute(&insert_records(user_id, seq, now, dialect, chunk))
+            .await?;
+    }
+    Ok(seq)
+}
+
+fn seq_of(row: Option<crate::backend::Int>) -> Result<i64, StoreError> {
+    row.map(|r| r.0)
+        .ok_or(StoreError::Database(sqlx::Error::RowNotFound))
+}
+
+/// PostgreSQL, one statement without a transaction: `stmt` (an insert or update of one task,
+/// to which ` RETURNING "id"` is appended, plus `extra` CTEs that may use its values) and, when
+/// it wrote a row, the log records at the user's next seq and the wake-up. The statement
+/// returns the seq, or no row when `stmt` wrote nothing.
+///
+/// `lock_list`: the task's list, for an insert. Its foreign key is checked (taking a share
+/// lock on the list's row) only at the end of the statement, after the user's row was locked
+/// for the seq; a move that holds the list's row and waits for the user's row would then
+/// deadlock with it. So the statement share-locks the list first, in a CTE the seq's insert
+/// reads from.
+pub(crate) fn pg_write_and_log<S: SqlxBinder>(
+    stmt: &S,
+    extra: impl FnOnce(&mut Sql) -> String,
+    lock_list: Option<Uuid>,
+    user_id: &str,
+    now: DateTime<Utc>,
+    records: &[Record],
+) -> Sql {
+    let mut sql = Sql::starting_with("WITH w AS (", stmt, " RETURNING \"id\")");
+    let more = extra(&mut sql);
+    sql.push(&more);
+    let gate = match lock_list {
+        Some(list) => {
+            let u = sql.bind(user_id);
+            let l = sql.bind(list);
+            sql.push(&format!(
+                ", l AS (SELECT 1 FROM lists WHERE user_id = {u} AND id = {l} FOR KEY SHARE)"
+            ));
+            "w CROSS JOIN l"
+        }
+        None => "w",
+    };
+    pg_log_tail(&mut sql, user_id, now, records, Some(gate));
+    sql
+}
+
+/// The CTE inserting a new task's tag rows, for [`pg_write_and_log`].
+pub(crate) fn pg_tags_cte(sql: &mut Sql, user_id: &str, id: Uuid, tags: &[String]) -> String {
+    if tags.is_empty() {
+        return String::new();
+    }
+    let u = sql.bind(user_id);
+    let t = sql.bind(id);
+    let rows: Vec<String> = tags
+        .iter()
+        .map(|tag| {
+            let v = sql.bind(tag.as_str());
+            format!("({u}, {v}, {t})")
+        })
+        .collect();
+    format!(
+        ", tg AS (INSERT INTO task_tags (user_id, tag, task_id) VALUES {})",
+        rows.join(", ")
+    )
+}
+
+/// `seq, pruned_seq` of a user (zeros for a user who never wrote).
+fn user_state(user_id: &str) -> Sql {
+    let mut sql = Sql::new();
+    let u = sql.bind(user_id);
+    sql.push(&format!(
+        "SELECT seq, pruned_seq FROM user_state WHERE user_id = {u}"
+    ));
+    sql
+}
+
+/// Up to `limit` log rows after `from`, in `(seq, kind, entity_id)` order.
+fn log_after(user_id: &str, from: &Token, limit: u32) -> Sql {
+    let mut sql = Sql::new();
+    let u = sql.bind(user_id);
+    let s = sql.bind(from.seq);
+    let after = match from.pos {
+        Pos::Inside(kind, id) => {
+            let k = sql.bind(kind.as_str());
+            let i = sql.bind(id);
+            format!("(seq, kind, entity_id) > ({s}, {k}, {i})")
+        }
+        _ => format!("seq > {s}"),
+    };
+    let n = sql.bind(i64::from(limit));
+    sql.push(&format!(
+        "SELECT kind, entity_id, seq, created_seq, op, at FROM changes \
+         WHERE user_id = {u} AND {after} ORDER BY seq, kind, entity_id LIMIT {n}"
+    ));
+    sql
+}
+
+/// A batch of log rows read after a position, with the records' current state.
+struct Read {
+    /// Each row (with its token), and its record: `None` for an upsert whose record is gone
+    /// by now (its deletion follows later in the log).
+    rows: Vec<(LogRow, EntityKind, Token, Option<ChangeData>)>,
+    /// More rows follow right away.
+    more: bool,
+    /// Where the batch ends.
+    end: Token,
+}
+
+impl UserTasks {
+    /// The user's current seq and prune watermark.
+    async fn log_state(&self) -> Result<(i64, i64), StoreError> {
+        let row: Vec<IntPair> = self.pool.fetch_all_as(&user_state(&self.user_id)).await?;
+        Ok(row.first().map_or((0, 0), |r| (r.0, r.1)))
+    }
+
+    /// Decodes `since` and checks it against what the log still keeps.
+    async fn position(&self, since: &str) -> Result<Token, StoreError> {
+        let token = Token::decode(since, &self.user_id)?;
+        let (seq, pruned) = self.log_state().await?;
+        if token.seq < pruned || token.seq > seq {
+            return Err(StoreError::Gone);
+        }
+        Ok(token)
+    }
+
+    /// Reads up to `limit` log rows after `from` and the current state of their records.
+    async fn read_after(&self, from: Token, limit: u32) -> Result<Read, StoreError> {
+        let mut rows: Vec<LogRow> = self
+            .pool
+            .fetch_all_as(&log_after(&self.user_id, &from, limit + 1))
+            .await?;
+        let more = rows.len() > limit as usize;
+        let next_seq = if more {
+            rows.pop().map(|r| r.seq)
+        } else {
+            None
+        };
+        let mut task_ids = Vec::new();
+        let mut list_ids = Vec::new();
+        for r in &rows {
+            match (EntityKind::parse(&r.kind), r.op.as_str()) {
+                (Some(EntityKind::Task), "upsert") => task_ids.push(r.id),
+                (Some(EntityKind::List), "upsert") => list_ids.push(r.id),
+                _ => {}
+            }
+        }
+        let scope = self.scope();
+        let mut tasks: HashMap<Uuid, Task> = HashMap::new();
+        if !task_ids.is_empty() {
+            let found: Vec<Task> = self.pool.fetch_all_as(&scope.get_many(&task_ids)).await?;
+            tasks.extend(found.into_iter().map(|t| (t.id, t)));
+        }
+        let mut lists: HashMap<Uuid, List> = HashMap::new();
+        if !list_ids.is_empty() {
+            let found: Vec<List> = self.pool.fetch_all_as(&scope.get_lists(&list_ids)).await?;
+            lists.extend(found.into_iter().map(|l| (l.id, l)));
+        }
+        let mut out = Vec::with_capacity(rows.len());
+        let mut end = from;
+        for (i, r) in rows.iter().enumerate() {
+            let Some(kind) = EntityKind::parse(&r.kind) else {
+                continue;
+            };
+            // The last row of its seq: the token says "all of this seq".
+            let following = rows.get(i + 1).map(|f| f.seq).or(next_seq);
+            let token = if following == Some(r.seq) {
+                Token {
+                    seq: r.seq,
+                    pos: Pos::Inside(kind, r.id),
+                }
+            } else {
+                Token::plain(r.seq)
+            };
+            end = token;
+            let data = if r.op == "delete" {
+                Some(ChangeData::Deleted(r.id))
+            } else {
+                match kind {
+                    EntityKind::Task => tasks.remove(&r.id).map(ChangeData::Task),
+                    EntityKind::List => lists.remove(&r.id).map(ChangeData::List),
+                }
+            };
+            out.push((rows_take(r), kind, token, data));
+        }
+        Ok(Read {
+            rows: out,
+            more,
+            end,
+        })
+    }
+
+    /// The user's changes since `since` (a token from an earlier page or sync, or an event
+    /// id), at most `limit` records (1–[`CHANGES_LIMIT_MAX`]) in all.
+    ///
+    /// Without `since`: every live list and task (a snapshot, paged; lists first). The
+    /// snapshot's final `next` is the log position read before its first page, so every
+    /// write that commits after that read is returned by the changes that follow, even one
+    /// that changed a record the snapshot already returned; when there are such writes the
+    /// snapshot's last page says `has_more`.
+    ///
+    /// With `since`: every record whose latest write is after the token, once, in its latest
+    /// state and in log order; deletions as [`Deleted`]. Errors: [`StoreError::Invalid`] on
+    /// `limit`, or on `since` when it is malformed or made for another user;
+    /// [`StoreError::Gone`] when it is older than the tombstones kept (see [`crate::Store::prune`]).
+    pub async fn changes(&self, since: Option<&str>, limit: u32) -> Result<Changes, StoreError> {
+        if !(1..=CHANGES_LIMIT_MAX).contains(&limit) {
+            return Err(StoreError::invalid(
+                "limit",
+                format!("must be between 1 and {CHANGES_LIMIT_MAX}"),
+            ));
+        }
+        let token = match since {
+            Some(s) => self.position(s).await?,
+            None => {
+                // The inbox exists from the first request on; its creation is a logged write.
+                self.inbox_id().await?;
+                Token {
+                    seq: self.log_state().await?.0,
+                    pos: Pos::SnapshotLists(Uuid::nil()),
+                }
+            }
+        };
+        match token.pos {
+            Pos::SnapshotLists(_) | Pos::SnapshotTasks(..) => {
+                self.snapshot_page(token, limit).await
+            }
+            Pos::Plain | Pos::Inside(..) => {
+                let read = self.read_after(token, limit).await?;
+                let mut out = Changes {
+                    tasks: Vec::new(),
+                    lists: Vec::new(),
+                    deleted: Vec::new(),
+                    next: read.end.encode(&self.user_id),
+                    has_more: read.more,
+                };
+                for (row, kind, _, data) in read.rows {
+                    match data {
+                        Some(ChangeData::Task(t)) => out.tasks.push(t),
+                        Some(ChangeData::List(l)) => out.lists.push(l),
+                        Some(ChangeData::Deleted(id)) => out.deleted.push(Deleted {
+                            kind,
+                            id,
+                            deleted_at: row.at,
+                        }),
+                        None => {}
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// One page of a snapshot taken at `token.seq`.
+    async fn snapshot_page(&self, token: Token, limit: u32) -> Result<Changes, StoreError> {
+        let scope = self.scope();
+        let mut out = Changes {
+            tasks: Vec::new(),
+            lists: Vec::new(),
+            deleted: Vec::new(),
+            next: String::new(),
+            has_more: false,
+        };
+        let n = limit as usize;
+        let mut tasks_after = None;
+        match token.pos {
+            Pos::SnapshotLists(after) => {
+                let mut lists: Vec<List> = self
+                    .pool
+                    .fetch_all_as(&scope.lists_after(after, u64::from(limit) + 1))
+                    .await?;
+                if lists.len() > n {
+                    lists.truncate(n);
+                    let last = lists.last().map_or(after, |l| l.id);
+                    out.lists = lists;
+                    out.next = Token {
+                        seq: token.seq,
+                        pos: Pos::SnapshotLists(last),
+                    }
+                    .encode(&self.user_id);
+                    out.has_more = true;
+                    return Ok(out);
+                }
+                out.lists = lists;
+            }
+            Pos::SnapshotTasks(ms, id) => tasks_after = Some((task::from_millis(ms), id)),
+            _ => {}
+        }
+        let room = n - out.lists.len();
+        let mut tasks: Vec<Task> = self
+            .pool
+            .fetch_all_as(&scope.tasks_after(tasks_after, room as u64 + 1))
+            .await?;
+        if tasks.len() > room {
+            tasks.truncate(room);
+            let pos = match tasks.last() {
+                Some(t) => Pos::SnapshotTasks(t.created_at.timestamp_millis(), t.id),
+                // The lists filled the page: the next one starts the tasks (after every list).
+                None => Pos::SnapshotLists(Uuid::from_bytes([0xff; 16])),
+            };
+            out.next = Token {
+                seq: token.seq,
+                pos,
+            }
+            .encode(&self.user_id);
+            out.has_more = true;
+        } else {
+            out.next = Token::plain(token.seq).encode(&self.user_id);
+            // Writes committed while the snapshot was read follow right away, so that
+            // `has_more: false` means caught up.
+            out.has_more = self.log_state().await?.0 > token.seq;
+        }
+        out.tasks = tasks;
+        Ok(out)
+    }
+}
+
+fn rows_take(r: &LogRow) -> LogRow {
+    LogRow {
+        kind: r.kind.clone(),
+        id: r.id,
+        seq: r.seq,
+        created_seq: r.created_seq,
+        op: r.op.clone(),
+        at: r.at,
+    }
+}
+
+// ---- live subscribers ------------------------------------------------------------------------
+
+/// Wake-ups of a store's live subscribers, by user.
+#[derive(Debug, Default)]
+pub(crate) struct Hub {
+    users: Mutex<HashMap<String, watch::Sender<u64>>>,
+    live: AtomicUsize,
+    #[cfg(feature = "postgres")]
+    listener: Mutex<Option<sqlx::PgPool>>,
+}
+
+/// The hubs of this process's SQLite stores, by database file: every store on one file shares
+/// one, so a write through any of them wakes the subscribers of all (SQLite serves one
+/// process; its wake-ups stay in it).
+#[cfg(feature = "sqlite")]
+static SQLITE_HUBS: Mutex<Option<HashMap<std::path::PathBuf, std::sync::Weak<Hub>>>> =
+    Mutex::new(None);
+
+impl Hub {
+    /// The hub shared by the stores of this process on the SQLite file `path` (a fresh one
+    /// for an in-memory database, which no other store can open).
+    #[cfg(feature = "sqlite")]
+    pub(crate) fn for_sqlite_file(path: &std::path::Path) -> Arc<Hub> {
+        let key = match std::fs::canonicalize(path) {
+            Ok(p) => p,
+            Err(_) => return Arc::default(),
+        };
+        let mut hubs = SQLITE_HUBS.lock().unwrap_or_else(|p| p.into_inner());
+        let hubs = hubs.get_or_insert_with(HashMap::new);
+        hubs.retain(|_, h| h.strong_count() > 0);
+        if let Some(h) = hubs.get(&key).and_then(std::sync::Weak::upgrade) {
+            return h;
+        }
+        let h: Arc<Hub> = Arc::default();
+        hubs.insert(key, Arc::downgrade(&h));
+        h
+    }
+
+    fn users(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Sender<u64>>> {
+        self.users.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wakes the subscribers of `user_id` of this process.
+    pub(crate) fn wake(&self, user_id: &str) {
+        if let Some(tx) = self.users().get(user_id) {
+            tx.send_modify(|v| *v = v.wrapping_add(1));
+        }
+    }
+
+    /// Wakes every subscriber (after wake-ups may have been lost).
+    pub(crate) fn wake_all(&self) {
+        for tx in self.users().values() {
+            tx.send_modify(|v| *v = v.wrapping_add(1));
+        }
+    }
+
+    /// Live subscribers.
+    pub(crate) fn live(&self) -> usize {
+        self.live.load(Ordering::SeqCst)
+    }
+
+    /// Live subscribers of one user.
+    pub(crate) fn live_for(&self, user_id: &str) -> usize {
+        self.users()
+            .get(user_id)
+            .map_or(0, |tx| tx.receiver_count())
+    }
+
+    fn register(self: &Arc<Self>, user_id: &str) -> Registration {
+        let rx = {
+            let mut users = self.users();
+            users
+                .entry(user_id.to_owned())
+                .or_insert_with(|| watch::channel(0).0)
+                .subscribe()
+        };
+        self.live.fetch_add(1, Ordering::SeqCst);
+        Registration {
+            hub: self.clone(),
+            user_id: user_id.to_owned(),
+            rx: Some(rx),
+        }
+    }
+
+    /// Starts this store's PostgreSQL listener if it is not running: one connection of its
+    /// own, `LISTEN todo_changes`, and every notification wakes the subscribers of its user.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn ensure_listener(self: &Arc<Self>, pool: &Pool) {
+        let Pool::Postgres(conns) = pool else { return };
+        let mut slot = self.listener.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_some() {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let opts = (*conns.pool.connect_options()).clone();
+        let lpool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_lazy_with(opts);
+        *slot = Some(lpool.clone());
+        rt.spawn(listen(Arc::downgrade(self), lpool));
+    }
+
+    /// Stops the listener (on [`crate::Store::close`]).
+    pub(crate) async fn close(&self) {
+        #[cfg(feature = "postgres")]
+        {
+            let pool = self
+                .listener
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(p) = pool {
+                p.close().await;
+            }
+        }
+    }
+}
+
+#[cfg(feature = "postgres")]
+async fn listen(hub: std::sync::Weak<Hub>, pool: sqlx::PgPool) {
+    use sqlx::postgres::PgListener;
+    loop {
+        let mut listener = loop {
+            if pool.is_closed() {
+                return;
+            }
+            let attempt = async {
+                let mut l = PgListener::connect_with(&pool).await?;
+                l.listen(CHANNEL).await?;
+                Ok::<_, sqlx::Error>(l)
+            };
+            match attempt.await {
+                Ok(l) => break l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "change listener cannot connect; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        };
+        // Listening now: whatever was committed before is re-read by every subscriber.
+        match hub.upgrade() {
+            Some(h) => h.wake_all(),
+            None => return,
+        }
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(n)) => {
+                    let Some(h) = hub.upgrade() else { return };
+                    if let Some((user, _seq)) = n.payload().rsplit_once(':') {
+                        h.wake(user);
+                    }
+                }
+                // The connection was lost and is back (eager reconnect): notifications in
+                // between are gone, so every subscriber re-reads.
+                Ok(None) => match hub.upgrade() {
+                    Some(h) => h.wake_all(),
+                    None => return,
+                },
+                Err(sqlx::Error::PoolClosed) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "change listener failed; reconnecting");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// A live subscriber's place in the hub; unregisters on drop.
+struct Registration {
+    hub: Arc<Hub>,
+    user_id: String,
+    rx: Option<watch::Receiver<u64>>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        drop(self.rx.take());
+        self.hub.live.fetch_sub(1, Ordering::SeqCst);
+        let mut users = self.hub.users();
+        if users
+            .get(&self.user_id)
+            .is_some_and(|tx| tx.receiver_count() == 0)
+        {
+            users.remove(&self.user_id);
+        }
+    }
+}
+
+/// The state of one subscription stream.
+struct Subscription {
+    user: UserTasks,
+    pos: Token,
+    buf: VecDeque<Change>,
+    reg: Registration,
+    /// The last read found nothing more: wait for a wake-up before reading again.
+    caught_up: bool,
+    done: bool,
+}
+
+impl UserTasks {
+    /// A live stream of the user's changes: first every change after `since` (an event id or
+    /// a token of [`changes`](Self::changes)), then each new one as it commits, in commit
+    /// order, with no gap and no duplicate. Without `since`, the changes committed after this
+    /// call. Fails up front like [`changes`](Self::changes) on a bad or expired `since`.
+    ///
+    /// The stream ends after yielding an error (the database became unreachable); resume
+    /// with the last change's id. Wake-ups come from this process's writes, and on
+    /// PostgreSQL from every instance's (through `LISTEN`), within about a second.
+    pub async fn subscribe(
+        &self,
+        since: Option<&str>,
+    ) -> Result<
+        impl futures_core::Stream<Item = Result<Change, StoreError>> + Send + 'static,
+        StoreError,
+    > {
+        #[cfg(feature = "postgres")]
+        self.hub.ensure_listener(&self.pool);
+        // Registered before the position is read: a commit after the read wakes this stream.
+        let reg = self.hub.register(&self.user_id);
+        let pos = match since {
+            Some(s) => {
+                let t = self.position(s).await?;
+                if matches!(t.pos, Pos::SnapshotLists(_) | Pos::SnapshotTasks(..)) {
+                    return Err(StoreError::invalid(
+                        "since",
+                        "is a snapshot page token; finish the snapshot with changes() first",
+                    ));
+                }
+                t
+            }
+            None => Token::plain(self.log_state().await?.0),
+        };
+        let sub = Subscription {
+            user: self.clone(),
+            pos,
+            buf: VecDeque::new(),
+            reg,
+            caught_up: false,
+            done: false,
+        };
+        Ok(futures_util::stream::unfold(sub, |mut s| async move {
+            loop {
+                if let Some(c) = s.buf.pop_front() {
+                    return Some((Ok(c), s));
+                }
+                if s.done {
+                    return None;
+                }
+                let rx = s.reg.rx.as_mut()?;
+                if s.caught_up {
+                    tokio::select! {
+                        r = rx.changed() => if r.is_err() { return None },
+                        _ = tokio::time::sleep(SUBSCRIBE_FALLBACK) => {}
+                    }
+                }
+                // Seen before reading: a wake-up that arrives during the read is not lost.
+                rx.borrow_and_update();
+                match s.user.read_after(s.pos, SUBSCRIBE_BATCH).await {
+                    Ok(read) => {
+                        let reader = s.pos.seq;
+                        for (row, kind, token, data) in read.rows {
+                            let Some(data) = data else { continue };
+                            let created = row.created_seq > reader;
+                            let kind = match (kind, &data, created) {
+                                (EntityKind::Task, ChangeData::Deleted(_), _) => {
+                                    ChangeType::TaskDeleted
+                                }
+                                (EntityKind::List, ChangeData::Deleted(_), _) => {
+                                    ChangeType::ListDeleted
+                                }
+                                (EntityKind::Task, _, true) => ChangeType::TaskCreated,
+                                (EntityKind::Task, _, false) => ChangeType::TaskUpdated,
+                                (EntityKind::List, _, true) => ChangeType::ListCreated,
+                                (EntityKind::List, _, false) => ChangeType::ListUpdated,
+                            };
+                            s.buf.push_back(Change {
+                                id: token.encode(&s.user.user_id),
+                                kind,
+                                data,
+                            });
+                        }
+                        s.pos = read.end;
+                        s.caught_up = !read.more;
+                    }
+                    Err(e) => {
+                        s.done = true;
+                        return Some((Err(e), s));
+                    }
+                }
+            }
+        }))
+    }
+}
+
+// ---- pruning ---------------------------------------------------------------------------------
+
+/// Default age of tombstones before [`crate::Store::prune`] removes them (`TODO_TOMBSTONE_DAYS`).
+pub const TOMBSTONE_DAYS_DEFAULT: u32 = 30;
+/// Idempotency records are kept at least this long.
+pub const IDEMPOTENCY_KEEP: Duration = Duration::from_secs(24 * 3600);
+
+/// What [`crate::Store::prune`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Tombstones removed.
+    pub tombstones: u64,
+    /// Idempotency records removed.
+    pub idempotency: u64,
+}
+
+/// Raises each user's watermark to their newest tombstone older than `cutoff`, then deletes
+/// those tombstones (one transaction: a token is never valid for a log missing its deletions).
+pub(crate) async fn prune(
+    pool: &Pool,
+    tombstones_before: DateTime<Utc>,
+    idempotency_before: DateTime<Utc>,
+) -> Result<Pruned, StoreError> {
+    let d = pool.dialect();
+    let max = match d {
+        Dialect::Postgres => "GREATEST",
+        Dialect::Sqlite => "max",
+    };
+    let mut raise = Sql::new();
+    let cut = raise.bind(d.ts(tombstones_before));
+    raise.push(&format!(
+        "UPDATE user_state SET pruned_seq = {max}(pruned_seq, (SELECT max(c.seq) FROM changes c \
+         WHERE c.user_id = user_state.user_id AND c.op = 'delete' AND c.at < {cut})) \
+         WHERE user_id IN (SELECT user_id FROM changes WHERE op = 'delete' AND at < {cut})"
+    ));
+    let mut delete = Sql::new();
+    let cut = delete.bind(d.ts(tombstones_before));
+    delete.push(&format!(
+        "DELETE FROM changes WHERE op = 'delete' AND at < {cut}"
+    ));
+    let mut idem = Sql::new();
+    let cut = idem.bind(d.ts(idempotency_before));
+    idem.push(&format!("DELETE FROM idempotency WHERE created_at < {cut}"));
+    let mut writer = pool.writer().await?;
+    let mut tx = writer.begin().await?;
+    tx.execute(&raise).await?;
+    let tombstones = tx.execute(&delete).await?;
+    let idempotency = tx.execute(&idem).await?;
+    tx.commit().await?;
+    writer.done();
+    Ok(Pruned {
+        tombstones,
+        idempotency,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::query::Scope;
+
+    /// A PostgreSQL create is one statement: the task, its tags, the user's next seq, the log
+    /// records and the wake-up; every value is bound, the user id among them.
+    #[test]
+    fn a_pg_create_and_its_log_are_one_statement() {
+        let t = crate::query::tests::sample_task();
+        let scope = Scope::new("alice", Dialect::Postgres);
+        let records = fold_records(&[t.id], &[], &[t.list_id], &[], &[t.id]);
+        let sql = pg_write_and_log(
+            &scope.insert(&t),
+            |sql| pg_tags_cte(sql, "alice", t.id, &t.tags),
+            Some(t.list_id),
+            "alice",
+            t.created_at,
+            &records,
+        );
+        let (text, values) = sql.build_sqlx(sea_query::PostgresQueryBuilder);
+        assert!(
+            text.starts_with(r#"WITH w AS (INSERT INTO "tasks""#),
+            "{text}"
+        );
+        for part in [
+            "tg AS (INSERT INTO task_tags",
+            "s AS (INSERT INTO user_state (user_id, seq) SELECT",
+            "FOR KEY SHARE), s AS (INSERT INTO user_state (user_id, seq) SELECT",
+            "FROM w CROSS JOIN l ON CONFLICT (user_id) DO UPDATE SET seq = user_state.seq + 1",
+            "c AS (INSERT INTO changes",
+            "pg_notify('todo_changes'",
+        ] {
+            assert!(text.contains(part), "{part}: {text}");
+        }
+        assert!(!text.contains("'alice'"), "values are bound: {text}");
+        let n = values.0.0.len();
+        assert!(text.contains(&format!("${n}")) && !text.contains(&format!("${}", n + 1)));
+        assert_eq!(records.len(), 2);
+        assert!(
+            records
+                .iter()
+                .any(|r| r.kind == EntityKind::Task && r.created)
+        );
+        assert!(
+            records
+                .iter()
+                .any(|r| r.kind == EntityKind::List && !r.created)
+        );
+    }
+
+    #[test]
+    fn records_fold_to_the_last_state() {
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        let r = fold_records(&[a, b, a], &[a], &[], &[], &[a]);
+        assert_eq!(r.len(), 2);
+        let ra = r.iter().find(|r| r.id == a).unwrap();
+        assert!(ra.deleted && ra.created);
+        let rb = r.iter().find(|r| r.id == b).unwrap();
+        assert!(!rb.deleted && !rb.created);
+    }
+}
