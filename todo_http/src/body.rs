@@ -11,7 +11,8 @@ use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions};
 use serde_json::{Map, Value};
 use todo_store::batch::BATCH_MAX;
 use todo_store::{
-    BatchMove, BatchOp, ListInput, ListPatch, MoveTask, Patch, TaskInput, TaskPatch, TaskRef,
+    BatchMove, BatchOp, ListInput, ListPatch, MoveTask, Patch, Recurrence, ReminderInput,
+    TaskInput, TaskPatch, TaskRef,
 };
 use uuid::Uuid;
 
@@ -321,6 +322,93 @@ impl Fields {
         })
     }
 
+    /// `{"rule": string, "timezone"?: string|null}`; a missing or mistyped member is named
+    /// `recurrence.rule` / `recurrence.timezone`. The rule itself is the store's to check.
+    fn recurrence(&mut self, name: &str) -> Slot<Recurrence> {
+        let mut errors = Vec::new();
+        let slot = self.get(name, "an object {rule, timezone}", |v| {
+            let Value::Object(mut obj) = v else {
+                return Err(String::new());
+            };
+            let rule = match obj.remove("rule") {
+                Some(Value::String(s)) => s,
+                None | Some(Value::Null) => {
+                    errors.push(("rule", "is required"));
+                    String::new()
+                }
+                Some(_) => {
+                    errors.push(("rule", "must be a string"));
+                    String::new()
+                }
+            };
+            let timezone = match obj.remove("timezone") {
+                None | Some(Value::Null) => todo_store::recurrence::TIMEZONE_DEFAULT.to_owned(),
+                Some(Value::String(s)) => s,
+                Some(_) => {
+                    errors.push(("timezone", "must be a string (an IANA zone name)"));
+                    String::new()
+                }
+            };
+            Ok(Recurrence::in_zone(rule, timezone))
+        });
+        let broken = !errors.is_empty();
+        for (member, message) in errors {
+            self.fail(&format!("{name}.{member}"), message);
+        }
+        if broken { Slot::Absent } else { slot }
+    }
+
+    /// An array of `{"at": timestamp}` or `{"before_due": duration}` (other members, such as
+    /// an `id` sent back from a read, are ignored); a broken item is named `reminders[i]`, or
+    /// `reminders[i].at` / `reminders[i].before_due`. The count and durations are the store's
+    /// to check.
+    fn reminders(&mut self, name: &str) -> Slot<Vec<ReminderInput>> {
+        let mut errors: Vec<(String, String)> = Vec::new();
+        let slot = self.get(name, "an array of reminders", |v| {
+            let Value::Array(items) = v else {
+                return Err(String::new());
+            };
+            let mut out = Vec::with_capacity(items.len());
+            for (i, item) in items.into_iter().enumerate() {
+                let here = format!("{name}[{i}]");
+                let Value::Object(mut obj) = item else {
+                    errors.push((
+                        here,
+                        "must be an object: {\"at\": …} or {\"before_due\": …}".into(),
+                    ));
+                    continue;
+                };
+                let at = obj.remove("at").filter(|v| !v.is_null());
+                let before = obj.remove("before_due").filter(|v| !v.is_null());
+                match (at, before) {
+                    (Some(Value::String(s)), None) => match Timestamp::parse(&s) {
+                        Ok(t) => out.push(ReminderInput::At(t.0)),
+                        Err(m) => errors.push((format!("{here}.at"), m)),
+                    },
+                    (Some(_), None) => errors.push((
+                        format!("{here}.at"),
+                        "must be an RFC 3339 timestamp string with an offset".into(),
+                    )),
+                    (None, Some(Value::String(s))) => out.push(ReminderInput::BeforeDue(s)),
+                    (None, Some(_)) => errors.push((
+                        format!("{here}.before_due"),
+                        "must be an ISO 8601 duration string such as PT15M".into(),
+                    )),
+                    (Some(_), Some(_)) => {
+                        errors.push((here, "must have only one of at and before_due".into()))
+                    }
+                    (None, None) => errors.push((here, "must have at or before_due".into())),
+                }
+            }
+            Ok(out)
+        });
+        let broken = !errors.is_empty();
+        for (field, message) in errors {
+            self.fail(&field, &message);
+        }
+        if broken { Slot::Absent } else { slot }
+    }
+
     /// `null` is not allowed for this field.
     fn not_null<T>(&mut self, name: &str, slot: Slot<T>) -> Option<T> {
         match slot {
@@ -372,6 +460,8 @@ fn task_input(v: Option<Value>, placed: bool) -> Result<TaskInput, Vec<FieldProb
     let priority = f.not_null("priority", priority);
     let tags = f.tags("tags");
     let due_at = f.timestamp("due_at");
+    let recurrence = f.recurrence("recurrence");
+    let reminders = f.reminders("reminders");
     let (list_id, parent_id) = if placed {
         let list_id = f.uuid("list_id");
         let parent_id = f.uuid("parent_id");
@@ -388,6 +478,8 @@ fn task_input(v: Option<Value>, placed: bool) -> Result<TaskInput, Vec<FieldProb
         due_at: slot_opt(due_at),
         list_id,
         parent_id,
+        recurrence: slot_opt(recurrence),
+        reminders: slot_opt(reminders).unwrap_or_default(),
     };
     f.finish(input)
 }
@@ -446,6 +538,8 @@ impl BodyKind for UpdateBody {
         let priority = f.not_null("priority", priority);
         let tags = f.tags("tags");
         let due_at = f.timestamp("due_at");
+        let recurrence = f.recurrence("recurrence");
+        let reminders = f.reminders("reminders");
         let patch = TaskPatch {
             title,
             description: patch_of(description),
@@ -453,6 +547,9 @@ impl BodyKind for UpdateBody {
             priority,
             tags: patch_of(tags),
             due_at: patch_of(due_at),
+            recurrence: patch_of(recurrence),
+            // `null` removes them all, like `[]`.
+            reminders: patch_of(reminders),
         };
         f.finish(patch)
     }

@@ -29,6 +29,7 @@ pub mod metrics;
 mod ops;
 pub mod payload;
 pub mod problem;
+pub mod reminders;
 pub mod server;
 pub mod sync;
 pub mod types;

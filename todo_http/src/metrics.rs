@@ -80,6 +80,10 @@ fn describe() {
         "todo_http_requests_queued",
         "Requests waiting for one of the max-active slots."
     );
+    metrics::describe_counter!(
+        crate::reminders::FIRED_METRIC,
+        "Reminders fired by this process's reminder scheduler."
+    );
     metrics::describe_gauge!(
         "todo_db_pool_connections",
         "Database pool connections: `max` the pool may open, `open` now, `in_use` handed out."

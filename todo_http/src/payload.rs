@@ -69,8 +69,9 @@ mod tests {
     use uuid::Uuid;
 
     use crate::types::{
-        ListDto, ListEnvelope, ListMeta, ListsEnvelope, Priority, TagCountDto, TagListEnvelope,
-        TaskDto, TaskEnvelope, TaskListEnvelope, Timestamp,
+        ListDto, ListEnvelope, ListMeta, ListsEnvelope, Priority, RecurrenceDto, ReminderAtDto,
+        ReminderBeforeDueDto, ReminderDto, TagCountDto, TagListEnvelope, TaskDto, TaskEnvelope,
+        TaskListEnvelope, Timestamp,
     };
 
     fn same<T: ToJSON + serde::Serialize>(v: &T) {
@@ -112,6 +113,25 @@ mod tests {
             list_id: Uuid::from_u128(n + 100),
             parent_id: full.then(|| Uuid::from_u128(n + 200)),
             position: if full { "a0V~\"\\".into() } else { "a0".into() },
+            recurrence: full.then(|| RecurrenceDto {
+                rule: "FREQ=WEEKLY;BYDAY=MO,WE".into(),
+                timezone: "America/Argentina/Buenos_Aires".into(),
+            }),
+            last_completed_at: full.then(|| t(1_767_225_601, 250)),
+            reminders: if full {
+                vec![
+                    ReminderDto::At(ReminderAtDto {
+                        id: Uuid::from_u128(n + 300),
+                        at: t(1_767_225_600, 0),
+                    }),
+                    ReminderDto::BeforeDue(ReminderBeforeDueDto {
+                        id: Uuid::from_u128(n + 301),
+                        before_due: "P1DT2H".into(),
+                    }),
+                ]
+            } else {
+                vec![]
+            },
         }
     }
 
@@ -143,6 +163,23 @@ mod tests {
             });
         }
         same(&Priority::Medium);
+        // The v2 scheduling fields: present even when empty, with their documented shapes.
+        let bare = serde_json::to_value(task(9, false)).expect("serialises");
+        assert_eq!(bare["recurrence"], serde_json::Value::Null);
+        assert_eq!(bare["last_completed_at"], serde_json::Value::Null);
+        assert_eq!(bare["reminders"], serde_json::json!([]));
+        let full = serde_json::to_value(task(9, true)).expect("serialises");
+        assert_eq!(
+            full["reminders"],
+            serde_json::json!([
+                {"id": Uuid::from_u128(309), "at": "2026-01-01T00:00:00.000Z"},
+                {"id": Uuid::from_u128(310), "before_due": "P1DT2H"},
+            ])
+        );
+        assert_eq!(
+            full["recurrence"],
+            serde_json::json!({"rule": "FREQ=WEEKLY;BYDAY=MO,WE", "timezone": "America/Argentina/Buenos_Aires"})
+        );
         for next_cursor in [None, Some("eyJzIjoiY3JlYXRlZF9hdCJ9".to_owned())] {
             same(&TaskListEnvelope {
                 data: vec![task(1, true), task(2, false)],

@@ -347,8 +347,24 @@ pub async fn bind(addr: &str) -> Result<tokio::net::TcpListener, String> {
     })
 }
 
-/// Runs the server until SIGTERM / Ctrl-C: connects, migrates, serves, then closes the pool.
+/// Longest the server waits, after the drain, for a reminder scheduler round in progress at
+/// shutdown to finish before abandoning it (its transaction then rolls back, and its reminders
+/// stay pending for the next start or another instance).
+const SCHEDULER_STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// Runs the server until SIGTERM / Ctrl-C: connects, migrates, serves (with the reminder
+/// scheduler beside it), then closes the pool.
 pub async fn run(cfg: ServerConfig) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    run_until(cfg, shutdown_signal()).await
+}
+
+/// [`run`] until `shutdown` resolves instead of a signal. At `shutdown` the reminder scheduler
+/// stops at once (it does not wait for the drain of open connections, nor hold it), and the
+/// server drains.
+pub async fn run_until(
+    cfg: ServerConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     tracing::info!(database = %todo_store::redact_url(&cfg.database_url), "connecting");
     let store = connect(&cfg).await?;
     let applied = store
@@ -395,8 +411,32 @@ pub async fn run(cfg: ServerConfig) -> Result<(), Box<dyn std::error::Error + Se
         .max_active(cfg.max_active)
         .body_read_timeout(cfg.body_read_timeout)
         .build();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let scheduler = tokio::spawn(crate::reminders::run_reminder_scheduler(
+        store.clone(),
+        async move {
+            let mut stopped = stopped;
+            // An error means the sender is gone: stop too.
+            let _ = stopped.wait_for(|s| *s).await;
+        },
+    ));
+    let shutdown = async {
+        shutdown.await;
+        let _ = stop.send(true);
+    };
     tracing::info!(addr = %local, "listening");
-    serve(listener, app, &cfg.serve, shutdown_signal()).await?;
+    let served = serve(listener, app, &cfg.serve, shutdown).await;
+    // Also when serving failed before any shutdown.
+    let _ = stop.send(true);
+    let abort = scheduler.abort_handle();
+    if tokio::time::timeout(SCHEDULER_STOP_GRACE, scheduler)
+        .await
+        .is_err()
+    {
+        tracing::warn!("reminder scheduler did not stop in time: abandoning its round");
+        abort.abort();
+    }
+    served?;
     store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -7,7 +7,7 @@ use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
 use poem_openapi::types::{
     ParseError, ParseFromJSON, ParseFromParameter, ParseResult, ToJSON, Type,
 };
-use poem_openapi::{Enum, Object};
+use poem_openapi::{Enum, Object, Union};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -435,6 +435,15 @@ pub struct TaskDto {
     pub parent_id: Option<Uuid>,
     /// Opaque ordering key among its siblings (compare byte-wise); changes only through `moveTask`.
     pub position: String,
+    /// How the task repeats; null for a one-off task. Completing a recurring task moves
+    /// `due_at` to the rule's next occurrence and leaves it open.
+    #[oai(nullable)]
+    pub recurrence: Option<RecurrenceDto>,
+    /// When a completion last advanced this recurring task; null if none has.
+    #[oai(nullable)]
+    pub last_completed_at: Option<Timestamp>,
+    /// Its reminders (at most 5), each with its id, in the order given; `[]` when none.
+    pub reminders: Vec<ReminderDto>,
 }
 
 impl poem_openapi::types::Example for TaskDto {
@@ -454,13 +463,129 @@ fn task_example() -> TaskDto {
         completed_at: None,
         priority: Priority::Medium,
         tags: vec!["home".into(), "errands".into()],
-        due_at: None,
+        due_at: Some(example_due()),
         created_at: t,
         updated_at: t,
         version: 1,
         list_id: Uuid::from_u128(LIST_EXAMPLE_ID),
         parent_id: None,
         position: "a0".into(),
+        recurrence: Some(recurrence_example()),
+        last_completed_at: None,
+        reminders: vec![ReminderDto::BeforeDue(ReminderBeforeDueDto {
+            id: Uuid::from_u128(0x0190c3a8_7d4e_7b3a_9f21_5c6d7e8f9a1c),
+            before_due: "PT15M".into(),
+        })],
+    }
+}
+
+/// The due date of the examples: Monday 5 January 2026, 09:00 in Berlin.
+fn example_due() -> Timestamp {
+    Timestamp(
+        DateTime::parse_from_rfc3339("2026-01-05T08:00:00Z")
+            .map(|d| d.with_timezone(&Utc))
+            .unwrap_or_default(),
+    )
+}
+
+/// How a task repeats: an RFC 5545 rule computed in an IANA time zone.
+#[derive(Debug, Clone, PartialEq, Eq, Object, serde::Serialize)]
+#[oai(rename = "Recurrence", example)]
+pub struct RecurrenceDto {
+    /// An RFC 5545 `RRULE` value (no `RRULE:` prefix, no `DTSTART`: the rule starts at the
+    /// task's `due_at`). `FREQ` is `DAILY`, `WEEKLY`, `MONTHLY` or `YEARLY`.
+    pub rule: String,
+    /// The IANA time zone the rule is computed in (09:00 local stays 09:00 across
+    /// daylight-saving changes).
+    pub timezone: String,
+}
+
+impl poem_openapi::types::Example for RecurrenceDto {
+    fn example() -> Self {
+        recurrence_example()
+    }
+}
+
+fn recurrence_example() -> RecurrenceDto {
+    RecurrenceDto {
+        rule: "FREQ=WEEKLY;BYDAY=MO".into(),
+        timezone: "Europe/Berlin".into(),
+    }
+}
+
+impl From<todo_store::Recurrence> for RecurrenceDto {
+    fn from(r: todo_store::Recurrence) -> Self {
+        RecurrenceDto {
+            rule: r.rule,
+            timezone: r.timezone,
+        }
+    }
+}
+
+/// A reminder at a fixed time.
+#[derive(Debug, Clone, PartialEq, Eq, Object, serde::Serialize)]
+#[oai(rename = "ReminderAt", example)]
+pub struct ReminderAtDto {
+    /// The reminder's id (a UUID), kept while the reminder is sent back unchanged.
+    pub id: Uuid,
+    /// When it fires.
+    pub at: Timestamp,
+}
+
+impl poem_openapi::types::Example for ReminderAtDto {
+    fn example() -> Self {
+        ReminderAtDto {
+            id: Uuid::from_u128(0x0190c3a8_7d4e_7b3a_9f21_5c6d7e8f9a1b),
+            at: example_due(),
+        }
+    }
+}
+
+/// A reminder a duration before the task's `due_at` (it follows the due date when that moves).
+#[derive(Debug, Clone, PartialEq, Eq, Object, serde::Serialize)]
+#[oai(rename = "ReminderBeforeDue", example)]
+pub struct ReminderBeforeDueDto {
+    /// The reminder's id (a UUID), kept while the reminder is sent back unchanged.
+    pub id: Uuid,
+    /// An ISO 8601 duration, `PT0S` to `P30D`, in its shortest form (`PT15M`, `P1DT2H`).
+    pub before_due: String,
+}
+
+impl poem_openapi::types::Example for ReminderBeforeDueDto {
+    fn example() -> Self {
+        ReminderBeforeDueDto {
+            id: Uuid::from_u128(0x0190c3a8_7d4e_7b3a_9f21_5c6d7e8f9a1c),
+            before_due: "PT15M".into(),
+        }
+    }
+}
+
+/// A reminder: `{"id", "at"}` or `{"id", "before_due"}`. It fires once, within 2 s of its
+/// time, unless the task is completed then or the time had passed when it was set.
+#[derive(Debug, Clone, PartialEq, Eq, Union, serde::Serialize)]
+#[oai(rename = "Reminder", one_of)]
+#[serde(untagged)]
+pub enum ReminderDto {
+    /// At a fixed time.
+    At(ReminderAtDto),
+    /// Before the due date.
+    BeforeDue(ReminderBeforeDueDto),
+}
+
+impl From<todo_store::Reminder> for ReminderDto {
+    fn from(r: todo_store::Reminder) -> Self {
+        match r.kind {
+            todo_store::ReminderKind::At(at) => ReminderDto::At(ReminderAtDto {
+                id: r.id,
+                at: Timestamp(at),
+            }),
+            todo_store::ReminderKind::BeforeDue(d) => {
+                ReminderDto::BeforeDue(ReminderBeforeDueDto {
+                    id: r.id,
+                    before_due: todo_store::reminder::format_duration(d),
+                })
+            }
+        }
     }
 }
 
@@ -493,6 +618,9 @@ impl From<todo_store::Task> for TaskDto {
             list_id: t.list_id,
             parent_id: t.parent_id,
             position: t.position,
+            recurrence: t.recurrence.map(RecurrenceDto::from),
+            last_completed_at: t.last_completed_at.map(Timestamp),
+            reminders: t.reminders.into_iter().map(ReminderDto::from).collect(),
         }
     }
 }
@@ -759,6 +887,13 @@ pub struct TaskCreateSchema {
     /// among its siblings.
     #[oai(nullable)]
     pub parent_id: Option<Uuid>,
+    /// Makes the task repeat (needs `due_at`); absent or null: a one-off task.
+    #[oai(nullable)]
+    pub recurrence: Option<RecurrenceInputSchema>,
+    /// At most 5 reminders, each `{"at": …}` or `{"before_due": …}` (which needs `due_at`);
+    /// absent or null: none.
+    #[oai(nullable, validator(max_items = 5))]
+    pub reminders: Option<Vec<ReminderInputSchema>>,
 }
 
 impl poem_openapi::types::Example for TaskCreateSchema {
@@ -774,11 +909,18 @@ fn create_example() -> TaskCreateSchema {
         completed: None,
         priority: Some(Priority::High),
         tags: Some(vec![TagSchema("home".into()), TagSchema("errands".into())]),
-        due_at: None,
-        // No placement: Swagger UI pre-fills this body, and any id here would be no list of
-        // the user trying it.
+        // Swagger UI pre-fills this body, so it must be valid for any user: the recurrence and
+        // the before_due reminder come with the due date they need.
+        due_at: Some(example_due()),
+        // No placement: any id here would be no list of the user trying it.
         list_id: None,
         parent_id: None,
+        recurrence: Some(recurrence_input_example()),
+        reminders: Some(vec![ReminderInputSchema::BeforeDue(
+            ReminderBeforeDueInput {
+                before_due: "PT15M".into(),
+            },
+        )]),
     }
 }
 
@@ -807,6 +949,13 @@ pub struct TaskReplaceSchema {
     /// Absent or null clears it.
     #[oai(nullable)]
     pub due_at: Option<Timestamp>,
+    /// Needs `due_at`. Absent or null stops the recurrence.
+    #[oai(nullable)]
+    pub recurrence: Option<RecurrenceInputSchema>,
+    /// At most 5. Absent or null removes them all. A reminder identical to one the task has
+    /// keeps its id.
+    #[oai(nullable, validator(max_items = 5))]
+    pub reminders: Option<Vec<ReminderInputSchema>>,
 }
 
 impl poem_openapi::types::Example for TaskReplaceSchema {
@@ -823,6 +972,8 @@ fn replace_example() -> TaskReplaceSchema {
         priority: Some(Priority::Medium),
         tags: Some(vec![TagSchema("home".into())]),
         due_at: None,
+        recurrence: None,
+        reminders: None,
     }
 }
 
@@ -848,9 +999,16 @@ pub struct TaskUpdateSchema {
     /// New tags, or null for none.
     #[oai(nullable, validator(max_items = 20))]
     pub tags: Option<Vec<TagSchema>>,
-    /// New due date, or null to clear.
+    /// New due date, or null to clear (a recurring task's only with `recurrence: null`).
     #[oai(nullable)]
     pub due_at: Option<Timestamp>,
+    /// New recurrence (needs a `due_at`), or null to stop it.
+    #[oai(nullable)]
+    pub recurrence: Option<RecurrenceInputSchema>,
+    /// New reminders (at most 5), or null for none. A reminder identical to one the task has
+    /// keeps its id.
+    #[oai(nullable, validator(max_items = 5))]
+    pub reminders: Option<Vec<ReminderInputSchema>>,
 }
 
 impl poem_openapi::types::Example for TaskUpdateSchema {
@@ -867,7 +1025,78 @@ fn update_example() -> TaskUpdateSchema {
         priority: None,
         tags: None,
         due_at: None,
+        recurrence: None,
+        reminders: None,
     }
+}
+
+/// A recurrence in a request body. Bad rules are 422 on `recurrence.rule`, unknown zones on
+/// `recurrence.timezone`, a recurrence without `due_at` on `recurrence`.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "RecurrenceInput", example, skip_serializing_if_is_none)]
+pub struct RecurrenceInputSchema {
+    /// An RFC 5545 `RRULE` value such as `FREQ=WEEKLY;BYDAY=MO,WE`: `FREQ` is `DAILY`,
+    /// `WEEKLY`, `MONTHLY` or `YEARLY`; no `DTSTART` (the rule starts at `due_at`). An `UNTIL`
+    /// without `Z` is a time of `timezone`.
+    #[oai(validator(min_length = 1, max_length = 500))]
+    pub rule: String,
+    /// An IANA time zone name such as `Europe/Berlin`; default `UTC`.
+    pub timezone: Option<String>,
+}
+
+impl poem_openapi::types::Example for RecurrenceInputSchema {
+    fn example() -> Self {
+        recurrence_input_example()
+    }
+}
+
+fn recurrence_input_example() -> RecurrenceInputSchema {
+    RecurrenceInputSchema {
+        rule: "FREQ=WEEKLY;BYDAY=MO".into(),
+        timezone: Some("Europe/Berlin".into()),
+    }
+}
+
+/// A reminder at a fixed time, in a request body.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "ReminderAtInput", example)]
+pub struct ReminderAtInput {
+    /// When it fires (RFC 3339 with an offset). A time already past never fires.
+    pub at: Timestamp,
+}
+
+impl poem_openapi::types::Example for ReminderAtInput {
+    fn example() -> Self {
+        ReminderAtInput { at: example_due() }
+    }
+}
+
+/// A reminder before the due date, in a request body (the task needs a `due_at`).
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "ReminderBeforeDueInput", example)]
+pub struct ReminderBeforeDueInput {
+    /// An ISO 8601 duration of days, hours, minutes and seconds, `PT0S` to `P30D`: `PT15M`,
+    /// `PT1H30M`, `P1D`, `P1W`.
+    #[oai(validator(pattern = r"^P(\d+W|(\d+D)?(T(\d+H)?(\d+M)?(\d+([.,]\d{1,3})?S)?)?)$"))]
+    pub before_due: String,
+}
+
+impl poem_openapi::types::Example for ReminderBeforeDueInput {
+    fn example() -> Self {
+        ReminderBeforeDueInput {
+            before_due: "PT15M".into(),
+        }
+    }
+}
+
+/// A reminder in a request body: `{"at": ts}` or `{"before_due": "PT15M"}`.
+#[derive(Debug, Clone, Union)]
+#[oai(rename = "ReminderInput", one_of)]
+pub enum ReminderInputSchema {
+    /// At a fixed time.
+    At(ReminderAtInput),
+    /// Before the due date.
+    BeforeDue(ReminderBeforeDueInput),
 }
 
 /// Body of `moveTask`. `parent_id` (non-null): under that task, in its list (a `list_id` given

@@ -327,8 +327,10 @@ both_backends! {
         let created = t["created_at"].as_str().unwrap();
         assert!(created.ends_with('Z') && created.len() == 24, "{created}");
         assert_eq!(uuid::Uuid::parse_str(id).unwrap().get_version_num(), 7);
-        let mut want = ["id", "user_id", "title", "description", "completed", "completed_at", "priority", "tags", "due_at", "created_at", "updated_at", "version", "list_id", "parent_id", "position"];
+        let mut want = ["id", "user_id", "title", "description", "completed", "completed_at", "priority", "tags", "due_at", "created_at", "updated_at", "version", "list_id", "parent_id", "position", "recurrence", "last_completed_at", "reminders"];
         want.sort();
+        // v2 scheduling fields are always present: null, null and [] for a one-off task.
+        assert_eq!((t["recurrence"].clone(), t["last_completed_at"].clone(), t["reminders"].clone()), (Value::Null, Value::Null, json!([])));
         assert_eq!(sorted_keys(t), want);
         // v2 placement: a task without list or parent goes top-level into the inbox.
         let inbox = api.send(req(Method::GET, "/api/alice/lists").by("alice")).await.body["data"][0].clone();
@@ -905,6 +907,195 @@ both_backends! {
         assert_eq!(order().await, [p.clone(), q.clone(), inbox.clone()]);
         api.send(req(Method::POST, format!("/api/bob/lists/{p}/move")).by("bob").json(json!({}))).await.problem(404);
         assert_eq!(api.send(req(Method::POST, "/api/alice/lists/x/move").by("alice").json(json!({}))).await.problem(400), ["list_id"]);
+    }
+
+    async fn recurrence_and_reminders_are_echoed(store: Store) {
+        let api = api(store).await;
+        let t = api.create("alice", json!({
+            "title": "Water the plants", "due_at": "2026-01-05T10:00:00+01:00",
+            "recurrence": {"rule": " FREQ=WEEKLY;BYDAY=MO "},
+            "reminders": [{"at": "2026-01-05T08:30:00.123456+01:00"}, {"before_due": "PT90M"}, {"before_due": "P1W"}],
+            "last_completed_at": "2020-01-01T00:00:00Z"
+        })).await;
+        // The rule trimmed, the zone defaulted, server-owned fields ignored.
+        assert_eq!(t["recurrence"], json!({"rule": "FREQ=WEEKLY;BYDAY=MO", "timezone": "UTC"}));
+        assert_eq!(t["last_completed_at"], Value::Null);
+        let rs = t["reminders"].as_array().unwrap();
+        assert_eq!(rs.len(), 3);
+        assert_eq!(rs[0]["at"], "2026-01-05T07:30:00.123Z");
+        assert_eq!(rs[1]["before_due"], "PT1H30M", "durations come back in their shortest form");
+        assert_eq!(rs[2]["before_due"], "P7D");
+        let ids: Vec<&str> = rs.iter().map(|r| r["id"].as_str().unwrap()).collect();
+        for (r, id) in rs.iter().zip(&ids) {
+            uuid::Uuid::parse_str(id).unwrap();
+            assert_eq!(r.as_object().unwrap().len(), 2, "{r}: id and exactly one of at, before_due");
+        }
+        assert!(ids[0] != ids[1] && ids[1] != ids[2] && ids[0] != ids[2]);
+        let id = t["id"].as_str().unwrap();
+        assert_eq!(api.task("alice", id).await, t);
+        let listed = api.send(req(Method::GET, "/api/alice/tasks").by("alice")).await;
+        assert_eq!(listed.body["data"][0], t);
+        // Sending back what a read returned (ids included) keeps every id; a new reminder gets one.
+        let mut back = t["reminders"].clone();
+        back.as_array_mut().unwrap().push(json!({"before_due": "PT0S"}));
+        let r = api.send(req(Method::PATCH, format!("/api/alice/tasks/{id}")).by("alice").json(json!({"reminders": back}))).await;
+        let again = r.body["data"]["reminders"].as_array().unwrap().clone();
+        assert_eq!(again.len(), 4, "{}", r.body);
+        assert_eq!(again[..3].iter().map(|r| r["id"].as_str().unwrap()).collect::<Vec<_>>(), ids);
+        assert!(!ids.contains(&again[3]["id"].as_str().unwrap()));
+        // The zone is canonical; PUT takes both fields too.
+        let r = api.send(req(Method::PUT, format!("/api/alice/tasks/{id}")).by("alice").json(json!({
+            "title": "t", "due_at": "2026-01-05T09:00:00Z", "recurrence": {"rule": "FREQ=DAILY", "timezone": "Europe/Berlin"}, "reminders": [{"before_due": "PT15M"}]
+        }))).await;
+        assert_eq!(r.body["data"]["recurrence"], json!({"rule": "FREQ=DAILY", "timezone": "Europe/Berlin"}), "{}", r.body);
+        assert_eq!(r.body["data"]["reminders"].as_array().unwrap().len(), 1);
+    }
+
+    async fn recurrence_and_reminder_errors_name_their_field(store: Store) {
+        let api = api(store).await;
+        let due = "2026-01-05T09:00:00Z";
+        let six: Vec<Value> = (0..6).map(|i| json!({"before_due": format!("PT{i}M")})).collect();
+        let cases = [
+            (json!({"recurrence": {"rule": "FREQ=DAILY"}}), vec!["recurrence"]),
+            (json!({"due_at": due, "recurrence": {"rule": "FREQ=HOURLY"}}), vec!["recurrence.rule"]),
+            (json!({"due_at": due, "recurrence": {"rule": "every day"}}), vec!["recurrence.rule"]),
+            (json!({"due_at": due, "recurrence": {"rule": "FREQ=DAILY;DTSTART=20260101T000000Z"}}), vec!["recurrence.rule"]),
+            (json!({"due_at": due, "recurrence": {"rule": "FREQ=DAILY;UNTIL=20200101T000000Z"}}), vec!["recurrence.rule"]),
+            (json!({"due_at": due, "recurrence": {"rule": ""}}), vec!["recurrence.rule"]),
+            (json!({"due_at": due, "recurrence": {}}), vec!["recurrence.rule"]),
+            (json!({"due_at": due, "recurrence": {"rule": 5}}), vec!["recurrence.rule"]),
+            (json!({"due_at": due, "recurrence": {"rule": "FREQ=DAILY", "timezone": "Mars/Olympus"}}), vec!["recurrence.timezone"]),
+            (json!({"due_at": due, "recurrence": {"rule": "FREQ=DAILY", "timezone": 1}}), vec!["recurrence.timezone"]),
+            (json!({"due_at": due, "recurrence": "FREQ=DAILY"}), vec!["recurrence"]),
+            (json!({"due_at": due, "recurrence": [1]}), vec!["recurrence"]),
+            (json!({"due_at": due, "reminders": six}), vec!["reminders"]),
+            (json!({"reminders": [{"before_due": "PT15M"}]}), vec!["reminders"]),
+            (json!({"reminders": {"at": due}}), vec!["reminders"]),
+            (json!({"reminders": "PT15M"}), vec!["reminders"]),
+            (json!({"reminders": [5]}), vec!["reminders[0]"]),
+            (json!({"reminders": [{}]}), vec!["reminders[0]"]),
+            (json!({"due_at": due, "reminders": [{"at": due, "before_due": "PT1M"}]}), vec!["reminders[0]"]),
+            (json!({"reminders": [{"at": due}, {"at": "tomorrow"}]}), vec!["reminders[1].at"]),
+            (json!({"reminders": [{"at": 1}]}), vec!["reminders[0].at"]),
+            (json!({"due_at": due, "reminders": [{"before_due": "P31D"}]}), vec!["reminders[0].before_due"]),
+            (json!({"due_at": due, "reminders": [{"before_due": "-PT1M"}]}), vec!["reminders[0].before_due"]),
+            (json!({"due_at": due, "reminders": [{"before_due": 15}]}), vec!["reminders[0].before_due"]),
+        ];
+        for (mut body, fields) in cases {
+            body["title"] = json!("x");
+            let mut got = api.send(req(Method::POST, "/api/alice/tasks").by("alice").json(body.clone())).await.problem(422);
+            got.sort();
+            assert_eq!(got, fields, "{body}");
+        }
+        let t = api.create("alice", json!({"title": "r", "due_at": due, "recurrence": {"rule": "FREQ=DAILY"}, "reminders": [{"before_due": "PT1M"}]})).await;
+        let url = format!("/api/alice/tasks/{}", t["id"].as_str().unwrap());
+        let patch = |body: Value| {
+            let (api, url) = (&api, &url);
+            async move { api.send(req(Method::PATCH, url).by("alice").json(body)).await }
+        };
+        // Clearing a recurring task's due date needs the recurrence stopped too; the
+        // before_due reminder needs the due date as well.
+        assert_eq!(patch(json!({"due_at": null})).await.problem(422), ["due_at", "reminders"]);
+        assert_eq!(patch(json!({"due_at": null, "recurrence": null})).await.problem(422), ["reminders"]);
+        assert_eq!(patch(json!({"recurrence": {"rule": "FREQ=SECONDLY"}})).await.problem(422), ["recurrence.rule"]);
+        assert_eq!(patch(json!({"reminders": [{"before_due": "P1Y"}]})).await.problem(422), ["reminders[0].before_due"]);
+        assert_eq!(patch(json!({"recurrence": {"rule": "FREQ=DAILY", "timezone": "Nowhere"}})).await.problem(422), ["recurrence.timezone"]);
+        // A PUT that leaves out the due date of a task that stays recurring clears it: 422 on due_at.
+        let put = api.send(req(Method::PUT, &url).by("alice").json(json!({"title": "r", "recurrence": {"rule": "FREQ=DAILY"}}))).await;
+        assert_eq!(put.problem(422), ["due_at"]);
+        let still = api.task("alice", t["id"].as_str().unwrap()).await;
+        assert_eq!(still, t, "refused writes change nothing");
+        let listed = api.send(req(Method::GET, "/api/alice/tasks").by("alice")).await;
+        assert_eq!(listed.body["meta"]["total"], 1, "no refused create wrote a task");
+    }
+
+    async fn patch_and_put_clear_recurrence_and_reminders(store: Store) {
+        let api = api(store).await;
+        let body = json!({"title": "r", "due_at": "2026-01-05T09:00:00Z", "recurrence": {"rule": "FREQ=DAILY"}, "reminders": [{"before_due": "PT5M"}, {"at": "2026-01-04T09:00:00Z"}]});
+        let t = api.create("alice", body.clone()).await;
+        let id = t["id"].as_str().unwrap().to_owned();
+        let url = format!("/api/alice/tasks/{id}");
+        let patch = |body: Value| {
+            let (api, url) = (&api, &url);
+            async move { api.send(req(Method::PATCH, url).by("alice").json(body)).await.body["data"].clone() }
+        };
+        // Absent: unchanged (an unrelated patch keeps both, ids included).
+        let d = patch(json!({"title": "renamed"})).await;
+        assert_eq!((d["recurrence"].clone(), d["reminders"].clone()), (t["recurrence"].clone(), t["reminders"].clone()));
+        // Server-owned fields are ignored.
+        let d = patch(json!({"last_completed_at": "2020-01-01T00:00:00Z", "recurrence_start": "x"})).await;
+        assert_eq!(d["last_completed_at"], Value::Null);
+        // null: reminders become [], recurrence stops, the due date stays.
+        let d = patch(json!({"reminders": null})).await;
+        assert_eq!((d["reminders"].clone(), d["recurrence"].clone()), (json!([]), t["recurrence"].clone()));
+        let d = patch(json!({"recurrence": null})).await;
+        assert_eq!((d["recurrence"].clone(), d["due_at"].clone()), (Value::Null, t["due_at"].clone()));
+        // Set again, then stop both with the due date in one patch.
+        let d = patch(json!({"recurrence": {"rule": "FREQ=WEEKLY", "timezone": "Asia/Tokyo"}, "reminders": [{"before_due": "PT1H"}]})).await;
+        assert_eq!(d["recurrence"], json!({"rule": "FREQ=WEEKLY", "timezone": "Asia/Tokyo"}));
+        let d = patch(json!({"recurrence": null, "reminders": null, "due_at": null})).await;
+        assert_eq!((d["recurrence"].clone(), d["reminders"].clone(), d["due_at"].clone()), (Value::Null, json!([]), Value::Null));
+        // PUT clears both when absent (and when null).
+        for cleared in [json!({"title": "r", "due_at": "2026-01-05T09:00:00Z"}), json!({"title": "r", "recurrence": null, "reminders": null})] {
+            api.send(req(Method::PUT, &url).by("alice").json(body.clone())).await;
+            let r = api.send(req(Method::PUT, &url).by("alice").json(cleared.clone())).await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+            assert_eq!((r.body["data"]["recurrence"].clone(), r.body["data"]["reminders"].clone()), (Value::Null, json!([])), "{cleared}");
+        }
+    }
+
+    async fn completing_a_recurring_task_advances_it(store: Store) {
+        let api = api(store).await;
+        let t = api.create("alice", json!({"title": "daily", "due_at": "2026-01-05T09:00:00Z", "recurrence": {"rule": "FREQ=DAILY;COUNT=5"}, "reminders": [{"before_due": "PT15M"}]})).await;
+        let id = t["id"].as_str().unwrap().to_owned();
+        let url = format!("/api/alice/tasks/{id}");
+        let sub = api.create("alice", json!({"title": "step", "parent_id": id, "completed": true})).await;
+        let check = |r: &Resp, due: &str, version: i64| {
+            let d = &r.body["data"];
+            assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+            assert_eq!(d["due_at"], due, "{d}");
+            assert_eq!((d["completed"].clone(), d["completed_at"].clone()), (json!(false), Value::Null), "{d}");
+            assert!(d["last_completed_at"].as_str().is_some_and(|s| s.ends_with('Z')), "{d}");
+            assert_eq!(d["version"], version);
+            assert_eq!(r.header("etag"), Some(format!("\"{version}\"").as_str()));
+            assert_eq!(d["reminders"][0]["id"], t["reminders"][0]["id"], "a before_due reminder is kept for the next occurrence");
+        };
+        // Toggle.
+        let r = api.send(req(Method::PATCH, format!("{url}/complete")).by("alice")).await;
+        check(&r, "2026-01-06T09:00:00.000Z", 2);
+        // The completed subtask was reopened as its parent advanced.
+        let s = api.task("alice", sub["id"].as_str().unwrap()).await;
+        assert_eq!((s["completed"].clone(), s["version"].clone()), (json!(false), json!(2)), "{s}");
+        let first = r.body["data"]["last_completed_at"].clone();
+        // Set completed: true.
+        let r = api.send(req(Method::PATCH, format!("{url}/complete")).by("alice").json(json!({"completed": true}))).await;
+        check(&r, "2026-01-07T09:00:00.000Z", 3);
+        assert!(r.body["data"]["last_completed_at"].as_str() >= first.as_str());
+        // PATCH completed: true.
+        let r = api.send(req(Method::PATCH, &url).by("alice").json(json!({"completed": true}))).await;
+        check(&r, "2026-01-08T09:00:00.000Z", 4);
+        // PUT completed: true with the current content.
+        let r = api.send(req(Method::PUT, &url).by("alice").json(json!({"title": "daily", "due_at": "2026-01-08T09:00:00Z", "recurrence": {"rule": "FREQ=DAILY;COUNT=5"}, "reminders": [{"before_due": "PT15M"}], "completed": true}))).await;
+        check(&r, "2026-01-09T09:00:00.000Z", 5);
+        // The fifth occurrence was the last: completing it completes the task.
+        let r = api.send(req(Method::PATCH, format!("{url}/complete")).by("alice")).await;
+        let d = &r.body["data"];
+        assert_eq!((d["completed"].clone(), d["due_at"].clone()), (json!(true), json!("2026-01-09T09:00:00.000Z")), "{d}");
+        assert!(d["completed_at"].is_string());
+    }
+
+    async fn recurrence_keeps_local_time_across_dst(store: Store) {
+        let api = api(store).await;
+        // Saturday 28 March 2026, 09:00 in Berlin (CET, UTC+1); clocks go forward on the 29th.
+        let t = api.create("alice", json!({"title": "stretch", "due_at": "2026-03-28T09:00:00+01:00", "recurrence": {"rule": "FREQ=DAILY", "timezone": "Europe/Berlin"}})).await;
+        let c = format!("/api/alice/tasks/{}/complete", t["id"].as_str().unwrap());
+        let mut dues = Vec::new();
+        for _ in 0..2 {
+            let r = api.send(req(Method::PATCH, &c).by("alice")).await;
+            dues.push(r.body["data"]["due_at"].as_str().unwrap().to_owned());
+        }
+        // 09:00 CEST (UTC+2) on Sunday and Monday.
+        assert_eq!(dues, ["2026-03-29T07:00:00.000Z", "2026-03-30T07:00:00.000Z"]);
     }
 }
 

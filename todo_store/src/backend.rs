@@ -608,6 +608,12 @@ pub(crate) struct IdPos(pub Uuid, pub String);
 pub(crate) struct IdInt(pub Uuid, pub i64);
 /// A task and whether it has subtasks.
 pub(crate) struct TaskKids(pub Task, pub bool);
+/// A task.
+pub(crate) struct TaskRow(pub Task);
+/// A timestamp, or NULL.
+pub(crate) struct OptTs(pub Option<DateTime<Utc>>);
+/// A reminder due to fire: its id, user, task and time.
+pub(crate) struct DueReminder(pub Uuid, pub String, pub Uuid, pub Option<DateTime<Utc>>);
 /// Two integers.
 pub(crate) struct IntPair(pub i64, pub i64);
 /// An id and a second id.
@@ -641,6 +647,19 @@ decoded!(TaskKids, |r| Ok(TaskKids(
     decode_task(r)?,
     r.try_get(crate::query::COLUMNS.len())?
 )));
+decoded!(TaskRow, |r| Ok(TaskRow(decode_task(r)?)));
+decoded!(OptTs, |r| Ok(OptTs(r.ts(0)?)));
+decoded!(DueReminder, |r| Ok(DueReminder(
+    r.try_get(0)?,
+    r.try_get(1)?,
+    r.try_get(2)?,
+    r.ts(3)?
+)));
+decoded!(crate::reminder::Row, |r| Ok(crate::reminder::Row {
+    id: r.try_get(0)?,
+    fire_at: r.ts(1)?,
+    state: r.try_get(2)?,
+}));
 decoded!(IntPair, |r| Ok(IntPair(r.try_get(0)?, r.try_get(1)?)));
 decoded!(IdId, |r| Ok(IdId(r.try_get(0)?, r.try_get(1)?)));
 decoded!(Task, |r| decode_task(r));
@@ -768,6 +787,21 @@ where
         list_id: r.try_get_unchecked(13)?,
         parent_id: r.try_get_unchecked(14)?,
         position: r.try_get_unchecked(15)?,
+        recurrence: match (
+            r.try_get_unchecked::<Option<&str>, _>(16)?,
+            r.try_get_unchecked::<Option<&str>, _>(17)?,
+        ) {
+            (Some(rule), Some(zone)) => Some(crate::Recurrence::in_zone(rule, zone)),
+            _ => None,
+        },
+        recurrence_start: r.ts(18)?,
+        last_completed_at: r.ts(19)?,
+        reminders: crate::reminder::from_json(r.try_get_unchecked(20)?).map_err(|e| {
+            sqlx::Error::ColumnDecode {
+                index: "reminders".into(),
+                source: Box::new(e),
+            }
+        })?,
     })
 }
 

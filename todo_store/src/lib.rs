@@ -8,6 +8,10 @@
 //!   [`StoreError::Invalid`] naming the field; nothing is half-written.
 //! - **Migrations that run themselves**: [`Store::migrate`] applies the SQL files under
 //!   `migrations/` with refinery, safely from several processes at once.
+//! - **Recurring tasks and reminders**: a task may repeat by an RFC 5545 rule in its time zone
+//!   ([`recurrence`]; completing it moves it to its next occurrence) and carry reminders
+//!   ([`reminder`]), which [`Store::run_reminder_scheduler`] fires once each, across any number
+//!   of instances sharing a PostgreSQL database.
 //!
 //! ```
 //! use todo_store::{Store, TaskInput, TaskQuery};
@@ -48,6 +52,8 @@ pub mod list;
 mod migrate;
 pub mod position;
 pub mod query;
+pub mod recurrence;
+pub mod reminder;
 pub mod setup;
 mod signature;
 pub mod sync;
@@ -70,6 +76,8 @@ pub use list::{List, ListInput, ListPatch};
 pub use query::{
     Dialect, Order, Page, PageMeta, ParentFilter, SortKey, Status, TaskQuery, list_statement,
 };
+pub use recurrence::Recurrence;
+pub use reminder::{FiredReminder, Reminder, ReminderInput, ReminderKind};
 pub use signature::search_signature;
 pub use sync::{Change, ChangeData, ChangeType, Changes, Deleted, EntityKind, Pruned};
 pub use task::{MoveTask, Patch, Priority, TagCount, Task, TaskInput, TaskPatch};
@@ -437,7 +445,9 @@ impl UserTasks {
     /// `list_id` other than the parent's list and nesting deeper than [`task::DEPTH_MAX`].
     pub async fn create(&self, input: TaskInput) -> Result<Task, StoreError> {
         let (t, list_id, parent_id) = self.new_task(input)?;
-        self.create_placed(t, list_id, parent_id).await
+        // Boxed: placing, logging and arming reminders make a future over 4 KiB, which would
+        // otherwise sit inline in every waiting request's future.
+        Box::pin(self.create_placed(t, list_id, parent_id)).await
     }
 
     /// A new task from validated input (not placed yet), and the list and parent asked for.
@@ -464,9 +474,14 @@ impl UserTasks {
             list_id: Uuid::nil(),
             parent_id: None,
             position: String::new(),
+            recurrence: None,
+            recurrence_start: None,
+            last_completed_at: None,
+            reminders: Vec::new(),
         };
         t.apply_content(content);
         t.set_completed(completed.unwrap_or(false), now);
+        t.settle(None, now)?;
         Ok((t, list_id, parent_id))
     }
 
@@ -616,6 +631,11 @@ impl UserTasks {
     /// when it leaves the task completed, and reopens its completed ancestors when it leaves
     /// it open, in the same transaction; PostgreSQL's optimistic path is taken only when
     /// neither can apply (no subtasks, or no parent).
+    ///
+    /// Every write then goes through [`Task::settle`]: a recurring task that the write
+    /// completes advances to its next occurrence instead, and its completed descendants are
+    /// reopened (version +1 each). A write that changes the reminders, or the due date of a
+    /// task with `before_due` reminders, rewrites its reminder rows in the same transaction.
     async fn write(
         &self,
         id: Uuid,
@@ -643,11 +663,17 @@ impl UserTasks {
                 let mut t = at_version(read, expected_version)?;
                 let read = t.version;
                 let (old_tags, was_completed) = (t.tags.clone(), t.completed);
+                let before = t.schedule();
                 let now = task::now_ms();
                 change(&mut t, now);
+                let advanced = t.settle(Some(&before), now)?;
                 let cascades = cascade
-                    && ((t.completed && has_children) || (!t.completed && t.parent_id.is_some()));
-                if t.tags != old_tags || cascades {
+                    && if advanced || t.completed {
+                        has_children
+                    } else {
+                        t.parent_id.is_some()
+                    };
+                if t.tags != old_tags || cascades || reminder::rows_change(&before, &t) {
                     break;
                 }
                 t.bump(now);
@@ -702,8 +728,10 @@ impl UserTasks {
             expected_version,
         )?;
         let (old_tags, was_completed) = (t.tags.clone(), t.completed);
+        let before = t.schedule();
         let now = task::now_ms();
         change(&mut t, now);
+        let advanced = t.settle(Some(&before), now)?;
         t.bump(now);
         tx.execute(&scope.update(&t)).await?;
         touched.task(id);
@@ -716,8 +744,13 @@ impl UserTasks {
                 tx.execute(&scope.insert_tags(id, &t.tags)).await?;
             }
         }
+        if reminder::rows_change(&before, &t) {
+            self.write_reminder_rows(tx, &t, now).await?;
+        }
         if cascade {
-            let ids: Vec<backend::Id> = if t.completed {
+            let ids: Vec<backend::Id> = if advanced {
+                tx.fetch_all_as(&scope.reopen_descendants(id, now)).await?
+            } else if t.completed {
                 tx.fetch_all_as(&scope.complete_descendants(id, now))
                     .await?
             } else if t.parent_id.is_some() {

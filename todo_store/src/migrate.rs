@@ -31,10 +31,14 @@ macro_rules! migration_list {
 
 /// PostgreSQL migrations, oldest first (files under `migrations/postgres/`).
 pub(crate) const POSTGRES: &[(&str, &str)] = migration_list!(
-    "postgres": "V1__tasks", "V2__list_indexes", "V3__search_signatures", "V4__lists", "V5__sync"
+    "postgres": "V1__tasks", "V2__list_indexes", "V3__search_signatures", "V4__lists", "V5__sync",
+    "V6__recurrence_reminders"
 );
 /// SQLite migrations, oldest first (files under `migrations/sqlite/`).
-pub(crate) const SQLITE: &[(&str, &str)] = migration_list!("sqlite": "V1__tasks", "V2__list_indexes", "V3__search_signatures", "V4__lists", "V5__sync");
+pub(crate) const SQLITE: &[(&str, &str)] = migration_list!(
+    "sqlite": "V1__tasks", "V2__list_indexes", "V3__search_signatures", "V4__lists", "V5__sync",
+    "V6__recurrence_reminders"
+);
 
 fn runner(files: &[(&str, &str)]) -> Result<Runner, StoreError> {
     let migrations = files

@@ -56,7 +56,7 @@ const LONG: &str = "d";
 const MATCHES: &str = "m";
 
 /// Columns of `tasks`, in the order rows are decoded.
-pub(crate) const COLUMNS: [&str; 16] = [
+pub(crate) const COLUMNS: [&str; 21] = [
     "id",
     "user_id",
     "title",
@@ -73,6 +73,11 @@ pub(crate) const COLUMNS: [&str; 16] = [
     "list_id",
     "parent_id",
     "position",
+    "recurrence_rule",
+    "recurrence_timezone",
+    "recurrence_start",
+    "last_completed_at",
+    "reminders",
 ];
 
 /// Which task state a listing includes.
@@ -788,6 +793,11 @@ impl<'a> Scope<'a> {
                 t.list_id.into(),
                 t.parent_id.into(),
                 t.position.as_str().into(),
+                t.recurrence.as_ref().map(|r| r.rule.clone()).into(),
+                t.recurrence.as_ref().map(|r| r.timezone.clone()).into(),
+                d.ts_opt(t.recurrence_start).into(),
+                d.ts_opt(t.last_completed_at).into(),
+                crate::reminder::to_json(&t.reminders).into(),
                 description_lc.into(),
                 bits[0].into(),
                 bits[1].into(),
@@ -814,6 +824,17 @@ impl<'a> Scope<'a> {
                 ("priority", t.priority.rank().into()),
                 ("tags", tags_json(&t.tags).into()),
                 ("due_at", d.ts_opt(t.due_at).into()),
+                (
+                    "recurrence_rule",
+                    t.recurrence.as_ref().map(|r| r.rule.clone()).into(),
+                ),
+                (
+                    "recurrence_timezone",
+                    t.recurrence.as_ref().map(|r| r.timezone.clone()).into(),
+                ),
+                ("recurrence_start", d.ts_opt(t.recurrence_start).into()),
+                ("last_completed_at", d.ts_opt(t.last_completed_at).into()),
+                ("reminders", crate::reminder::to_json(&t.reminders).into()),
                 ("updated_at", d.ts(t.updated_at).into()),
                 ("version", t.version.into()),
             ])
@@ -959,6 +980,10 @@ pub(crate) mod tests {
             list_id: Uuid::now_v7(),
             parent_id: None,
             position: "a0".into(),
+            recurrence: None,
+            recurrence_start: None,
+            last_completed_at: None,
+            reminders: vec![],
         }
     }
 
@@ -1068,6 +1093,23 @@ pub(crate) mod tests {
             scope.complete_descendants(t.id, now)
         );
         both!("reopen_ancestors", scope.reopen_ancestors(t.id, now));
+        both!("reopen_descendants", scope.reopen_descendants(t.id, now));
+        both!("reminder_rows", scope.reminder_rows(t.id));
+        both!(
+            "delete_reminder_rows",
+            scope.delete_reminder_rows(t.id, &[t.id])
+        );
+        both!(
+            "upsert_reminder_rows",
+            scope.upsert_reminder_rows(
+                t.id,
+                &[crate::reminder::Row {
+                    id: t.id,
+                    fire_at: Some(now),
+                    state: 0
+                }]
+            )
+        );
         both!("move_descendants", scope.move_descendants(t.id, t.id, now));
         both!("get_with_children", scope.get_with_children(t.id));
         both!("group_end", scope.group_end(g, true, Some(t.id)));

@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::{FieldError, StoreError};
+use crate::recurrence::{self, Recurrence};
+use crate::reminder::{self, Reminder, ReminderInput, ReminderKind};
 
 /// Longest title, in Unicode code points after trimming.
 pub const TITLE_MAX: usize = 200;
@@ -103,6 +105,17 @@ pub struct Task {
     pub parent_id: Option<Uuid>,
     /// Opaque ordering key among its siblings; siblings sort by it byte-wise, ties on `id`.
     pub position: String,
+    /// How the task repeats; `None` for a one-off task. A recurring task always has a `due_at`.
+    pub recurrence: Option<Recurrence>,
+    /// The rule's `DTSTART`: the `due_at` the client last set (or the one the task had when
+    /// its recurrence was last set or changed). Kept while the task advances, so `COUNT`,
+    /// `UNTIL` and `INTERVAL` count from the first occurrence; `None` without a recurrence.
+    pub recurrence_start: Option<DateTime<Utc>>,
+    /// When a completion last advanced this recurring task (it stays open, see
+    /// [`crate::recurrence`]).
+    pub last_completed_at: Option<DateTime<Utc>>,
+    /// Reminders, in the order given (see [`crate::reminder`]).
+    pub reminders: Vec<Reminder>,
 }
 
 /// The content of a task, for [`create`](crate::UserTasks::create) and
@@ -128,6 +141,10 @@ pub struct TaskInput {
     /// Create only: the task to nest it under (at most [`DEPTH_MAX`] levels).
     /// [`replace`](crate::UserTasks::replace) ignores it.
     pub parent_id: Option<Uuid>,
+    /// How the task repeats (needs `due_at`); on replace, `None` stops it.
+    pub recurrence: Option<Recurrence>,
+    /// At most [`reminder::REMINDERS_MAX`]; on replace, empty removes them all.
+    pub reminders: Vec<ReminderInput>,
 }
 
 /// Where [`move_task`](crate::UserTasks::move_task) puts a task. Field by field as the move
@@ -183,8 +200,12 @@ pub struct TaskPatch {
     pub priority: Option<Priority>,
     /// New tags; `Clear` empties them.
     pub tags: Patch<Vec<String>>,
-    /// New or cleared due date.
+    /// New or cleared due date. Clearing it on a recurring task needs `recurrence` cleared too.
     pub due_at: Patch<DateTime<Utc>>,
+    /// New or stopped recurrence.
+    pub recurrence: Patch<Recurrence>,
+    /// New reminders; `Clear` removes them all.
+    pub reminders: Patch<Vec<ReminderInput>>,
 }
 
 /// A tag and how many of the user's tasks carry it.
@@ -336,6 +357,8 @@ pub(crate) struct Content {
     pub priority: Priority,
     pub tags: Vec<String>,
     pub due_at: Option<DateTime<Utc>>,
+    pub recurrence: Option<Recurrence>,
+    pub reminders: Vec<ReminderKind>,
 }
 
 impl TaskInput {
@@ -348,6 +371,8 @@ impl TaskInput {
             priority: self.priority.unwrap_or_default(),
             tags: c.tags(self.tags),
             due_at: self.due_at.map(|t| c.timestamp("due_at", t)),
+            recurrence: self.recurrence.map(|r| c.recurrence(r)),
+            reminders: c.reminders(self.reminders),
         };
         c.finish()?;
         Ok((content, self.completed))
@@ -380,7 +405,105 @@ impl Task {
         self.priority = c.priority;
         self.tags = c.tags;
         self.due_at = c.due_at;
+        self.recurrence = c.recurrence;
+        self.reminders = reminder::with_ids(c.reminders, &self.reminders);
     }
+
+    /// What [`settle`](Self::settle) compares a write's result with.
+    pub(crate) fn schedule(&self) -> Schedule {
+        Schedule {
+            completed: self.completed,
+            due_at: self.due_at,
+            recurrence: self.recurrence.clone(),
+            recurrence_start: self.recurrence_start,
+            reminders: self.reminders.clone(),
+        }
+    }
+
+    /// Finishes a write whose fields are applied (`before`: the task as it was, `None` on
+    /// create): checks the rules that tie fields together, sets the rule's start, and advances
+    /// a recurring task that the write completed. Returns whether it advanced.
+    ///
+    /// - A recurrence needs a due date: a write that clears `due_at` of a recurring task and
+    ///   keeps its recurrence fails on `due_at`; a recurrence without a due date otherwise fails
+    ///   on `recurrence`. A `before_due` reminder without a due date fails on `reminders`.
+    /// - The rule starts at `due_at` whenever the write sets a different due date or
+    ///   recurrence; otherwise it keeps its start.
+    /// - Completing a recurring task that was open moves `due_at` to the rule's first
+    ///   occurrence after it, sets `last_completed_at`, and leaves it open; when the rule has
+    ///   no further occurrence it completes.
+    pub(crate) fn settle(
+        &mut self,
+        before: Option<&Schedule>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        if self.due_at.is_none() {
+            let mut c = Checker::default();
+            if self.recurrence.is_some() {
+                match before {
+                    Some(b) if b.due_at.is_some() && b.recurrence.is_some() => c.fail(
+                        "due_at",
+                        "a recurring task needs a due date: stop the recurrence (recurrence: null) to clear it",
+                    ),
+                    _ => c.fail("recurrence", "needs a due_at"),
+                }
+            }
+            if self
+                .reminders
+                .iter()
+                .any(|r| matches!(r.kind, ReminderKind::BeforeDue(_)))
+            {
+                c.fail("reminders", "a before_due reminder needs a due_at");
+            }
+            c.finish()?;
+        }
+        let (Some(rule), Some(due)) = (&self.recurrence, self.due_at) else {
+            self.recurrence_start = None;
+            return Ok(false);
+        };
+        let kept = before.and_then(|b| {
+            (b.recurrence.as_ref() == Some(rule) && b.due_at == Some(due))
+                .then_some(b.recurrence_start)
+                .flatten()
+        });
+        let start = match kept {
+            Some(s) => s,
+            None => {
+                // A new rule or start: check that the rule can start there (UNTIL not before
+                // it, a zone it can be computed in).
+                recurrence::next_after(rule, due, due)
+                    .map_err(|e| StoreError::invalid(e.field, e.message))?;
+                due
+            }
+        };
+        self.recurrence_start = Some(start);
+        let was_open = before.is_none_or(|b| !b.completed);
+        if !(self.completed && was_open) {
+            return Ok(false);
+        }
+        match recurrence::next_after(rule, start, due)
+            .map_err(|e| StoreError::invalid(e.field, e.message))?
+        {
+            Some(next) => {
+                self.completed = false;
+                self.completed_at = None;
+                self.due_at = Some(next);
+                self.last_completed_at = Some(now);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+}
+
+/// The fields of a task that a write's scheduling rules compare (see [`Task::settle`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Schedule {
+    pub completed: bool,
+    pub due_at: Option<DateTime<Utc>>,
+    pub recurrence: Option<Recurrence>,
+    pub recurrence_start: Option<DateTime<Utc>>,
+    pub reminders: Vec<Reminder>,
 }
 
 /// A checked patch: every value already normalised.
@@ -392,6 +515,8 @@ pub(crate) struct ValidPatch {
     priority: Option<Priority>,
     tags: Option<Vec<String>>,
     due_at: Option<Option<DateTime<Utc>>>,
+    recurrence: Option<Option<Recurrence>>,
+    reminders: Option<Vec<ReminderKind>>,
 }
 
 impl TaskPatch {
@@ -417,6 +542,16 @@ impl TaskPatch {
                 Patch::Clear => Some(None),
                 Patch::Set(t) => Some(Some(c.timestamp("due_at", t))),
             },
+            recurrence: match self.recurrence {
+                Patch::Unchanged => None,
+                Patch::Clear => Some(None),
+                Patch::Set(r) => Some(Some(c.recurrence(r))),
+            },
+            reminders: match self.reminders {
+                Patch::Unchanged => None,
+                Patch::Clear => Some(Vec::new()),
+                Patch::Set(r) => Some(c.reminders(r)),
+            },
         };
         c.finish()?;
         Ok(p)
@@ -440,6 +575,12 @@ impl ValidPatch {
         }
         if let Some(d) = self.due_at {
             task.due_at = d;
+        }
+        if let Some(r) = self.recurrence {
+            task.recurrence = r;
+        }
+        if let Some(r) = self.reminders {
+            task.reminders = reminder::with_ids(r, &task.reminders);
         }
         if let Some(done) = self.completed {
             task.set_completed(done, now);
@@ -528,6 +669,10 @@ mod tests {
             list_id: Uuid::nil(),
             parent_id: None,
             position: "a0".into(),
+            recurrence: None,
+            recurrence_start: None,
+            last_completed_at: None,
+            reminders: vec![],
         };
         t.bump(now);
         t.bump(now);

@@ -446,31 +446,45 @@ impl Scope<'_> {
             .and_where(Expr::col("user_id").eq(self.user_id));
     }
 
+    /// Sets completion to `completed` on the tasks a walk reached past its start (depth 2 and
+    /// more) whose completion differs: version +1, `updated_at` forward; returns their ids.
+    fn set_walked_completion(
+        &self,
+        walk: WithClause,
+        completed: bool,
+        now: DateTime<Utc>,
+    ) -> WithQuery {
+        let completed_at = if completed {
+            self.dialect.ts(now)
+        } else {
+            self.dialect.ts_opt(None)
+        };
+        let mut u = Query::update();
+        u.table(TASKS)
+            .value("completed", completed)
+            .value("completed_at", completed_at);
+        self.bump_rows(&mut u, now);
+        u.and_where(Expr::col("completed").eq(!completed))
+            .and_where(Expr::col("id").in_subquery(Self::walk_ids(2)))
+            .returning_col("id");
+        walk.query(u)
+    }
+
     /// Completes the open descendants of `root` (not `root` itself): version +1, `updated_at`
     /// forward; returns their ids.
     pub(crate) fn complete_descendants(&self, root: Uuid, now: DateTime<Utc>) -> WithQuery {
-        let mut u = Query::update();
-        u.table(TASKS)
-            .value("completed", true)
-            .value("completed_at", self.dialect.ts(now));
-        self.bump_rows(&mut u, now);
-        u.and_where(Expr::col("completed").eq(false))
-            .and_where(Expr::col("id").in_subquery(Self::walk_ids(2)))
-            .returning_col("id");
-        self.subtree_clause(root, None).query(u)
+        self.set_walked_completion(self.subtree_clause(root, None), true, now)
+    }
+
+    /// Reopens the completed descendants of `root` (not `root` itself), as when a recurring
+    /// task advances: version +1, `updated_at` forward; returns their ids.
+    pub(crate) fn reopen_descendants(&self, root: Uuid, now: DateTime<Utc>) -> WithQuery {
+        self.set_walked_completion(self.subtree_clause(root, None), false, now)
     }
 
     /// Reopens the completed ancestors of `id` (not `id` itself); returns their ids.
     pub(crate) fn reopen_ancestors(&self, id: Uuid, now: DateTime<Utc>) -> WithQuery {
-        let mut u = Query::update();
-        u.table(TASKS)
-            .value("completed", false)
-            .value("completed_at", self.dialect.ts_opt(None));
-        self.bump_rows(&mut u, now);
-        u.and_where(Expr::col("completed").eq(true))
-            .and_where(Expr::col("id").in_subquery(Self::walk_ids(2)))
-            .returning_col("id");
-        self.ancestors_clause(id).query(u)
+        self.set_walked_completion(self.ancestors_clause(id), false, now)
     }
 
     /// Moves the descendants of `root` (not `root` itself, whose row must still name the old

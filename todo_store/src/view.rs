@@ -10,6 +10,8 @@ use std::borrow::Cow;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::recurrence::Recurrence;
+use crate::reminder::Reminder;
 use crate::task::{Priority, Task};
 
 /// A task whose text is borrowed: from a fetched row, or from a [`Task`] ([`Task::view`]).
@@ -45,6 +47,14 @@ pub struct TaskView<'r> {
     pub parent_id: Option<Uuid>,
     /// Ordering key among its siblings (byte-wise).
     pub position: &'r str,
+    /// How the task repeats (owned: few tasks have one, and those that do are copied once).
+    pub recurrence: Option<Recurrence>,
+    /// The rule's `DTSTART` (see [`Task::recurrence_start`]).
+    pub recurrence_start: Option<DateTime<Utc>>,
+    /// When a completion last advanced this recurring task.
+    pub last_completed_at: Option<DateTime<Utc>>,
+    /// Reminders (owned; an empty list allocates nothing).
+    pub reminders: Vec<Reminder>,
 }
 
 impl TaskView<'_> {
@@ -66,6 +76,10 @@ impl TaskView<'_> {
             list_id: self.list_id,
             parent_id: self.parent_id,
             position: self.position.to_owned(),
+            recurrence: self.recurrence.clone(),
+            recurrence_start: self.recurrence_start,
+            last_completed_at: self.last_completed_at,
+            reminders: self.reminders.clone(),
         }
     }
 }
@@ -89,6 +103,10 @@ impl Task {
             list_id: self.list_id,
             parent_id: self.parent_id,
             position: &self.position,
+            recurrence: self.recurrence.clone(),
+            recurrence_start: self.recurrence_start,
+            last_completed_at: self.last_completed_at,
+            reminders: self.reminders.clone(),
         }
     }
 }

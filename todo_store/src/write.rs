@@ -290,7 +290,7 @@ impl UserTasks {
         if plain {
             t.list_id = self.inbox_id().await?;
         }
-        if plain && self.pool.dialect() == Dialect::Postgres {
+        if plain && t.reminders.is_empty() && self.pool.dialect() == Dialect::Postgres {
             // The common case in two round trips and no transaction: read the last key, then
             // insert the task with its tags in one statement. Two creates racing for the same
             // last key get equal positions, ordered by id (creation order), and any later
@@ -385,6 +385,9 @@ impl UserTasks {
         tx.execute(&scope.insert(&t)).await?;
         if !t.tags.is_empty() {
             tx.execute(&scope.insert_tags(t.id, &t.tags)).await?;
+        }
+        if !t.reminders.is_empty() {
+            self.write_reminder_rows(tx, &t, t.created_at).await?;
         }
         touched.task(t.id);
         touched.created.push(t.id);

@@ -13,18 +13,20 @@ import { Checks, config, mintToken, uniqueUserId } from "./support";
 const { baseUrl, secret } = config();
 const t = new Checks();
 
-// Four users: A does the single-task lifecycle, B (an id with `@`, `:` and `.`, as auth
+// Five users: A does the single-task lifecycle, B (an id with `@`, `:` and `.`, as auth
 // libraries produce) checks isolation, C owns a fixed set of tasks for listing and paging, D
-// arranges lists, subtasks and their order.
+// arranges lists, subtasks and their order, E has recurring tasks with reminders.
 const A = uniqueUserId("e2e-a-");
 const B = uniqueUserId("e2e.b@example:");
 const C = uniqueUserId("e2e_c_");
 const D = uniqueUserId("e2e-d-");
+const E = uniqueUserId("e2e-e-");
 const tokenA = mintToken(secret, A);
 const apiA = createTodoClient(baseUrl, tokenA);
 const apiB = createTodoClient(baseUrl, mintToken(secret, B));
 const apiC = createTodoClient(baseUrl, mintToken(secret, C));
 const apiD = createTodoClient(baseUrl, mintToken(secret, D));
+const apiE = createTodoClient(baseUrl, mintToken(secret, E));
 const anonymous = createTodoClient(baseUrl);
 
 // ---------------------------------------------------------------------------------------------
@@ -66,7 +68,7 @@ const etagOf = (task: Task) => `"${task.version}"`;
 function assertWellFormed(task: Task, owner: string) {
   assert.match(task.id, UUID_V7, "id is a UUIDv7");
   assert.equal(task.user_id, owner);
-  for (const ts of [task.created_at, task.updated_at, task.completed_at, task.due_at]) {
+  for (const ts of [task.created_at, task.updated_at, task.completed_at, task.due_at, task.last_completed_at]) {
     if (ts != null) assert.match(ts, ISO_MS_UTC, "timestamps are RFC 3339 UTC with milliseconds");
   }
   assert.equal(task.completed, task.completed_at != null, "completed_at is set exactly when completed");
@@ -664,6 +666,76 @@ async function listsAndSubtasks() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// E: a recurring task with reminders
+
+async function recurrence() {
+  t.section(`recurrence and reminders (user ${E})`);
+  let weekly!: Task;
+  const create = (body: Record<string, unknown>) =>
+    apiE.POST("/api/{user_id}/tasks", { params: { path: { user_id: E } }, body: { title: "Water the plants", ...body } as never });
+
+  await t.check("createTask with a recurrence and reminders: echoed, each reminder with an id", async () => {
+    weekly = expectOk(
+      await apiE.POST("/api/{user_id}/tasks", {
+        params: { path: { user_id: E } },
+        body: {
+          title: "Water the plants",
+          due_at: "2030-01-07T09:00:00+01:00", // a Monday, 09:00 in Berlin
+          recurrence: { rule: "FREQ=WEEKLY;BYDAY=MO", timezone: "Europe/Berlin" },
+          reminders: [{ before_due: "PT15M" }, { at: "2030-01-06T18:00:00Z" }],
+        },
+      }),
+      201,
+    ).data;
+    assertWellFormed(weekly, E);
+    assert.deepEqual(weekly.recurrence, { rule: "FREQ=WEEKLY;BYDAY=MO", timezone: "Europe/Berlin" });
+    assert.equal(weekly.last_completed_at, null);
+    assert.equal(weekly.reminders.length, 2);
+    const [before, at] = weekly.reminders;
+    assert.ok(before && "before_due" in before && before.before_due === "PT15M", JSON.stringify(before));
+    assert.ok(at && "at" in at && at.at === "2030-01-06T18:00:00.000Z", JSON.stringify(at));
+    for (const r of weekly.reminders) assert.match(r.id, UUID_V7, "reminder ids are UUIDv7");
+    const plain = expectOk(await create({}), 201).data;
+    assert.deepEqual([plain.recurrence, plain.last_completed_at, plain.reminders], [null, null, []], "one-off task");
+  });
+
+  await t.check("toggleTaskCompletion advances a recurring task instead of completing it", async () => {
+    const result = await apiE.PATCH("/api/{user_id}/tasks/{task_id}/complete", taskPath(E, weekly.id));
+    const next = expectOk(result, 200).data;
+    assertWellFormed(next, E);
+    assert.equal(next.due_at, "2030-01-14T08:00:00.000Z", "due_at moved to next Monday 09:00 Berlin");
+    assert.equal(next.completed, false, "a recurring task stays open");
+    assert.equal(next.completed_at, null);
+    assert.ok(next.last_completed_at, "last_completed_at is set");
+    assert.match(next.last_completed_at, ISO_MS_UTC);
+    assertAdvanced(next, weekly);
+    assert.deepEqual(next.reminders.map((r) => r.id), weekly.reminders.map((r) => r.id), "reminders keep their ids");
+    weekly = next;
+  });
+
+  await t.check("updateTask: completed:true advances too; null stops the recurrence and empties reminders", async () => {
+    const path = taskPath(E, weekly.id);
+    const next = expectOk(await apiE.PATCH("/api/{user_id}/tasks/{task_id}", { ...path, body: { completed: true } }), 200).data;
+    assert.equal(next.due_at, "2030-01-21T08:00:00.000Z");
+    assert.equal(next.completed, false);
+    const stopped = expectOk(await apiE.PATCH("/api/{user_id}/tasks/{task_id}", { ...path, body: { recurrence: null, reminders: null } }), 200).data;
+    assert.deepEqual([stopped.recurrence, stopped.reminders, stopped.due_at], [null, [], next.due_at]);
+    const done = expectOk(await apiE.PATCH("/api/{user_id}/tasks/{task_id}/complete", path), 200).data;
+    assert.equal(done.completed, true, "without a recurrence, completing completes");
+  });
+
+  await t.check("422 naming the field: bad rule, unknown zone, no due_at, a sixth reminder, before_due without due_at", async () => {
+    const due_at = "2030-01-07T09:00:00Z";
+    expectProblem(await create({ due_at, recurrence: { rule: "FREQ=HOURLY" } }), 422, ["recurrence.rule"]);
+    expectProblem(await create({ due_at, recurrence: { rule: "FREQ=DAILY", timezone: "Mars/Olympus" } }), 422, ["recurrence.timezone"]);
+    expectProblem(await create({ recurrence: { rule: "FREQ=DAILY" } }), 422, ["recurrence"]);
+    const six = Array.from({ length: 6 }, (_, i) => ({ before_due: `PT${i + 1}M` }));
+    expectProblem(await create({ due_at, reminders: six }), 422, ["reminders"]);
+    expectProblem(await create({ reminders: [{ before_due: "PT15M" }] }), 422, ["reminders"]);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
 // The request examples in the served spec: Swagger UI pre-fills them, so they must be valid
 
 type Json = Record<string, any>; // parsed JSON, deliberately untyped
@@ -817,6 +889,7 @@ try {
   await isolation();
   await listing();
   await listsAndSubtasks();
+  await recurrence();
   await specExamples();
   await errors();
 } catch (err) {
