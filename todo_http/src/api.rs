@@ -77,23 +77,29 @@ impl<'a> ApiExtractor<'a> for Authed {
         _body: &mut RequestBody,
         _opts: ExtractParamOptions<()>,
     ) -> poem::Result<Self> {
-        let Some(AuthHandle(auth)) = req.data::<AuthHandle>() else {
-            return Err(Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "no authenticator").into());
-        };
-        let principal = auth.authenticate(req).await.map_err(|e| match e {
-            AuthError::Missing => Problem::unauthorized("a bearer token is required"),
-            AuthError::Invalid(_) => Problem::invalid_token(e.to_string()),
-        })?;
-        // poem-openapi names path parameters by position; `user_id` is the first of every path.
-        if req.raw_path_param("param0") != Some(principal.user_id.as_str()) {
-            return Err(Problem::new(
-                StatusCode::FORBIDDEN,
-                "the token is not for the user in the path",
-            )
-            .into());
-        }
-        Ok(Authed(principal.user_id))
+        Ok(Authed(principal_of(req).await?.user_id))
     }
+}
+
+/// The request's principal: 401 without valid credentials, 403 when `{user_id}` in the path
+/// is another user.
+pub(crate) async fn principal_of(req: &Request) -> poem::Result<crate::Principal> {
+    let Some(AuthHandle(auth)) = req.data::<AuthHandle>() else {
+        return Err(Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "no authenticator").into());
+    };
+    let principal = auth.authenticate(req).await.map_err(|e| match e {
+        AuthError::Missing => Problem::unauthorized("a bearer token is required"),
+        AuthError::Invalid(_) => Problem::invalid_token(e.to_string()),
+    })?;
+    // poem-openapi names path parameters by position; `user_id` is the first of every path.
+    if req.raw_path_param("param0") != Some(principal.user_id.as_str()) {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "the token is not for the user in the path",
+        )
+        .into());
+    }
+    Ok(principal)
 }
 
 /// A single task with its `ETag`.

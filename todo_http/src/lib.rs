@@ -24,6 +24,7 @@
 mod api;
 pub mod auth;
 pub mod body;
+pub mod events;
 pub mod metrics;
 mod ops;
 pub mod payload;
@@ -43,6 +44,7 @@ use todo_store::Store;
 
 pub use api::{Authed, TasksApi};
 pub use auth::{AuthError, Authenticator, Principal};
+pub use events::EventOptions;
 pub use ops::OpsApi;
 pub use problem::Problem;
 
@@ -64,6 +66,7 @@ impl TodoApi {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             max_active: DEFAULT_MAX_ACTIVE,
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            events: EventOptions::default(),
         }
     }
 
@@ -74,6 +77,7 @@ impl TodoApi {
             Store::connect("sqlite::memory:").await?,
             READINESS_TIMEOUT,
             Arc::new(Limits::new(DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_ACTIVE)),
+            EventOptions::default(),
         )
         .spec())
     }
@@ -85,6 +89,7 @@ impl TodoApi {
             Store::connect("sqlite::memory:").await?,
             READINESS_TIMEOUT,
             Arc::new(Limits::new(DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_ACTIVE)),
+            EventOptions::default(),
         )
         .spec_yaml())
     }
@@ -98,7 +103,8 @@ fn spec_service(
     store: Store,
     readiness_timeout: Duration,
     limits: Arc<Limits>,
-) -> OpenApiService<(TasksApi, OpsApi), ()> {
+    events: EventOptions,
+) -> OpenApiService<(TasksApi, OpsApi, events::EventsApi), ()> {
     let server = if mount_path.is_empty() {
         "/".to_owned()
     } else {
@@ -109,7 +115,8 @@ fn spec_service(
         readiness_timeout,
         limits,
     };
-    OpenApiService::new((TasksApi { store }, ops), "Todo API", API_VERSION)
+    let events = events::EventsApi::new(store.clone(), events);
+    OpenApiService::new((TasksApi { store }, ops, events), "Todo API", API_VERSION)
         .description(
             "Multi-user task API. Every `/api/{user_id}/…` route needs `Authorization: Bearer <JWT>` \
              whose `sub` equals `{user_id}`. Success bodies are `{\"data\": …}` envelopes; errors are \
@@ -128,6 +135,7 @@ pub struct TodoApiBuilder {
     max_in_flight: usize,
     max_active: usize,
     body_read_timeout: Duration,
+    events: EventOptions,
 }
 
 /// Requests handled at once before more are shed with 503 (see
@@ -209,6 +217,14 @@ impl TodoApiBuilder {
         self
     }
 
+    /// Settings of `GET /api/{user_id}/events`: keep-alive interval, stream cap, and the
+    /// shutdown token that ends every stream (cancel it when a graceful shutdown starts, or
+    /// the drain waits for streams that never end on their own).
+    pub fn events(mut self, options: EventOptions) -> Self {
+        self.events = options;
+        self
+    }
+
     /// The endpoint: `/api/…`, `/docs`, `/openapi.json`, `/openapi.yaml`, `/healthz`, `/readyz`.
     pub fn build(self) -> impl Endpoint<Output = Response> + 'static {
         let limits = Arc::new(Limits::new(self.max_in_flight, self.max_active));
@@ -219,6 +235,7 @@ impl TodoApiBuilder {
             self.store.clone(),
             self.readiness_timeout,
             limits.clone(),
+            self.events.clone(),
         );
         let spec_json = service.spec();
         let spec_yaml = service.spec_yaml();
@@ -263,6 +280,7 @@ impl TodoApiBuilder {
                     header::AUTHORIZATION,
                     header::IF_MATCH,
                     header::CONTENT_TYPE,
+                    header::HeaderName::from_static("last-event-id"),
                 ])
                 .expose_headers([header::ETAG, header::LOCATION])
                 .max_age(600);
@@ -306,6 +324,7 @@ impl Endpoint for LazyDocs {
                 self.store.clone(),
                 READINESS_TIMEOUT,
                 limits,
+                EventOptions::default(),
             )
             .swagger_ui()
             .map_to_response()
@@ -457,6 +476,7 @@ fn route_of(path: &str) -> &'static str {
             "/api/{user_id}/lists/{list_id}/move"
         }
         (Some("api"), Some(_), Some("tags"), None, ..) => "/api/{user_id}/tags",
+        (Some("api"), Some(_), Some("events"), None, ..) => "/api/{user_id}/events",
         (Some("healthz"), None, ..) => "/healthz",
         (Some("readyz"), None, ..) => "/readyz",
         (Some("metrics"), None, ..) => "/metrics",
@@ -483,9 +503,8 @@ fn allowed_methods(route: &str) -> Option<&'static str> {
         "/tasks/{task_id}/complete" => Some("PATCH"),
         "/tasks/{task_id}/move" | "/lists/{list_id}/move" => Some("POST"),
         "/lists/{list_id}" => Some("GET, PATCH, DELETE"),
-        "/tags" | "/healthz" | "/readyz" | "/metrics" | "/openapi.json" | "/openapi.yaml" => {
-            Some("GET")
-        }
+        "/tags" | "/events" | "/healthz" | "/readyz" | "/metrics" | "/openapi.json"
+        | "/openapi.yaml" => Some("GET"),
         _ => None,
     }
 }
@@ -542,6 +561,8 @@ mod tests {
             "/api/{user_id}/tasks/{task_id}/complete"
         );
         assert_eq!(super::route_of("/api/bob/tags"), "/api/{user_id}/tags");
+        assert_eq!(super::route_of("/api/bob/events"), "/api/{user_id}/events");
+        assert_eq!(super::allowed_methods("/api/{user_id}/events"), Some("GET"));
         assert_eq!(super::route_of("/healthz"), "/healthz");
         assert_eq!(super::route_of("/api/bob/tasks"), "/api/{user_id}/tasks");
         assert_eq!(

@@ -81,6 +81,10 @@ fn describe() {
         "Requests waiting for one of the max-active slots."
     );
     metrics::describe_gauge!(
+        "todo_http_event_streams_open",
+        "Event streams (`/events`) open on this server."
+    );
+    metrics::describe_gauge!(
         "todo_db_pool_connections",
         "Database pool connections: `max` the pool may open, `open` now, `in_use` handed out."
     );

@@ -148,6 +148,7 @@ impl Problem {
             412 => "https://todo.invalid/problems/version-mismatch",
             413 => "https://todo.invalid/problems/body-too-large",
             410 => "https://todo.invalid/problems/sync-token-expired",
+            429 => "https://todo.invalid/problems/too-many-requests",
             415 => "https://todo.invalid/problems/unsupported-media-type",
             422 => "https://todo.invalid/problems/validation",
             503 => "https://todo.invalid/problems/unavailable",
@@ -326,6 +327,8 @@ fn describe(status: u16) -> &'static str {
         413 => "Request body larger than 65,536 bytes.",
         415 => "Request body missing or not `application/json`.",
         422 => "The JSON breaks a field rule; `errors` names each field.",
+        410 => "The sync token is older than the tombstones kept: start again without it.",
+        429 => "Too many event streams open for this user; `Retry-After` says when to retry.",
         503 => "The database is unavailable; retry later.",
         _ => "Error.",
     }
