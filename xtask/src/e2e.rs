@@ -1,6 +1,7 @@
 //! `cargo xtask e2e`: builds the server once in release, starts it on a fresh SQLite file and on
 //! a fresh PostgreSQL database, and runs against each the checks a frontend team relies on:
-//! the generated TypeScript client (`examples/typescript-client`, `npm test`), Swagger UI in
+//! the generated TypeScript client (`examples/typescript-client`, `npm test`), the client package
+//! (`clients/typescript`: build, then two replicas converging through events and `/changes`), Swagger UI in
 //! headless Chromium (`npm run test:swagger`), and schemathesis conformance fuzzing.
 //! Installs what is missing first: Node packages, Debian's chromium, schemathesis in a venv.
 
@@ -94,6 +95,13 @@ fn prepare(root: &Path, o: &Options) -> Result<PathBuf, String> {
             "npm ci (examples/typescript-client)",
         )?;
     }
+    let package = root.join("clients/typescript");
+    if wants("ts") && !package.join("node_modules").exists() {
+        run(
+            Command::new("npm").arg("ci").current_dir(&package),
+            "npm ci (clients/typescript)",
+        )?;
+    }
     if wants("swagger") && !Path::new("/usr/bin/chromium").exists() {
         run(
             Command::new("sh").args([
@@ -158,6 +166,22 @@ fn checks(root: &Path, st: &Path, o: &Options, port: u16, secret: &str) -> Vec<S
                     .env("TODO_BASE_URL", &base)
                     .env("TODO_JWT_SECRET", secret),
                 &format!("npm run {script} (examples/typescript-client)"),
+            ) {
+                failures.push(e);
+                break;
+            }
+        }
+        // The package a frontend depends on: regenerate its types, build it with tsc,
+        // type-check its e2e, then run it (events across a dropped connection, sync()).
+        let package = root.join("clients/typescript");
+        for script in ["generate", "build", "typecheck", "e2e"] {
+            if let Err(e) = run(
+                Command::new("npm")
+                    .args(["run", script])
+                    .current_dir(&package)
+                    .env("TODO_BASE_URL", &base)
+                    .env("TODO_JWT_SECRET", secret),
+                &format!("npm run {script} (clients/typescript)"),
             ) {
                 failures.push(e);
                 break;
