@@ -156,35 +156,33 @@ fn checks(root: &Path, st: &Path, o: &Options, port: u16, secret: &str) -> Vec<S
     let mut failures = Vec::new();
     let wants = |c: &str| o.checks.iter().any(|x| x == c);
     if wants("ts") {
-        // `npm test` in three visible steps: regenerate the types from openapi.yaml, type-check
-        // with `strict`, then drive every operation through the typed client.
-        for script in ["generate", "typecheck", "e2e"] {
-            if let Err(e) = run(
-                Command::new("npm")
-                    .args(["run", script])
-                    .current_dir(&client)
-                    .env("TODO_BASE_URL", &base)
-                    .env("TODO_JWT_SECRET", secret),
-                &format!("npm run {script} (examples/typescript-client)"),
-            ) {
-                failures.push(e);
-                break;
-            }
-        }
-        // The package a frontend depends on: regenerate its types, build it with tsc,
-        // type-check its e2e, then run it (events across a dropped connection, sync()).
-        let package = root.join("clients/typescript");
-        for script in ["generate", "build", "typecheck", "e2e"] {
-            if let Err(e) = run(
-                Command::new("npm")
-                    .args(["run", script])
-                    .current_dir(&package)
-                    .env("TODO_BASE_URL", &base)
-                    .env("TODO_JWT_SECRET", secret),
-                &format!("npm run {script} (clients/typescript)"),
-            ) {
-                failures.push(e);
-                break;
+        // The example: `npm test` in three visible steps: regenerate the types from
+        // openapi.yaml, type-check with `strict`, then drive every operation through the typed
+        // client. The package a frontend depends on: regenerate, build with tsc, type-check its
+        // e2e, then run it (events across a dropped connection, sync()).
+        let steps: [(&str, &[&str]); 2] = [
+            (
+                "examples/typescript-client",
+                &["generate", "typecheck", "e2e"],
+            ),
+            (
+                "clients/typescript",
+                &["generate", "build", "typecheck", "e2e"],
+            ),
+        ];
+        for (dir, scripts) in steps {
+            for script in scripts {
+                if let Err(e) = run(
+                    Command::new("npm")
+                        .args(["run", script])
+                        .current_dir(root.join(dir))
+                        .env("TODO_BASE_URL", &base)
+                        .env("TODO_JWT_SECRET", secret),
+                    &format!("npm run {script} ({dir})"),
+                ) {
+                    failures.push(e);
+                    break;
+                }
             }
         }
     }
