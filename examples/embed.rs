@@ -22,9 +22,7 @@ impl Authenticator for ApiKeys {
             .0
             .get(key)
             .ok_or_else(|| AuthError::Invalid("unknown API key".into()))?;
-        Ok(Principal {
-            user_id: user_id.clone(),
-        })
+        Ok(Principal::new(user_id.clone()))
     }
 }
 

@@ -59,7 +59,7 @@ settings! {
     jwt_audience: "TODO_JWT_AUDIENCE";
     /// Clock-skew allowance for `exp`/`nbf`, in seconds: 5 when unset, at most 300 (only with a JWT secret or JWKS).
     jwt_leeway_secs: "TODO_JWT_LEEWAY_SECS";
-    /// Comma-separated browser origins allowed by CORS (`*` for any); preflight allows `Authorization`, `If-Match`, `Content-Type`; responses expose `ETag`, `Location`.
+    /// Comma-separated browser origins allowed by CORS (`*` for any); preflight allows `Authorization`, `If-Match`, `Content-Type`, `Last-Event-ID`; responses expose `ETag`, `Location`.
     cors_origins: "TODO_CORS_ORIGINS";
     /// Database pool size. PostgreSQL connections go back to the pool after 1 s idle; each SQLite connection caches 512 KiB of pages.
     db_max_connections: "TODO_DB_MAX_CONNECTIONS" = "16";
@@ -81,6 +81,12 @@ settings! {
     write_timeout_secs: "TODO_WRITE_TIMEOUT_SECS" = "30";
     /// Client connections open at once; more wait in the listen backlog (keep `ulimit -n` above it).
     max_connections: "TODO_MAX_CONNECTIONS" = "10000";
+    /// Seconds between `: keep-alive` comments on an idle `/events` stream.
+    sse_keepalive_secs: "TODO_SSE_KEEPALIVE_SECS" = "15";
+    /// `/events` streams open at once, all users together; beyond it new ones get 503 with `Retry-After` (each user may hold 16).
+    sse_max_streams: "TODO_SSE_MAX_STREAMS" = "10000";
+    /// Days deletions are kept for `/changes`; older sync tokens get 410 and the client syncs again from scratch.
+    tombstone_days: "TODO_TOMBSTONE_DAYS" = "30";
     /// Log filter in `tracing` env-filter syntax, e.g. `info` or `todo_http=debug`.
     log: "TODO_LOG" = "info";
 }

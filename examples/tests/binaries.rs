@@ -1016,3 +1016,99 @@ fn a_batch_killed_mid_flight_applies_all_or_nothing() {
     );
     rt.block_on(db.cleanup());
 }
+
+/// Reads an SSE response on `s` until `want` appears in it (or `within` passes); returns what
+/// was read.
+fn read_until(s: &mut TcpStream, want: &str, within: Duration) -> String {
+    let start = Instant::now();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    s.set_read_timeout(Some(Duration::from_millis(50))).ok();
+    while start.elapsed() < within {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+        if String::from_utf8_lossy(&seen).contains(want) {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+/// Two `serve` processes on one PostgreSQL database: a write through A reaches an `/events`
+/// stream on B within a second; SIGTERM ends B promptly with the stream still open.
+#[test]
+#[ignore = "needs PostgreSQL: cargo test --workspace -- --include-ignored"]
+fn events_cross_instances_on_postgres() {
+    const SECRET: &str = "events-two-servers-secret-0123456789abc";
+    let rt = test_support::tokio::runtime::Runtime::new().expect("runtime");
+    let db = rt.block_on(test_support::TestDb::postgres());
+    let start = |port: u16| {
+        Command::new(example("serve"))
+            .env("DATABASE_URL", &db.url)
+            .env("TODO_ADDR", format!("127.0.0.1:{port}"))
+            .env("TODO_JWT_SECRET", SECRET)
+            .env("TODO_SSE_KEEPALIVE_SECS", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn serve")
+    };
+    let (pa, pb) = (free_port(), free_port());
+    let a = Server(start(pa));
+    wait_ready(pa, "/readyz");
+    let mut b = start(pb);
+    wait_ready(pb, "/readyz");
+    let token = todo_http::auth::mint_hs256(SECRET, "alice", Duration::from_secs(60)).expect("t");
+    let auth = format!("Bearer {token}");
+    let mut stream = TcpStream::connect(("127.0.0.1", pb)).expect("connect");
+    stream
+        .write_all(
+            format!(
+                "GET /api/alice/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {auth}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .expect("write");
+    // The stream is up once its first keep-alive arrives.
+    let head = read_until(&mut stream, ": keep-alive", Duration::from_secs(5));
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("text/event-stream"), "{head}");
+    let written = Instant::now();
+    let (status, _, created) = http(
+        pa,
+        "POST",
+        "/api/alice/tasks",
+        &[("Authorization", &auth)],
+        Some(&json!({"title": "via a"})),
+    );
+    assert_eq!(status, 201);
+    let id = created["data"]["id"].as_str().expect("id").to_owned();
+    let seen = read_until(&mut stream, &id, Duration::from_secs(3));
+    assert!(seen.contains("event: task.created"), "{seen}");
+    assert!(
+        written.elapsed() < Duration::from_secs(1),
+        "the event took {:?}",
+        written.elapsed()
+    );
+    // SIGTERM: B ends the open stream and exits well within its 10 s grace.
+    let signalled = Instant::now();
+    let _ = Command::new("kill")
+        .args(["-TERM", &b.id().to_string()])
+        .status();
+    let status = loop {
+        if let Ok(Some(s)) = b.try_wait() {
+            break s;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(3),
+            "an open stream held the shutdown"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "exit status {status}");
+    drop((a, stream));
+    rt.block_on(db.cleanup());
+}

@@ -266,9 +266,7 @@ struct AnyoneIsFuzz;
 #[async_trait::async_trait]
 impl Authenticator for AnyoneIsFuzz {
     async fn authenticate(&self, _req: &Request) -> Result<Principal, AuthError> {
-        Ok(Principal {
-            user_id: USER.into(),
-        })
+        Ok(Principal::new(USER))
     }
 }
 

@@ -78,23 +78,26 @@ impl<'a> ApiExtractor<'a> for Authed {
         _body: &mut RequestBody,
         _opts: ExtractParamOptions<()>,
     ) -> poem::Result<Self> {
-        let Some(AuthHandle(auth)) = req.data::<AuthHandle>() else {
-            return Err(Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "no authenticator").into());
-        };
-        // poem-openapi names path parameters by position; `user_id` is the first of every path.
-        authenticate(req, auth.as_ref(), req.raw_path_param("param0"))
-            .await
-            .map(Authed)
-            .map_err(Into::into)
+        Ok(Authed(principal_of(req).await?.user_id))
     }
 }
 
-/// Checks the bearer token (401) and that it is for `path_user` (403); returns the user id.
+/// The request's principal: 401 without valid credentials, 403 when `{user_id}` in the path
+/// is another user.
+pub(crate) async fn principal_of(req: &Request) -> poem::Result<crate::Principal> {
+    let Some(AuthHandle(auth)) = req.data::<AuthHandle>() else {
+        return Err(Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "no authenticator").into());
+    };
+    // poem-openapi names path parameters by position; `user_id` is the first of every path.
+    Ok(authenticate(req, auth.as_ref(), req.raw_path_param("param0")).await?)
+}
+
+/// Checks the bearer token (401) and that it is for `path_user` (403); returns the principal.
 pub(crate) async fn authenticate(
     req: &Request,
     auth: &dyn Authenticator,
     path_user: Option<&str>,
-) -> Result<String, Problem> {
+) -> Result<crate::Principal, Problem> {
     let principal = auth.authenticate(req).await.map_err(|e| match e {
         AuthError::Missing => Problem::unauthorized("a bearer token is required"),
         AuthError::Invalid(_) => Problem::invalid_token(e.to_string()),
@@ -105,7 +108,7 @@ pub(crate) async fn authenticate(
             "the token is not for the user in the path",
         ));
     }
-    Ok(principal.user_id)
+    Ok(principal)
 }
 
 /// A single task with its `ETag`.

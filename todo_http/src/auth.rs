@@ -86,6 +86,19 @@ pub const MAX_TOKEN_LEN: usize = 16 * 1024;
 pub struct Principal {
     /// The user id: the token's `sub` claim (never empty), compared exactly.
     pub user_id: String,
+    /// When the credentials stop being valid (a JWT's `exp`); `None` when they do not expire.
+    /// Long-lived responses (event streams) end then.
+    pub expires_at: Option<std::time::SystemTime>,
+}
+
+impl Principal {
+    /// A principal for `user_id` whose credentials do not expire.
+    pub fn new(user_id: impl Into<String>) -> Self {
+        Principal {
+            user_id: user_id.into(),
+            expires_at: None,
+        }
+    }
 }
 
 /// Why a request is not authenticated (always mapped to 401 by the HTTP layer).
@@ -491,6 +504,9 @@ fn base_validation(cfg: &JwtConfig) -> Validation {
 struct Claims {
     #[serde(default)]
     sub: Option<String>,
+    /// A NumericDate: seconds, possibly fractional.
+    #[serde(default)]
+    exp: Option<f64>,
 }
 
 fn decode_principal(
@@ -500,7 +516,14 @@ fn decode_principal(
 ) -> Result<Principal, AuthError> {
     let data = jsonwebtoken::decode::<Claims>(token, key, validation).map_err(map_jwt_error)?;
     match data.claims.sub {
-        Some(sub) if !sub.is_empty() => Ok(Principal { user_id: sub }),
+        Some(sub) if !sub.is_empty() => Ok(Principal {
+            user_id: sub,
+            expires_at: data
+                .claims
+                .exp
+                .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok())
+                .and_then(|d| std::time::UNIX_EPOCH.checked_add(d)),
+        }),
         _ => Err(invalid("missing `sub` claim")),
     }
 }

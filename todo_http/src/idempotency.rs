@@ -277,7 +277,7 @@ pub(crate) async fn around<E: Endpoint>(
     )
     .await
     {
-        Ok(u) => u,
+        Ok(principal) => principal.user_id,
         Err(p) => return Ok(p.into_response()),
     };
     let key = match IdempotencyKeyHeader::parse(&raw_key) {

@@ -24,6 +24,7 @@
 mod api;
 pub mod auth;
 pub mod body;
+pub mod events;
 pub mod idempotency;
 pub mod metrics;
 mod ops;
@@ -46,6 +47,7 @@ use todo_store::Store;
 
 pub use api::{Authed, TasksApi};
 pub use auth::{AuthError, Authenticator, Principal};
+pub use events::EventOptions;
 pub use ops::OpsApi;
 pub use problem::Problem;
 
@@ -67,6 +69,7 @@ impl TodoApi {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             max_active: DEFAULT_MAX_ACTIVE,
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            events: EventOptions::default(),
         }
     }
 
@@ -77,6 +80,7 @@ impl TodoApi {
             Store::connect("sqlite::memory:").await?,
             READINESS_TIMEOUT,
             Arc::new(Limits::new(DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_ACTIVE)),
+            EventOptions::default(),
         )
         .spec())
     }
@@ -88,6 +92,7 @@ impl TodoApi {
             Store::connect("sqlite::memory:").await?,
             READINESS_TIMEOUT,
             Arc::new(Limits::new(DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_ACTIVE)),
+            EventOptions::default(),
         )
         .spec_yaml())
     }
@@ -101,7 +106,8 @@ fn spec_service(
     store: Store,
     readiness_timeout: Duration,
     limits: Arc<Limits>,
-) -> OpenApiService<(TasksApi, sync::SyncApi, OpsApi), ()> {
+    events: EventOptions,
+) -> OpenApiService<(TasksApi, sync::SyncApi, OpsApi, events::EventsApi), ()> {
     let server = if mount_path.is_empty() {
         "/".to_owned()
     } else {
@@ -115,7 +121,8 @@ fn spec_service(
     let sync = sync::SyncApi {
         store: store.clone(),
     };
-    OpenApiService::new((TasksApi { store }, sync, ops), "Todo API", API_VERSION)
+    let events = events::EventsApi::new(store.clone(), events);
+    OpenApiService::new((TasksApi { store }, sync, ops, events), "Todo API", API_VERSION)
         .description(
             "Multi-user task API. Every `/api/{user_id}/…` route needs `Authorization: Bearer <JWT>` \
              whose `sub` equals `{user_id}`. Success bodies are `{\"data\": …}` envelopes; errors are \
@@ -134,6 +141,7 @@ pub struct TodoApiBuilder {
     max_in_flight: usize,
     max_active: usize,
     body_read_timeout: Duration,
+    events: EventOptions,
 }
 
 /// Requests handled at once before more are shed with 503 (see
@@ -215,6 +223,14 @@ impl TodoApiBuilder {
         self
     }
 
+    /// Settings of `GET /api/{user_id}/events`: keep-alive interval, stream cap, and the
+    /// shutdown token that ends every stream (cancel it when a graceful shutdown starts, or
+    /// the drain waits for streams that never end on their own).
+    pub fn events(mut self, options: EventOptions) -> Self {
+        self.events = options;
+        self
+    }
+
     /// The endpoint: `/api/…`, `/docs`, `/openapi.json`, `/openapi.yaml`, `/healthz`, `/readyz`.
     pub fn build(self) -> impl Endpoint<Output = Response> + 'static {
         let limits = Arc::new(Limits::new(self.max_in_flight, self.max_active));
@@ -225,6 +241,7 @@ impl TodoApiBuilder {
             self.store.clone(),
             self.readiness_timeout,
             limits.clone(),
+            self.events.clone(),
         );
         let spec_json = service.spec();
         let spec_yaml = service.spec_yaml();
@@ -274,6 +291,7 @@ impl TodoApiBuilder {
                     header::IF_MATCH,
                     header::CONTENT_TYPE,
                     header::HeaderName::from_static("idempotency-key"),
+                    header::HeaderName::from_static("last-event-id"),
                 ])
                 .expose_headers([
                     header::ETAG,
@@ -323,6 +341,7 @@ impl Endpoint for LazyDocs {
                 self.store.clone(),
                 READINESS_TIMEOUT,
                 limits,
+                EventOptions::default(),
             )
             .swagger_ui()
             .map_to_response()
@@ -476,6 +495,7 @@ fn route_of(path: &str) -> &'static str {
         (Some("api"), Some(_), Some("tags"), None, ..) => "/api/{user_id}/tags",
         (Some("api"), Some(_), Some("changes"), None, ..) => "/api/{user_id}/changes",
         (Some("api"), Some(_), Some("batch"), None, ..) => "/api/{user_id}/batch",
+        (Some("api"), Some(_), Some("events"), None, ..) => "/api/{user_id}/events",
         (Some("healthz"), None, ..) => "/healthz",
         (Some("readyz"), None, ..) => "/readyz",
         (Some("metrics"), None, ..) => "/metrics",
@@ -502,8 +522,8 @@ fn allowed_methods(route: &str) -> Option<&'static str> {
         "/tasks/{task_id}/complete" => Some("PATCH"),
         "/tasks/{task_id}/move" | "/lists/{list_id}/move" | "/batch" => Some("POST"),
         "/lists/{list_id}" => Some("GET, PATCH, DELETE"),
-        "/tags" | "/changes" | "/healthz" | "/readyz" | "/metrics" | "/openapi.json"
-        | "/openapi.yaml" => Some("GET"),
+        "/tags" | "/changes" | "/events" | "/healthz" | "/readyz" | "/metrics"
+        | "/openapi.json" | "/openapi.yaml" => Some("GET"),
         _ => None,
     }
 }
@@ -560,6 +580,8 @@ mod tests {
             "/api/{user_id}/tasks/{task_id}/complete"
         );
         assert_eq!(super::route_of("/api/bob/tags"), "/api/{user_id}/tags");
+        assert_eq!(super::route_of("/api/bob/events"), "/api/{user_id}/events");
+        assert_eq!(super::allowed_methods("/api/{user_id}/events"), Some("GET"));
         assert_eq!(super::route_of("/healthz"), "/healthz");
         assert_eq!(super::route_of("/api/bob/tasks"), "/api/{user_id}/tasks");
         assert_eq!(

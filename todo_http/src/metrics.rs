@@ -85,6 +85,10 @@ fn describe() {
         "Reminders fired by this process's reminder scheduler."
     );
     metrics::describe_gauge!(
+        "todo_http_event_streams_open",
+        "Event streams (`/events`) open on this server."
+    );
+    metrics::describe_gauge!(
         "todo_db_pool_connections",
         "Database pool connections: `max` the pool may open, `open` now, `in_use` handed out."
     );

@@ -168,6 +168,7 @@ impl Problem {
             412 => "https://todo.invalid/problems/version-mismatch",
             413 => "https://todo.invalid/problems/body-too-large",
             410 => "https://todo.invalid/problems/sync-token-expired",
+            429 => "https://todo.invalid/problems/too-many-requests",
             415 => "https://todo.invalid/problems/unsupported-media-type",
             422 => "https://todo.invalid/problems/validation",
             503 => "https://todo.invalid/problems/unavailable",
@@ -354,6 +355,7 @@ fn describe(status: u16) -> &'static str {
         422 => {
             "The JSON breaks a field rule (`errors` names each field), or the `Idempotency-Key` was used with another method, path or body (`type` ends in `/idempotency-key-reuse`)."
         }
+        429 => "Too many event streams open for this user; `Retry-After` says when to retry.",
         503 => "The database is unavailable; retry later.",
         _ => "Error.",
     }

@@ -45,6 +45,14 @@ pub struct ServerConfig {
     /// `TODO_CREATE_DATABASE`: create a missing PostgreSQL database at start (the role needs
     /// `CREATEDB`); default false, when a missing database is an error that says how to create it.
     pub create_database: bool,
+    /// `TODO_SSE_KEEPALIVE_SECS`: a `: keep-alive` comment on idle `/events` streams at least
+    /// this often; default 15.
+    pub sse_keep_alive: Duration,
+    /// `TODO_SSE_MAX_STREAMS`: `/events` streams open at once, all users; default 10,000.
+    pub sse_max_streams: usize,
+    /// `TODO_TOMBSTONE_DAYS`: days deletions are kept for `/changes` (older tokens get 410);
+    /// default 30.
+    pub tombstone_days: u32,
 }
 
 /// The command-line flag of a setting: `TODO_MAX_ACTIVE` is `--max-active`, `DATABASE_URL` is
@@ -164,6 +172,24 @@ impl ServerConfig {
             },
             jwt: JwtConfig::from_lookup(&lookup).map_err(|e| e.to_string())?,
             create_database: parse_bool(&lookup, "TODO_CREATE_DATABASE")?,
+            sse_keep_alive: Duration::from_secs(
+                parse(
+                    &lookup,
+                    "TODO_SSE_KEEPALIVE_SECS",
+                    crate::events::DEFAULT_KEEP_ALIVE.as_secs(),
+                )?
+                .max(1),
+            ),
+            sse_max_streams: parse(
+                &lookup,
+                "TODO_SSE_MAX_STREAMS",
+                crate::events::DEFAULT_MAX_STREAMS,
+            )?,
+            tombstone_days: parse(
+                &lookup,
+                "TODO_TOMBSTONE_DAYS",
+                todo_store::sync::TOMBSTONE_DAYS_DEFAULT,
+            )?,
         })
     }
 }
@@ -352,8 +378,11 @@ pub async fn bind(addr: &str) -> Result<tokio::net::TcpListener, String> {
 /// stay pending for the next start or another instance).
 const SCHEDULER_STOP_GRACE: Duration = Duration::from_secs(2);
 
+/// How often the standalone server prunes expired tombstones and idempotency records.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
 /// Runs the server until SIGTERM / Ctrl-C: connects, migrates, serves (with the reminder
-/// scheduler beside it), then closes the pool.
+/// scheduler and tombstone pruning beside it), then closes the pool.
 pub async fn run(cfg: ServerConfig) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     run_until(cfg, shutdown_signal()).await
 }
@@ -404,12 +433,19 @@ pub async fn run_until(
             JwtAuthenticator::new(JwtConfig::hs256(dev.secret)).await?
         }
     };
+    // Fired when shutdown starts: every `/events` stream ends, so the drain need not wait.
+    let streams_end = tokio_util::sync::CancellationToken::new();
     let app = TodoApi::builder(store.clone())
         .authenticator(auth)
         .cors_origins(cfg.cors_origins.clone())
         .max_in_flight(cfg.max_in_flight)
         .max_active(cfg.max_active)
         .body_read_timeout(cfg.body_read_timeout)
+        .events(crate::EventOptions {
+            keep_alive: cfg.sse_keep_alive,
+            max_streams: cfg.sse_max_streams,
+            shutdown: streams_end.clone(),
+        })
         .build();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let scheduler = tokio::spawn(crate::reminders::run_reminder_scheduler(
@@ -420,14 +456,18 @@ pub async fn run_until(
             let _ = stopped.wait_for(|s| *s).await;
         },
     ));
+    let pruning = tokio::spawn(store.clone().run_pruning(PRUNE_EVERY, cfg.tombstone_days));
     let shutdown = async {
         shutdown.await;
+        // Streams end and the scheduler stops at once: the drain waits for neither.
+        streams_end.cancel();
         let _ = stop.send(true);
     };
     tracing::info!(addr = %local, "listening");
     let served = serve(listener, app, &cfg.serve, shutdown).await;
     // Also when serving failed before any shutdown.
     let _ = stop.send(true);
+    pruning.abort();
     let abort = scheduler.abort_handle();
     if tokio::time::timeout(SCHEDULER_STOP_GRACE, scheduler)
         .await

@@ -1141,9 +1141,7 @@ impl todo_http::Authenticator for Gate {
         _req: &poem::Request,
     ) -> Result<todo_http::Principal, todo_http::AuthError> {
         self.0.notified().await;
-        Ok(todo_http::Principal {
-            user_id: "alice".into(),
-        })
+        Ok(todo_http::Principal::new("alice"))
     }
 }
 
@@ -1215,9 +1213,7 @@ impl todo_http::Authenticator for Counting {
         self.most.fetch_max(n, SeqCst);
         tokio::time::sleep(Duration::from_millis(30)).await;
         self.now.fetch_sub(1, SeqCst);
-        Ok(todo_http::Principal {
-            user_id: "alice".into(),
-        })
+        Ok(todo_http::Principal::new("alice"))
     }
 }
 
