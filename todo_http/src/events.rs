@@ -374,7 +374,8 @@ impl EventsApi {
             .map_err(|e| Problem::from_store_as(e, StatusCode::BAD_REQUEST))?;
         let (from, field) = match last_event_id.0.filter(|v| !v.is_empty()) {
             Some(v) => (Some(v), "Last-Event-ID"),
-            None => (since.0, "since"),
+            // An empty `since=` is no token, as an empty `cursor=` is no cursor.
+            None => (since.0.filter(|v| !v.is_empty()), "since"),
         };
         let changes = user.subscribe(from.as_deref()).await.map_err(|e| {
             let mut p = Problem::from_store_as(e, StatusCode::BAD_REQUEST);

@@ -267,7 +267,12 @@ pub(crate) async fn around<E: Endpoint>(
         return next.call(req).await.map(IntoResponse::into_response);
     };
     let path = req.uri().path().to_owned();
-    if crate::route_of(&path) == "unmatched" || !path.starts_with("/api/") {
+    // Only requests a route answers: an undeclared method gets its 405 from the router.
+    let route = crate::route_of(&path);
+    let method = req.method().as_str();
+    let answered = crate::allowed_methods(route)
+        .is_some_and(|allowed| allowed.split(", ").any(|m| m == method));
+    if !answered || !path.starts_with("/api/") {
         return next.call(req).await.map(IntoResponse::into_response);
     }
     let user_id = match crate::api::authenticate(

@@ -515,7 +515,7 @@ fn path_params(route: &'static str) -> Vec<&'static str> {
 }
 
 /// The methods a route template answers, for `Allow` on 405 responses.
-fn allowed_methods(route: &str) -> Option<&'static str> {
+pub(crate) fn allowed_methods(route: &str) -> Option<&'static str> {
     match route.strip_prefix("/api/{user_id}").unwrap_or(route) {
         "/tasks" | "/lists" => Some("GET, POST"),
         "/tasks/{task_id}" => Some("GET, PUT, PATCH, DELETE"),

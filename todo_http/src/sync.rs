@@ -201,9 +201,11 @@ impl SyncApi {
     ) -> Result<ChangesResponse, ApiError<SyncErrors>> {
         let _ = user_id;
         let limit = limit.0.map_or(CHANGES_LIMIT_DEFAULT, |l| l.0);
+        // An empty `since=` is no token (clients often send the parameter unconditionally).
+        let since = since.0.filter(|s: &String| !s.is_empty());
         let changes = self
             .user(&auth)?
-            .changes(since.0.as_deref(), limit)
+            .changes(since.as_deref(), limit)
             .await
             .map_err(|e| Problem::from_store_as(e, StatusCode::BAD_REQUEST))?;
         Ok(ChangesResponse::Ok(JsonOut(changes.into())))

@@ -253,6 +253,11 @@ both_backends! {
         assert_eq!(r.fields(), ["since"]);
         // Another user's token in their own path is 403 before anything else.
         api.get("kim", "/api/sam/changes").await.problem(403);
+        // An empty `since=` is no token: the full snapshot, like no parameter at all.
+        let empty = api.get("sam", "/api/sam/changes?since=").await;
+        let none = api.get("sam", "/api/sam/changes").await;
+        assert_eq!(empty.status, StatusCode::OK, "{}", empty.body);
+        assert_eq!(empty.body["data"], none.body["data"]);
 
         // Tombstones pruned: the older token is gone (410).
         store
@@ -293,6 +298,12 @@ both_backends! {
         assert_eq!(again.header("location"), first.header("location"));
         assert_eq!(again.header("etag"), first.header("etag"));
         assert_eq!(task_count(&api, "ida").await, 1);
+        // A method the route does not answer is 405 before any key check, even with a used key.
+        let r = api
+            .send(Method::PUT, "/api/ida/tasks", Some("ida"), &[("idempotency-key", "k1")], Some(&body))
+            .await;
+        r.problem(405);
+        assert_eq!(r.header("allow"), Some("GET, POST"));
 
         // Same key, another body or path: 422, nothing done.
         let r = post("k1", json!({"title": "other"}), Some("ida")).await;
