@@ -74,11 +74,11 @@ impl poem_openapi::types::Type for IdempotencyKeyHeader {
              and body gets that response again with `Idempotent-Replayed: true`; with another \
              method, path or body it is 422 (`…/idempotency-key-reuse`); while the first request \
              still runs it is 409 (`…/idempotency-key-in-use`, `Retry-After`). 401, 403 and 5xx \
-             responses are not stored.",
+             responses are not stored. Use a new value (a UUID, say) for each write you mean \
+             to make once.",
         );
-        s.example = Some(serde_json::Value::String(
-            "0190c3a8-7d4e-7b3a-9f21-5c6d7e8f9a0b".into(),
-        ));
+        // No example: Swagger UI would pre-fill it, and every "Try it out" would then reuse
+        // one key, so a second, different request is refused as key reuse.
         poem_openapi::registry::MetaSchemaRef::Inline(Box::new(s))
     }
 
