@@ -387,6 +387,25 @@ fn logs_never_carry_secrets() {
     rt.block_on(db.cleanup());
 }
 
+/// Sends SIGTERM to `child` and waits for it to exit, failing with `why` after `within`.
+fn terminate(
+    child: &mut std::process::Child,
+    within: Duration,
+    why: &str,
+) -> std::process::ExitStatus {
+    let signalled = Instant::now();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            return s;
+        }
+        assert!(signalled.elapsed() < within, "{why}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// What became of one request sent during shutdown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
@@ -536,20 +555,11 @@ fn sigterm_drains_in_flight_requests() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(500));
-    let signalled = Instant::now();
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let status = loop {
-        if let Ok(Some(s)) = child.try_wait() {
-            break s;
-        }
-        assert!(
-            signalled.elapsed() < Duration::from_secs(10),
-            "not stopped within the grace period"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = terminate(
+        &mut child,
+        Duration::from_secs(10),
+        "not stopped within the grace period",
+    );
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let seen: Vec<Outcome> = workers
         .into_iter()
@@ -1094,20 +1104,11 @@ fn events_cross_instances_on_postgres() {
         written.elapsed()
     );
     // SIGTERM: B ends the open stream and exits well within its 10 s grace.
-    let signalled = Instant::now();
-    let _ = Command::new("kill")
-        .args(["-TERM", &b.id().to_string()])
-        .status();
-    let status = loop {
-        if let Ok(Some(s)) = b.try_wait() {
-            break s;
-        }
-        assert!(
-            signalled.elapsed() < Duration::from_secs(3),
-            "an open stream held the shutdown"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = terminate(
+        &mut b,
+        Duration::from_secs(3),
+        "an open stream held the shutdown",
+    );
     assert!(status.success(), "exit status {status}");
     drop((a, stream));
     rt.block_on(db.cleanup());
