@@ -187,6 +187,9 @@ pub enum EventType {
     /// A list was deleted.
     #[oai(rename = "list.deleted")]
     ListDeleted,
+    /// A reminder fired.
+    #[oai(rename = "reminder.fired")]
+    ReminderFired,
 }
 
 /// `data` of `task.created` and `task.updated`.
@@ -201,6 +204,17 @@ pub struct TaskEventData {
 pub struct ListEventData {
     /// The list in its state when the event was read.
     pub list: ListDto,
+}
+
+/// `data` of `reminder.fired`.
+#[derive(Debug, Clone, Object, serde::Serialize)]
+pub struct ReminderEventData {
+    /// The reminder's task, in its state when the event was read.
+    pub task: TaskDto,
+    /// The reminder that fired.
+    pub reminder: crate::types::ReminderDto,
+    /// The time the reminder was due: its `at`, or the task's `due_at` minus `before_due`.
+    pub scheduled_for: crate::types::Timestamp,
 }
 
 /// `data` of `task.deleted` and `list.deleted`.
@@ -221,6 +235,27 @@ pub enum EventData {
     List(ListEventData),
     /// `task.deleted`, `list.deleted`.
     Deleted(DeletedEventData),
+    /// `reminder.fired`.
+    Reminder(ReminderEventData),
+}
+
+impl From<ChangeData> for EventData {
+    fn from(data: ChangeData) -> Self {
+        match data {
+            ChangeData::Task(t) => EventData::Task(TaskEventData { task: t.into() }),
+            ChangeData::List(l) => EventData::List(ListEventData { list: l.into() }),
+            ChangeData::Deleted(id) => EventData::Deleted(DeletedEventData { id }),
+            ChangeData::Reminder {
+                task,
+                reminder,
+                scheduled_for,
+            } => EventData::Reminder(ReminderEventData {
+                task: task.into(),
+                reminder: reminder.into(),
+                scheduled_for: crate::types::Timestamp(scheduled_for),
+            }),
+        }
+    }
 }
 
 /// One event of the stream, as its SSE fields: `id: <id>`, `event: <event>`, `data: <data as
@@ -277,11 +312,7 @@ impl Statuses for EventsErrors {
 /// The SSE text of one change.
 fn frame(c: Change) -> Bytes {
     let event = c.kind.as_str();
-    let data = match c.data {
-        ChangeData::Task(t) => EventData::Task(TaskEventData { task: t.into() }),
-        ChangeData::List(l) => EventData::List(ListEventData { list: l.into() }),
-        ChangeData::Deleted(id) => EventData::Deleted(DeletedEventData { id }),
-    };
+    let data = EventData::from(c.data);
     // Derived `Serialize` of strings, numbers and timestamps cannot fail.
     let json = serde_json::to_string(&data).unwrap_or_else(|_| "{}".to_owned());
     // Tokens are URL-safe text; a line break could never be in one, and is dropped if it were.

@@ -138,7 +138,10 @@ impl From<todo_store::Changes> for ChangesEnvelope {
                     .map(|d| DeletedDto {
                         kind: match d.kind {
                             todo_store::EntityKind::Task => EntityKind::Task,
-                            todo_store::EntityKind::List => EntityKind::List,
+                            // Reminder firings are events only: `changes` never reports them.
+                            todo_store::EntityKind::List | todo_store::EntityKind::Reminder => {
+                                EntityKind::List
+                            }
                         },
                         id: d.id,
                         deleted_at: Timestamp(d.deleted_at),

@@ -32,12 +32,12 @@ macro_rules! migration_list {
 /// PostgreSQL migrations, oldest first (files under `migrations/postgres/`).
 pub(crate) const POSTGRES: &[(&str, &str)] = migration_list!(
     "postgres": "V1__tasks", "V2__list_indexes", "V3__search_signatures", "V4__lists", "V5__sync",
-    "V6__recurrence_reminders"
+    "V6__recurrence_reminders", "V7__webhooks"
 );
 /// SQLite migrations, oldest first (files under `migrations/sqlite/`).
 pub(crate) const SQLITE: &[(&str, &str)] = migration_list!(
     "sqlite": "V1__tasks", "V2__list_indexes", "V3__search_signatures", "V4__lists", "V5__sync",
-    "V6__recurrence_reminders"
+    "V6__recurrence_reminders", "V7__webhooks"
 );
 
 fn runner(files: &[(&str, &str)]) -> Result<Runner, StoreError> {

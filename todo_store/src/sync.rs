@@ -53,14 +53,17 @@ pub enum EntityKind {
     List,
     /// A task.
     Task,
+    /// A reminder's firing (an event of the stream; `changes` leaves it out).
+    Reminder,
 }
 
 impl EntityKind {
-    /// The wire name: `list` or `task`.
+    /// The wire name: `list`, `task` or `reminder`.
     pub fn as_str(self) -> &'static str {
         match self {
             EntityKind::List => "list",
             EntityKind::Task => "task",
+            EntityKind::Reminder => "reminder",
         }
     }
 
@@ -68,6 +71,7 @@ impl EntityKind {
         match self {
             EntityKind::List => 0,
             EntityKind::Task => 1,
+            EntityKind::Reminder => 2,
         }
     }
 
@@ -75,6 +79,7 @@ impl EntityKind {
         match c {
             0 => Some(EntityKind::List),
             1 => Some(EntityKind::Task),
+            2 => Some(EntityKind::Reminder),
             _ => None,
         }
     }
@@ -83,6 +88,7 @@ impl EntityKind {
         match s {
             "list" => Some(EntityKind::List),
             "task" => Some(EntityKind::Task),
+            "reminder" => Some(EntityKind::Reminder),
             _ => None,
         }
     }
@@ -130,6 +136,8 @@ pub enum ChangeType {
     ListUpdated,
     /// `list.deleted`
     ListDeleted,
+    /// `reminder.fired`
+    ReminderFired,
 }
 
 impl ChangeType {
@@ -142,12 +150,14 @@ impl ChangeType {
             ChangeType::ListCreated => "list.created",
             ChangeType::ListUpdated => "list.updated",
             ChangeType::ListDeleted => "list.deleted",
+            ChangeType::ReminderFired => "reminder.fired",
         }
     }
 }
 
-/// What a [`Change`] carries.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a [`Change`] carries (and a webhook delivery's snapshot of it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ChangeData {
     /// A task in its state when the change was read.
     Task(Task),
@@ -155,6 +165,15 @@ pub enum ChangeData {
     List(List),
     /// The id of a deleted task or list.
     Deleted(Uuid),
+    /// A reminder that fired: its task, the reminder, and the time it fired for.
+    Reminder {
+        /// The reminder's task.
+        task: Task,
+        /// The reminder.
+        reminder: crate::reminder::Reminder,
+        /// The time the reminder was due (its `at`, or `due_at` minus `before_due`).
+        scheduled_for: DateTime<Utc>,
+    },
 }
 
 /// One change of a user's data, as [`UserTasks::subscribe`] streams it.
@@ -563,6 +582,7 @@ impl UserTasks {
                 match kind {
                     EntityKind::Task => tasks.remove(&r.id).map(ChangeData::Task),
                     EntityKind::List => lists.remove(&r.id).map(ChangeData::List),
+                    EntityKind::Reminder => None,
                 }
             };
             out.push((rows_take(r), kind, token, data));
@@ -627,7 +647,7 @@ impl UserTasks {
                             id,
                             deleted_at: row.at,
                         }),
-                        None => {}
+                        Some(ChangeData::Reminder { .. }) | None => {}
                     }
                 }
                 Ok(out)
@@ -990,6 +1010,7 @@ impl UserTasks {
                                 (EntityKind::Task, _, false) => ChangeType::TaskUpdated,
                                 (EntityKind::List, _, true) => ChangeType::ListCreated,
                                 (EntityKind::List, _, false) => ChangeType::ListUpdated,
+                                (EntityKind::Reminder, _, _) => ChangeType::ReminderFired,
                             };
                             s.buf.push_back(Change {
                                 id: token.encode(&s.user.user_id),

@@ -80,6 +80,7 @@ impl Replica {
                 EntityKind::List => {
                     self.lists.remove(&d.id);
                 }
+                EntityKind::Reminder => panic!("a reminder is never a tombstone"),
             }
         }
         self.since = Some(c.next);
@@ -412,6 +413,7 @@ async fn no_gap_with_concurrent_writers(db: &TestDb) {
                     (_, ChangeData::Deleted(id)) => {
                         r.tasks.remove(&id);
                     }
+                    (_, ChangeData::Reminder { .. }) => {}
                 }
                 r.since = Some(c.id);
             }
