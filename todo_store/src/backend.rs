@@ -627,6 +627,10 @@ pub(crate) struct LogRow {
     pub op: String,
     pub at: DateTime<Utc>,
 }
+/// A webhook's id and event filter (JSON).
+pub(crate) struct HookRow(pub Uuid, pub Option<String>);
+/// A reminder's id, task and the time it last fired for.
+pub(crate) struct FiredRow(pub Uuid, pub Uuid, pub Option<DateTime<Utc>>);
 /// An idempotency record: method, path, body hash, state, status, headers, body, created_at.
 pub(crate) struct IdemRow {
     pub method: String,
@@ -683,6 +687,56 @@ decoded!(IdemRow, |r| Ok(IdemRow {
     body: r.try_get(6)?,
     created_at: required(r.ts(7)?, "created_at")?,
 }));
+decoded!(HookRow, |r| Ok(HookRow(r.try_get(0)?, r.try_get(1)?)));
+decoded!(FiredRow, |r| Ok(FiredRow(
+    r.try_get(0)?,
+    r.try_get(1)?,
+    r.ts(2)?
+)));
+decoded!(crate::webhook::Webhook, |r| Ok(crate::webhook::Webhook {
+    id: r.try_get(0)?,
+    user_id: r.try_get(1)?,
+    url: r.try_get(2)?,
+    events: crate::webhook::parse_events(r.try_get(3)?),
+    description: r.try_get(4)?,
+    enabled: r.try_get(5)?,
+    created_at: required(r.ts(6)?, "created_at")?,
+    updated_at: required(r.ts(7)?, "updated_at")?,
+}));
+decoded!(crate::webhook::Delivery, |r| Ok(crate::webhook::Delivery {
+    id: r.try_get(0)?,
+    event_type: r.try_get(1)?,
+    status: crate::webhook::DeliveryStatus::parse(&r.try_get::<String, _>(2)?),
+    attempts: int_of(r, 3)?,
+    last_response_status: r
+        .try_get::<Option<i64>, _>(4)
+        .or_else(|_| r.try_get::<Option<i32>, _>(4).map(|v| v.map(i64::from)))?,
+    next_attempt_at: r.ts(5)?,
+    created_at: required(r.ts(6)?, "created_at")?,
+}));
+decoded!(crate::webhook::ClaimRow, |r| Ok(crate::webhook::ClaimRow {
+    id: r.try_get(0)?,
+    webhook_id: r.try_get(1)?,
+    event_type: r.try_get(2)?,
+    payload: r.try_get(3)?,
+    event_at: required(r.ts(4)?, "event_at")?,
+    attempts: int_of(r, 5)?,
+    url: r.try_get(6)?,
+    secret: r.try_get(7)?,
+}));
+
+/// An integer column: `INTEGER` (i32) on PostgreSQL, i64 on SQLite.
+fn int_of<R>(r: &R, i: usize) -> Result<i64, sqlx::Error>
+where
+    R: Row,
+    usize: sqlx::ColumnIndex<R>,
+    i64: sqlx::Type<R::Database> + for<'a> sqlx::Decode<'a, R::Database>,
+    i32: sqlx::Type<R::Database> + for<'a> sqlx::Decode<'a, R::Database>,
+{
+    r.try_get::<i64, _>(i)
+        .or_else(|_| r.try_get::<i32, _>(i).map(i64::from))
+}
+
 decoded!(List, |r| Ok(List {
     id: r.try_get(0)?,
     user_id: r.try_get(1)?,

@@ -67,6 +67,10 @@ pub enum Outcome<'a> {
     Deleted,
     /// A batch applied; one result per operation.
     Batch(&'a [BatchResult]),
+    /// A webhook was changed; this is its new state.
+    Webhook(&'a crate::webhook::Webhook),
+    /// A webhook was created; this is it with its secret.
+    WebhookCreated(&'a crate::webhook::CreatedWebhook),
 }
 
 /// Builds the response of a write from its outcome; called inside the write's transaction.

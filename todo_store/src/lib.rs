@@ -61,6 +61,7 @@ pub mod task;
 mod token;
 mod tree;
 mod view;
+pub mod webhook;
 mod write;
 
 use std::str::FromStr;
@@ -82,6 +83,10 @@ pub use signature::search_signature;
 pub use sync::{Change, ChangeData, ChangeType, Changes, Deleted, EntityKind, Pruned};
 pub use task::{MoveTask, Patch, Priority, TagCount, Task, TaskInput, TaskPatch};
 pub use view::{Tags, TaskView};
+pub use webhook::{
+    AttemptOutcome, CreatedWebhook, Delivery, DeliveryStatus, OutgoingEvent, Render, Webhook,
+    WebhookInput, WebhookPatch, WebhookPolicy,
+};
 
 /// A pooled PostgreSQL connection idle at least this long is pinged before it is handed out.
 #[cfg(feature = "postgres")]
@@ -128,7 +133,11 @@ pub struct Store {
     pool: Pool,
     inboxes: write::Inboxes,
     hub: std::sync::Arc<sync::Hub>,
+    webhooks: Policy,
 }
+
+/// The webhook policy, shared by a store's clones and its user handles.
+type Policy = std::sync::Arc<std::sync::Mutex<std::sync::Arc<webhook::WebhookPolicy>>>;
 
 impl Store {
     /// Connects with default [`StoreOptions`]. Accepts `postgres://…` / `postgresql://…`
@@ -235,6 +244,7 @@ impl Store {
             pool: Pool::Postgres(backend::pg::Conns::new(pool)),
             inboxes: Default::default(),
             hub: Default::default(),
+            webhooks: Default::default(),
         }
     }
 
@@ -247,6 +257,7 @@ impl Store {
             pool: Pool::Sqlite(pool, Default::default()),
             inboxes: Default::default(),
             hub,
+            webhooks: Default::default(),
         }
     }
 
@@ -352,6 +363,7 @@ impl Store {
             user_id: user_id.to_owned(),
             inboxes: self.inboxes.clone(),
             hub: self.hub.clone(),
+            webhooks: self.webhooks.clone(),
             idem: None,
         })
     }
@@ -425,6 +437,7 @@ pub struct UserTasks {
     user_id: String,
     inboxes: write::Inboxes,
     hub: std::sync::Arc<sync::Hub>,
+    webhooks: Policy,
     /// The idempotency completion of [`UserTasks::with_idempotency`].
     idem: Option<std::sync::Arc<idem::Slot>>,
 }
@@ -692,7 +705,10 @@ impl UserTasks {
                     now,
                     &touched.records(),
                 );
-                let applied: Vec<backend::Int> = self.pool.fetch_all_as(&stmt).await?;
+                let applied: Vec<backend::Int> = match self.pool.fetch_all_as(&stmt).await {
+                    Err(e) if webhook::is_guard_refusal(&e) => break,
+                    other => other?,
+                };
                 if !applied.is_empty() {
                     self.hub.wake(&self.user_id);
                     return Ok(t);

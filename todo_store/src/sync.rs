@@ -334,6 +334,13 @@ fn pg_log_tail(
         " SELECT s.seq FROM s CROSS JOIN LATERAL \
          (SELECT pg_notify('{CHANNEL}', concat({u}::text, ':', s.seq))) AS n"
     ));
+    if gate.is_some() {
+        // A single-statement write queues no webhook deliveries: for a user with webhooks the
+        // guard fails the statement (nothing is written) and the store writes in a transaction.
+        sql.push(&format!(
+            " CROSS JOIN LATERAL (SELECT todo_no_webhooks({u}::text)) AS g"
+        ));
+    }
 }
 
 /// The user's next seq, taken (and, on PostgreSQL, announced on commit) inside the write
@@ -391,19 +398,23 @@ pub(crate) async fn append(
     records: &[Record],
 ) -> Result<i64, StoreError> {
     let now = task::now_ms();
-    if dialect == Dialect::Postgres && records.len() <= LOG_CHUNK {
+    let seq = if dialect == Dialect::Postgres && records.len() <= LOG_CHUNK {
         let mut sql = Sql::new();
         pg_log_tail(&mut sql, user_id, now, records, None);
-        return seq_of(tx.fetch_one_as::<crate::backend::Int, _>(&sql).await?);
-    }
-    let seq = seq_of(
-        tx.fetch_one_as::<crate::backend::Int, _>(&next_seq(dialect, user_id))
-            .await?,
-    )?;
-    for chunk in records.chunks(LOG_CHUNK) {
-        tx.execute(&insert_records(user_id, seq, now, dialect, chunk))
-            .await?;
-    }
+        seq_of(tx.fetch_one_as::<crate::backend::Int, _>(&sql).await?)?
+    } else {
+        let seq = seq_of(
+            tx.fetch_one_as::<crate::backend::Int, _>(&next_seq(dialect, user_id))
+                .await?,
+        )?;
+        for chunk in records.chunks(LOG_CHUNK) {
+            tx.execute(&insert_records(user_id, seq, now, dialect, chunk))
+                .await?;
+        }
+        seq
+    };
+    // The webhooks' deliveries of these records, in the same transaction.
+    crate::webhook::enqueue(tx, dialect, user_id, records, now).await?;
     Ok(seq)
 }
 

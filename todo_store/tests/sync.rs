@@ -886,6 +886,8 @@ fn responder() -> todo_store::Responder {
             Outcome::List(l) => (201, l.id.to_string()),
             Outcome::Deleted => (204, String::new()),
             Outcome::Batch(r) => (200, r.len().to_string()),
+            Outcome::Webhook(w) => (200, w.id.to_string()),
+            Outcome::WebhookCreated(c) => (201, c.webhook.id.to_string()),
         };
         StoredResponse {
             status,
