@@ -39,7 +39,7 @@ CREATE INDEX webhook_deliveries_log ON webhook_deliveries (webhook_id, id);
 -- A user with an enabled webhook has every write go through a transaction that queues its
 -- deliveries; the single-statement writes call this guard, which refuses (SQLSTATE TDW01, the
 -- whole statement rolls back) so the store retries the write in a transaction.
-CREATE FUNCTION todo_no_webhooks(uid TEXT) RETURNS BOOLEAN LANGUAGE plpgsql STABLE AS $$
+CREATE FUNCTION todo_no_webhooks(uid TEXT) RETURNS BOOLEAN LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
     IF EXISTS (SELECT 1 FROM webhooks WHERE user_id = uid AND enabled) THEN
         RAISE EXCEPTION 'user has webhooks' USING ERRCODE = 'TDW01';
@@ -52,5 +52,7 @@ $$;
 -- the event stream replays them like any change; /changes leaves them out.
 ALTER TABLE changes DROP CONSTRAINT changes_kind_check;
 ALTER TABLE changes ADD CONSTRAINT changes_kind_check CHECK (kind IN ('list', 'task', 'reminder'));
+-- Pruning finds old reminder firings without reading the rest of the log.
+CREATE INDEX changes_reminders ON changes (at) WHERE kind = 'reminder';
 -- The occurrence a reminder last fired for (its `scheduled_for`).
 ALTER TABLE reminders ADD COLUMN fired_for TIMESTAMPTZ;

@@ -46,5 +46,7 @@ DROP TABLE changes;
 ALTER TABLE changes_v7 RENAME TO changes;
 CREATE INDEX changes_user_seq ON changes (user_id, seq, kind, entity_id);
 CREATE INDEX changes_tombstones ON changes (at) WHERE op = 'delete';
+-- Pruning finds old reminder firings without reading the rest of the log.
+CREATE INDEX changes_reminders ON changes (at) WHERE kind = 'reminder';
 
 ALTER TABLE reminders ADD COLUMN fired_for INTEGER;

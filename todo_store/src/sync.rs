@@ -337,9 +337,7 @@ fn pg_log_tail(
     if gate.is_some() {
         // A single-statement write queues no webhook deliveries: for a user with webhooks the
         // guard fails the statement (nothing is written) and the store writes in a transaction.
-        sql.push(&format!(
-            " CROSS JOIN LATERAL (SELECT todo_no_webhooks({u}::text)) AS g"
-        ));
+        sql.push(&format!(" WHERE todo_no_webhooks({u}::text)"));
     }
 }
 

@@ -757,11 +757,11 @@ impl UserTasks {
             updated_at: now,
         };
         let secret = new_secret()?;
+        // The user's inbox row orders one user's webhook creations, so the cap holds.
+        let inbox = self.inbox_id().await?;
         let mut touched = crate::write::Touched::default();
         let mut writer = self.pool.writer().await?;
         let mut tx = writer.begin().await?;
-        // The user's inbox row orders one user's webhook creations, so the cap holds.
-        let inbox = self.inbox_id().await?;
         let _: Option<crate::list::List> = tx
             .fetch_one_as(&self.scope().get_list_for_update(inbox))
             .await?;
