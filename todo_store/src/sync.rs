@@ -6,6 +6,11 @@
 //! each record has one row holding its latest seq. A reader at position `p` reads the rows with
 //! a seq above `p`, in seq order, and the records' current state.
 //!
+//! Reminder firings are records too (kind `reminder`, one row per reminder at the seq of its
+//! latest firing, appended by the transaction that marks it fired): `subscribe` reads them as
+//! `reminder.fired` events; `changes` leaves them out in its SQL, so its pages and `has_more`
+//! count tasks, lists and deletions only.
+//!
 //! Wake-ups for live readers: after a commit the writing process wakes its own subscribers of
 //! that user; on PostgreSQL the log statement also sends `NOTIFY todo_changes, '<user>:<seq>'`,
 //! delivered on commit to every instance's listener (one `PgListener` per store, started by the
@@ -24,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::backend::{IntPair, LogRow, Pool, Tx};
+use crate::backend::{FiredRow, IntPair, LogRow, Pool, Tx};
 use crate::error::StoreError;
 use crate::list::List;
 use crate::query::Dialect;
@@ -478,8 +483,9 @@ fn user_state(user_id: &str) -> Sql {
     sql
 }
 
-/// Up to `limit` log rows after `from`, in `(seq, kind, entity_id)` order.
-fn log_after(user_id: &str, from: &Token, limit: u32) -> Sql {
+/// Up to `limit` log rows after `from`, in `(seq, kind, entity_id)` order; without the
+/// `reminder` rows unless `events` (the event stream reads them, `changes` does not).
+fn log_after(user_id: &str, from: &Token, limit: u32, events: bool) -> Sql {
     let mut sql = Sql::new();
     let u = sql.bind(user_id);
     let s = sql.bind(from.seq);
@@ -491,10 +497,15 @@ fn log_after(user_id: &str, from: &Token, limit: u32) -> Sql {
         }
         _ => format!("seq > {s}"),
     };
+    let only = if events {
+        String::new()
+    } else {
+        format!(" AND kind <> {}", sql.bind(EntityKind::Reminder.as_str()))
+    };
     let n = sql.bind(i64::from(limit));
     sql.push(&format!(
         "SELECT kind, entity_id, seq, created_seq, op, at FROM changes \
-         WHERE user_id = {u} AND {after} ORDER BY seq, kind, entity_id LIMIT {n}"
+         WHERE user_id = {u} AND {after}{only} ORDER BY seq, kind, entity_id LIMIT {n}"
     ));
     sql
 }
@@ -527,11 +538,12 @@ impl UserTasks {
         Ok(token)
     }
 
-    /// Reads up to `limit` log rows after `from` and the current state of their records.
-    async fn read_after(&self, from: Token, limit: u32) -> Result<Read, StoreError> {
+    /// Reads up to `limit` log rows after `from` and the current state of their records;
+    /// the reminder firings too when `events`.
+    async fn read_after(&self, from: Token, limit: u32, events: bool) -> Result<Read, StoreError> {
         let mut rows: Vec<LogRow> = self
             .pool
-            .fetch_all_as(&log_after(&self.user_id, &from, limit + 1))
+            .fetch_all_as(&log_after(&self.user_id, &from, limit + 1, events))
             .await?;
         let more = rows.len() > limit as usize;
         let next_seq = if more {
@@ -541,14 +553,33 @@ impl UserTasks {
         };
         let mut task_ids = Vec::new();
         let mut list_ids = Vec::new();
+        let mut reminder_ids = Vec::new();
         for r in &rows {
             match (EntityKind::parse(&r.kind), r.op.as_str()) {
                 (Some(EntityKind::Task), "upsert") => task_ids.push(r.id),
                 (Some(EntityKind::List), "upsert") => list_ids.push(r.id),
+                (Some(EntityKind::Reminder), "upsert") => reminder_ids.push(r.id),
                 _ => {}
             }
         }
         let scope = self.scope();
+        // A firing is read as its reminder's row (its task, the time it last fired for) and
+        // the task, which must still hold the reminder.
+        let mut fired: HashMap<Uuid, (Uuid, DateTime<Utc>)> = HashMap::new();
+        if !reminder_ids.is_empty() {
+            let found: Vec<FiredRow> = self
+                .pool
+                .fetch_all_as(&scope.fired_reminders(&reminder_ids))
+                .await?;
+            for FiredRow(id, task_id, fired_for) in found {
+                if let Some(at) = fired_for {
+                    fired.insert(id, (task_id, at));
+                    task_ids.push(task_id);
+                }
+            }
+            task_ids.sort_unstable();
+            task_ids.dedup();
+        }
         let mut tasks: HashMap<Uuid, Task> = HashMap::new();
         if !task_ids.is_empty() {
             let found: Vec<Task> = self.pool.fetch_all_as(&scope.get_many(&task_ids)).await?;
@@ -576,14 +607,21 @@ impl UserTasks {
                 Token::plain(r.seq)
             };
             end = token;
-            let data = if r.op == "delete" {
-                Some(ChangeData::Deleted(r.id))
-            } else {
-                match kind {
-                    EntityKind::Task => tasks.remove(&r.id).map(ChangeData::Task),
-                    EntityKind::List => lists.remove(&r.id).map(ChangeData::List),
-                    EntityKind::Reminder => None,
-                }
+            let data = match (kind, r.op.as_str()) {
+                (EntityKind::Task | EntityKind::List, "delete") => Some(ChangeData::Deleted(r.id)),
+                (EntityKind::Task, _) => tasks.get(&r.id).cloned().map(ChangeData::Task),
+                (EntityKind::List, _) => lists.remove(&r.id).map(ChangeData::List),
+                // A firing is never deleted; it is read while its task still has the reminder.
+                (EntityKind::Reminder, "delete") => None,
+                (EntityKind::Reminder, _) => fired.get(&r.id).and_then(|(task_id, at)| {
+                    let task = tasks.get(task_id)?;
+                    let reminder = task.reminders.iter().find(|x| x.id == r.id)?;
+                    Some(ChangeData::Reminder {
+                        task: task.clone(),
+                        reminder: *reminder,
+                        scheduled_for: *at,
+                    })
+                }),
             };
             out.push((rows_take(r), kind, token, data));
         }
@@ -630,7 +668,9 @@ impl UserTasks {
                 self.snapshot_page(token, limit).await
             }
             Pos::Plain | Pos::Inside(..) => {
-                let read = self.read_after(token, limit).await?;
+                // Reminder firings are left out in the read itself: a page is `limit` tasks,
+                // lists and deletions, and `has_more` is never true for firings alone.
+                let read = self.read_after(token, limit, false).await?;
                 let mut out = Changes {
                     tasks: Vec::new(),
                     lists: Vec::new(),
@@ -993,7 +1033,7 @@ impl UserTasks {
                 }
                 // Seen before reading: a wake-up that arrives during the read is not lost.
                 rx.borrow_and_update();
-                match s.user.read_after(s.pos, SUBSCRIBE_BATCH).await {
+                match s.user.read_after(s.pos, SUBSCRIBE_BATCH, true).await {
                     Ok(read) => {
                         let reader = s.pos.seq;
                         for (row, kind, token, data) in read.rows {
