@@ -528,14 +528,15 @@ impl UserTasks {
         Ok(row.first().map_or((0, 0), |r| (r.0, r.1)))
     }
 
-    /// Decodes `since` and checks it against what the log still keeps.
-    async fn position(&self, since: &str) -> Result<Token, StoreError> {
+    /// Decodes `since` and checks it against what the log still keeps; returns it and the
+    /// user's seq read for the check (every write up to that seq has committed).
+    async fn position(&self, since: &str) -> Result<(Token, i64), StoreError> {
         let token = Token::decode(since, &self.user_id)?;
         let (seq, pruned) = self.log_state().await?;
         if token.seq < pruned || token.seq > seq {
             return Err(StoreError::Gone);
         }
-        Ok(token)
+        Ok((token, seq))
     }
 
     /// Reads up to `limit` log rows after `from` and the current state of their records;
@@ -652,15 +653,17 @@ impl UserTasks {
                 format!("must be between 1 and {CHANGES_LIMIT_MAX}"),
             ));
         }
-        let token = match since {
+        let (token, committed) = match since {
             Some(s) => self.position(s).await?,
             None => {
                 // The inbox exists from the first request on; its creation is a logged write.
                 self.inbox_id().await?;
-                Token {
-                    seq: self.log_state().await?.0,
+                let seq = self.log_state().await?.0;
+                let token = Token {
+                    seq,
                     pos: Pos::SnapshotLists(Uuid::nil()),
-                }
+                };
+                (token, seq)
             }
         };
         match token.pos {
@@ -671,11 +674,20 @@ impl UserTasks {
                 // Reminder firings are left out in the read itself: a page is `limit` tasks,
                 // lists and deletions, and `has_more` is never true for firings alone.
                 let read = self.read_after(token, limit, false).await?;
+                // Caught up: every write up to `committed` had committed before the read, so
+                // the read saw all of them, the firings it left out included; the next sync
+                // starts after them (a token left before old firings would be refused once
+                // they are pruned).
+                let end = if read.more || read.end.seq >= committed {
+                    read.end
+                } else {
+                    Token::plain(committed)
+                };
                 let mut out = Changes {
                     tasks: Vec::new(),
                     lists: Vec::new(),
                     deleted: Vec::new(),
-                    next: read.end.encode(&self.user_id),
+                    next: end.encode(&self.user_id),
                     has_more: read.more,
                 };
                 for (row, kind, _, data) in read.rows {
@@ -997,7 +1009,7 @@ impl UserTasks {
         let reg = self.hub.register(&self.user_id);
         let pos = match since {
             Some(s) => {
-                let t = self.position(s).await?;
+                let (t, _) = self.position(s).await?;
                 if matches!(t.pos, Pos::SnapshotLists(_) | Pos::SnapshotTasks(..)) {
                     return Err(StoreError::invalid(
                         "since",
@@ -1083,12 +1095,23 @@ pub const IDEMPOTENCY_KEEP: Duration = Duration::from_secs(24 * 3600);
 pub struct Pruned {
     /// Tombstones removed.
     pub tombstones: u64,
+    /// Reminder firings removed from the log (events, kept as long as tombstones).
+    pub reminder_events: u64,
     /// Idempotency records removed.
     pub idempotency: u64,
 }
 
-/// Raises each user's watermark to their newest tombstone older than `cutoff`, then deletes
-/// those tombstones (one transaction: a token is never valid for a log missing its deletions).
+/// The log rows pruning removes, older than the bound value `cut`: tombstones and reminder
+/// firings (events, not state; a firing's row is rewritten, with a fresh `at`, each time its
+/// reminder fires again).
+fn prunable(cut: &str) -> String {
+    format!("(op = 'delete' OR kind = 'reminder') AND at < {cut}")
+}
+
+/// Raises each user's watermark to their newest tombstone or reminder firing older than
+/// `cutoff`, then deletes those rows (one transaction: a token is never valid for a log missing
+/// its deletions or its events; a sync token kept by `changes` is past every firing it read
+/// over, so only tokens from before a pruned firing are refused).
 pub(crate) async fn prune(
     pool: &Pool,
     tombstones_before: DateTime<Utc>,
@@ -1103,26 +1126,33 @@ pub(crate) async fn prune(
     let cut = raise.bind(d.ts(tombstones_before));
     raise.push(&format!(
         "UPDATE user_state SET pruned_seq = {max}(pruned_seq, (SELECT max(c.seq) FROM changes c \
-         WHERE c.user_id = user_state.user_id AND c.op = 'delete' AND c.at < {cut})) \
-         WHERE user_id IN (SELECT user_id FROM changes WHERE op = 'delete' AND at < {cut})"
+         WHERE c.user_id = user_state.user_id AND {old})) \
+         WHERE user_id IN (SELECT user_id FROM changes WHERE {old})",
+        old = prunable(&cut),
     ));
-    let mut delete = Sql::new();
-    let cut = delete.bind(d.ts(tombstones_before));
-    delete.push(&format!(
-        "DELETE FROM changes WHERE op = 'delete' AND at < {cut}"
-    ));
+    // Two deletes, to count each kind of row.
+    let delete = |rows: &str| {
+        let mut sql = Sql::new();
+        let cut = sql.bind(d.ts(tombstones_before));
+        sql.push(&format!("DELETE FROM changes WHERE {rows} AND at < {cut}"));
+        sql
+    };
+    let tombstones = delete("op = 'delete'");
+    let firings = delete("kind = 'reminder' AND op = 'upsert'");
     let mut idem = Sql::new();
     let cut = idem.bind(d.ts(idempotency_before));
     idem.push(&format!("DELETE FROM idempotency WHERE created_at < {cut}"));
     let mut writer = pool.writer().await?;
     let mut tx = writer.begin().await?;
     tx.execute(&raise).await?;
-    let tombstones = tx.execute(&delete).await?;
+    let tombstones = tx.execute(&tombstones).await?;
+    let reminder_events = tx.execute(&firings).await?;
     let idempotency = tx.execute(&idem).await?;
     tx.commit().await?;
     writer.done();
     Ok(Pruned {
         tombstones,
+        reminder_events,
         idempotency,
     })
 }

@@ -57,6 +57,7 @@ with_db!(
     batches_are_all_or_nothing,
     reminder_firings_are_events,
     changes_pages_leave_firings_out,
+    pruning_removes_old_firings,
 );
 
 /// A client's local copy, kept by `changes(since)`.
@@ -1252,12 +1253,14 @@ async fn reminder_firings_are_events(db: &TestDb) {
     let mut s = Box::pin(alice.subscribe(Some(&event_id)).await.unwrap());
     assert!(drain_quiet(&mut s).await.is_empty());
 
-    // `changes` reports nothing.
+    // `changes` reports nothing, and its token is past the firing.
     let c = alice.changes(Some(&before), 100).await.unwrap();
     assert!(
         c.tasks.is_empty() && c.lists.is_empty() && c.deleted.is_empty() && !c.has_more,
         "{c:?}"
     );
+    let mut s = Box::pin(alice.subscribe(Some(&c.next)).await.unwrap());
+    assert!(drain_quiet(&mut s).await.is_empty());
 
     // The task advances and its reminder re-arms: the firing still reads as the time it
     // fired for (after the task's update, which comes first).
@@ -1359,6 +1362,9 @@ async fn changes_pages_leave_firings_out(db: &TestDb) {
     assert_eq!(lists, [inbox, l.id]);
     assert!(!tasks.contains(&with_reminders.id));
     assert_eq!(pages.len(), 3, "{pages:?}");
+    // The final token is past the trailing firing: a stream from it starts after it.
+    let mut s = Box::pin(u.subscribe(Some(&token)).await.unwrap());
+    assert!(drain_quiet(&mut s).await.is_empty());
     // And a stream from the first token has all of it, in commit order.
     let mut s = Box::pin(u.subscribe(Some(&since)).await.unwrap());
     let all = drain_quiet(&mut s).await;
@@ -1376,5 +1382,64 @@ async fn changes_pages_leave_firings_out(db: &TestDb) {
     );
     replica.sync(&u, 1).await;
     assert_replica(&replica, &u).await;
+    store.close().await;
+}
+
+/// Firings older than the tombstone age are pruned like tombstones: tokens from before them
+/// answer 410, a token `changes` gave after them stays valid.
+async fn pruning_removes_old_firings(db: &TestDb) {
+    let store = db.store().await;
+    let u = store.for_user("alice").unwrap();
+    let bob = store.for_user("bob").unwrap();
+    let at = todo_store::task::truncate_ms(chrono::Utc::now() + chrono::Duration::hours(1));
+    let t = u
+        .create(TaskInput {
+            reminders: vec![ReminderInput::At(at)],
+            ..TaskInput::titled("reminded")
+        })
+        .await
+        .unwrap();
+    bob.create(TaskInput::titled("bob's")).await.unwrap();
+    let bobs = bob.changes(None, 100).await.unwrap().next;
+    let before = u.changes(None, 100).await.unwrap().next;
+    assert_eq!(store.fire_due_reminders(at, 10).await.unwrap().len(), 1);
+    let synced = u.changes(Some(&before), 100).await.unwrap().next;
+    let mut s = Box::pin(u.subscribe(Some(&before)).await.unwrap());
+    let event = next_change(&mut s).await;
+    assert_eq!(event.kind, ChangeType::ReminderFired);
+    drop(s);
+
+    // Younger than the age asked: kept.
+    let kept = store
+        .prune(Duration::from_secs(3600), Duration::from_secs(48 * 3600))
+        .await
+        .unwrap();
+    assert_eq!(kept.reminder_events, 0);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let pruned = store
+        .prune(Duration::ZERO, Duration::from_secs(48 * 3600))
+        .await
+        .unwrap();
+    assert_eq!((pruned.reminder_events, pruned.tombstones), (1, 0));
+    assert!(matches!(
+        u.subscribe(Some(&before)).await,
+        Err(StoreError::Gone)
+    ));
+    assert!(matches!(
+        u.changes(Some(&before), 100).await,
+        Err(StoreError::Gone)
+    ));
+    // Tokens at or after it still work; the task itself is untouched.
+    let c = u.changes(Some(&synced), 100).await.unwrap();
+    assert!(c.tasks.is_empty() && !c.has_more);
+    let mut s = Box::pin(u.subscribe(Some(&event.id)).await.unwrap());
+    assert!(drain_quiet(&mut s).await.is_empty());
+    assert_eq!(u.get(t.id).await.unwrap().id, t.id);
+    assert!(bob.changes(Some(&bobs), 100).await.is_ok());
+    let again = store
+        .prune(Duration::ZERO, Duration::from_secs(48 * 3600))
+        .await
+        .unwrap();
+    assert_eq!(again.reminder_events, 0);
     store.close().await;
 }
