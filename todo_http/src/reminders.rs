@@ -40,9 +40,9 @@ pub async fn run_reminder_scheduler(store: Store, shutdown: impl Future<Output =
 }
 
 /// What the server does with a fired reminder: logs it at info (task and reminder ids only,
-/// never user content), counts it in `todo_reminders_fired_total`, and hands it to the hook
-/// where the `reminder.fired` event and webhook deliveries will be published (`publish_reminder_fired`,
-/// empty for now).
+/// never user content) and counts it in `todo_reminders_fired_total`. The `reminder.fired`
+/// event needs nothing from here: the store logged it in the user's change log in the
+/// transaction that fired it, and `/events` streams it from there like any change.
 pub fn announce(fired: &FiredReminder) {
     tracing::info!(
         task_id = %fired.task.id,
@@ -51,9 +51,4 @@ pub fn announce(fired: &FiredReminder) {
         "reminder fired"
     );
     metrics::counter!(FIRED_METRIC).increment(1);
-    publish_reminder_fired(fired);
 }
-
-/// Where a fired reminder becomes a `reminder.fired` event on `/events` and a webhook
-/// delivery. Neither exists yet; until then this does nothing.
-fn publish_reminder_fired(_fired: &FiredReminder) {}

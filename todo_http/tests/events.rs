@@ -1,6 +1,7 @@
 //! `GET /api/{user_id}/events` over real sockets (`server::serve` on port 0): replay then live
-//! with no gap and no duplicate, `Last-Event-ID` resume, 400/410, keep-alives, the per-user
-//! cap, nothing leaked by clients that leave, streams ended by shutdown and by token expiry.
+//! with no gap and no duplicate, `Last-Event-ID` resume, `reminder.fired`, 400/410, keep-alives,
+//! the per-user cap, nothing leaked by clients that leave, streams ended by shutdown and by
+//! token expiry.
 //!
 //! The tests take turns (one lock): the open-stream gauge is process-wide.
 
@@ -386,6 +387,104 @@ async fn bad_and_expired_tokens_sqlite() {
 #[ignore = "needs PostgreSQL: cargo test --workspace -- --include-ignored"]
 async fn bad_and_expired_tokens_postgres() {
     bad_and_expired_tokens(TestDb::postgres().await).await;
+}
+
+/// A reminder that fires is a `reminder.fired` event of its user's stream, live and on replay
+/// from before it (once), with the task, the reminder and the time it fired for; its id
+/// resumes after it.
+async fn reminder_fired_events(db: TestDb) {
+    let _turn = TURN.lock().await;
+    let s = Server::start(db).await;
+    let u = s.store.for_user("rita").expect("user");
+    let at = todo_store::task::truncate_ms(chrono::Utc::now() + chrono::Duration::hours(1));
+    let t = u
+        .create(TaskInput {
+            reminders: vec![todo_store::ReminderInput::At(at)],
+            ..TaskInput::titled("call the plumber")
+        })
+        .await
+        .expect("create");
+    let before = u.changes(None, 500).await.expect("changes").next;
+    let mut live = Sse::user(s.addr, "rita", &[]).await;
+    assert_eq!(live.status, 200);
+    let mut other = Sse::user(s.addr, "otto", &[]).await;
+    assert_eq!(other.status, 200);
+
+    let fired = s.store.fire_due_reminders(at, 10).await.expect("fire");
+    assert_eq!(fired.len(), 1);
+    let check = |e: &Ev| {
+        assert_eq!(e.event, "reminder.fired", "{e:?}");
+        assert_eq!(e.data["task"]["id"], t.id.to_string(), "{e:?}");
+        assert_eq!(e.data["task"]["title"], "call the plumber", "{e:?}");
+        assert_eq!(
+            e.data["reminder"]["id"],
+            t.reminders[0].id.to_string(),
+            "{e:?}"
+        );
+        let at_field = e.data["reminder"]["at"]
+            .as_str()
+            .expect("the reminder's at");
+        let scheduled = e.data["scheduled_for"].as_str().expect("scheduled_for");
+        for ts in [at_field, scheduled] {
+            let parsed = chrono::DateTime::parse_from_rfc3339(ts).expect("RFC 3339");
+            assert_eq!(parsed, at, "{e:?}");
+        }
+        assert_eq!(
+            e.data.as_object().map(|o| o.len()),
+            Some(3),
+            "task, reminder, scheduled_for: {e:?}"
+        );
+    };
+    let e = live.event_of("reminder.", Duration::from_secs(3)).await;
+    check(&e);
+    // Nothing more on this stream, nothing on another user's.
+    for sse in [&mut live, &mut other] {
+        loop {
+            match sse.next(Duration::from_millis(500)).await {
+                Got::Timeout => break,
+                Got::Comment(_) => {}
+                other => panic!("expected nothing more, got {other:?}"),
+            }
+        }
+    }
+    drop((live, other));
+
+    // Replayed from before it, once; not from its own id.
+    let mut replay = Sse::user(s.addr, "rita", &[("last-event-id", before)]).await;
+    assert_eq!(replay.status, 200);
+    let again = replay.event_of("reminder.", Duration::from_secs(3)).await;
+    check(&again);
+    assert_eq!(again.id, e.id);
+    loop {
+        match replay.next(Duration::from_millis(500)).await {
+            Got::Timeout => break,
+            Got::Comment(_) => {}
+            other => panic!("expected nothing more, got {other:?}"),
+        }
+    }
+    drop(replay);
+    let mut after = Sse::user_at(s.addr, "rita", &format!("?since={}", e.id), &[]).await;
+    assert_eq!(after.status, 200);
+    loop {
+        match after.next(Duration::from_millis(500)).await {
+            Got::Timeout => break,
+            Got::Comment(_) => {}
+            other => panic!("expected nothing after its id, got {other:?}"),
+        }
+    }
+    drop(after);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reminder_fired_events_sqlite() {
+    reminder_fired_events(TestDb::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: cargo test --workspace -- --include-ignored"]
+async fn reminder_fired_events_postgres() {
+    reminder_fired_events(TestDb::postgres().await).await;
 }
 
 /// An idle stream carries `: keep-alive` comments at the configured interval (1 s here).

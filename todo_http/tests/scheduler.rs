@@ -1,13 +1,15 @@
 //! `server::run` runs the reminder scheduler beside the HTTP server: a due reminder fires
-//! within 2 s (counted in `todo_reminders_fired_total`), once, and shutdown stops it promptly.
+//! within 2 s (counted in `todo_reminders_fired_total`), once, as one `reminder.fired` change
+//! of its user's log, and shutdown stops it promptly.
 //! One test per backend in this binary: the metrics recorder is process-wide.
 
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use futures_util::StreamExt;
 use test_support::TestDb;
 use todo_http::server::{ServerConfig, run_until};
-use todo_store::{ReminderInput, TaskInput};
+use todo_store::{ChangeData, ChangeType, ReminderInput, TaskInput};
 
 /// The counter's value in this process's Prometheus page (0 before the first increment).
 fn fired_total() -> u64 {
@@ -32,9 +34,10 @@ async fn fires_within_two_seconds(db: TestDb) {
         reminders: vec![ReminderInput::At(due)],
         ..TaskInput::titled(title)
     };
-    alice.create(with_reminder("open", false)).await.unwrap();
+    let open = alice.create(with_reminder("open", false)).await.unwrap();
     // A completed task's reminder never fires.
     alice.create(with_reminder("done", true)).await.unwrap();
+    let since = alice.changes(None, 500).await.unwrap().next;
     store.close().await;
 
     let before = fired_total();
@@ -79,6 +82,24 @@ async fn fires_within_two_seconds(db: TestDb) {
         "shutdown took {:?}: the scheduler must stop at once",
         asked.elapsed()
     );
+
+    // The firing is in alice's log: one event, the open task's reminder.
+    let store = db.store().await;
+    let alice = store.for_user("alice").unwrap();
+    let mut log = Box::pin(alice.subscribe(Some(&since)).await.unwrap());
+    let mut events = Vec::new();
+    while let Ok(Some(c)) = tokio::time::timeout(Duration::from_millis(300), log.next()).await {
+        events.push(c.unwrap());
+    }
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].kind, ChangeType::ReminderFired);
+    assert!(
+        matches!(&events[0].data, ChangeData::Reminder { task, reminder, .. }
+            if task.id == open.id && reminder.id == open.reminders[0].id),
+        "{events:?}"
+    );
+    drop(log);
+    store.close().await;
     db.cleanup().await;
 }
 

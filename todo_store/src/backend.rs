@@ -614,6 +614,8 @@ pub(crate) struct TaskRow(pub Task);
 pub(crate) struct OptTs(pub Option<DateTime<Utc>>);
 /// A reminder due to fire: its id, user, task and time.
 pub(crate) struct DueReminder(pub Uuid, pub String, pub Uuid, pub Option<DateTime<Utc>>);
+/// A reminder's latest firing: its id, task and the time it fired for (NULL: never fired).
+pub(crate) struct FiredRow(pub Uuid, pub Uuid, pub Option<DateTime<Utc>>);
 /// Two integers.
 pub(crate) struct IntPair(pub i64, pub i64);
 /// An id and a second id.
@@ -658,6 +660,11 @@ decoded!(DueReminder, |r| Ok(DueReminder(
     r.try_get(1)?,
     r.try_get(2)?,
     r.ts(3)?
+)));
+decoded!(FiredRow, |r| Ok(FiredRow(
+    r.try_get(0)?,
+    r.try_get(1)?,
+    r.ts(2)?
 )));
 decoded!(crate::reminder::Row, |r| Ok(crate::reminder::Row {
     id: r.try_get(0)?,

@@ -1110,6 +1110,7 @@ pub(crate) mod tests {
                 }]
             )
         );
+        both!("fired_reminders", scope.fired_reminders(&[t.id]));
         both!("move_descendants", scope.move_descendants(t.id, t.id, now));
         both!("get_with_children", scope.get_with_children(t.id));
         both!("group_end", scope.group_end(g, true, Some(t.id)));

@@ -6,7 +6,9 @@
 //!
 //! - **pending** until it fires;
 //! - **fired** once [`Store::fire_due_reminders`](crate::Store::fire_due_reminders) handed it
-//!   out;
+//!   out; `fired_for` keeps the time it fired for, and the same transaction appends a
+//!   `reminder` record to its user's change log (the `reminder.fired` event of
+//!   [`UserTasks::subscribe`]);
 //! - **skipped** when its time had already passed when it was set, or its task was completed
 //!   when it came due. Neither ever fires.
 //!
@@ -24,7 +26,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 
 use sea_query::{
@@ -35,6 +37,7 @@ use sea_query::{
 use crate::backend::{DueReminder, OptTs, TaskRow, Tx};
 use crate::error::StoreError;
 use crate::query::{COLUMNS, Dialect, Scope, TASKS};
+use crate::sync::{self, EntityKind, Record};
 use crate::task::{Checker, Schedule, Task};
 use crate::{Store, UserTasks};
 
@@ -421,6 +424,17 @@ impl Scope<'_> {
         }
         s
     }
+
+    /// The user's reminder rows of `ids` (not empty) with the time each last fired for: `id,
+    /// task_id, fired_for`. What a `reminder.fired` record of the change log is read with.
+    pub(crate) fn fired_reminders(&self, ids: &[Uuid]) -> SelectStatement {
+        Query::select()
+            .columns(["id", "task_id", "fired_for"].map(|c| (REMINDERS, c)))
+            .from(REMINDERS)
+            .and_where(Expr::col((REMINDERS, "user_id")).eq(self.user_id))
+            .and_where(Expr::col((REMINDERS, "id")).is_in(ids.iter().copied()))
+            .to_owned()
+    }
 }
 
 /// Up to `limit` pending reminders of any user due at `now`, earliest first: `id, user_id,
@@ -454,6 +468,18 @@ fn set_state(ids: &[Uuid], state: State) -> UpdateStatement {
     Query::update()
         .table(REMINDERS)
         .value("state", state as i16)
+        .and_where(Expr::col("id").is_in(ids.iter().copied()))
+        .to_owned()
+}
+
+/// Marks the reminder rows `ids` fired, each for the time it was due: `fired_for` takes the
+/// row's `fire_at` (the claim holds the row, so that is the time the firing reports). It keeps
+/// that time after the row re-arms for a later occurrence, for the change log's readers.
+fn mark_fired(ids: &[Uuid]) -> UpdateStatement {
+    Query::update()
+        .table(REMINDERS)
+        .value("state", State::Fired as i16)
+        .value("fired_for", Expr::col("fire_at"))
         .and_where(Expr::col("id").is_in(ids.iter().copied()))
         .to_owned()
 }
@@ -492,13 +518,38 @@ impl UserTasks {
     }
 }
 
-/// Where fired reminders are recorded, inside the transaction that marks them fired.
-///
-/// The change log (`reminder.fired` events for `/changes`, `/events` and webhooks) appends its
-/// records here when it exists, so an event is written exactly when its reminder is marked
-/// fired: never lost, never twice.
-async fn record_fired(_tx: &mut Tx<'_>, _fired: &[FiredReminder]) -> Result<(), StoreError> {
-    Ok(())
+/// Records fired reminders inside the transaction that claimed them: marks their rows fired
+/// (with the time each fired for) and appends one `reminder` record per reminder to its user's
+/// change log, one append (one seq) per user, users in id order (so two schedulers' rounds
+/// take the users' log rows in the same order). A reminder's firing is thus logged exactly when
+/// it is marked fired: never lost, never twice. Returns the users whose log moved, to wake
+/// their subscribers after the commit.
+async fn record_fired(
+    tx: &mut Tx<'_>,
+    dialect: Dialect,
+    fired: &[FiredReminder],
+) -> Result<Vec<String>, StoreError> {
+    if fired.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = fired.iter().map(|f| f.reminder.id).collect();
+    tx.execute(&mark_fired(&ids)).await?;
+    let mut by_user: BTreeMap<&str, Vec<Record>> = BTreeMap::new();
+    for f in fired {
+        by_user.entry(&f.user_id).or_default().push(Record {
+            kind: EntityKind::Reminder,
+            id: f.reminder.id,
+            created: false,
+            deleted: false,
+        });
+    }
+    for (user_id, records) in &mut by_user {
+        // One row per record in a statement (an upsert cannot touch a row twice).
+        records.sort_unstable_by_key(|r| r.id);
+        records.dedup_by_key(|r| r.id);
+        sync::append(tx, dialect, user_id, records).await?;
+    }
+    Ok(by_user.into_keys().map(str::to_owned).collect())
 }
 
 /// Most reminders one round of [`Store::run_reminder_scheduler`] fires.
@@ -510,9 +561,12 @@ pub const SCHEDULER_POLL: std::time::Duration = std::time::Duration::from_secs(1
 impl Store {
     /// Fires the reminders due at `now` (at most `limit`), in one short transaction: claims
     /// them (`FOR UPDATE SKIP LOCKED` on PostgreSQL, so concurrent callers on any number of
-    /// instances each get different reminders) and marks them fired. Returns those whose task
-    /// is not completed, with the task, for the caller to announce; reminders of completed
-    /// tasks are marked skipped and never fire. Each reminder is returned exactly once.
+    /// instances each get different reminders) and marks them fired, logging each firing in
+    /// its user's change log in the same transaction (a `reminder.fired` event of
+    /// [`UserTasks::subscribe`], whose live subscribers are woken after the commit). Returns
+    /// those whose task is not completed, with the task, for the caller to announce; reminders
+    /// of completed tasks are marked skipped and never fire. Each reminder is returned (and
+    /// logged) exactly once.
     pub async fn fire_due_reminders(
         &self,
         now: DateTime<Utc>,
@@ -555,16 +609,15 @@ impl Store {
                 _ => skipped.push(id),
             }
         }
-        if !fired.is_empty() {
-            let ids: Vec<Uuid> = fired.iter().map(|f| f.reminder.id).collect();
-            tx.execute(&set_state(&ids, State::Fired)).await?;
-        }
         if !skipped.is_empty() {
             tx.execute(&set_state(&skipped, State::Skipped)).await?;
         }
-        record_fired(&mut tx, &fired).await?;
+        let users = record_fired(&mut tx, dialect, &fired).await?;
         tx.commit().await?;
         writer.done();
+        for user_id in &users {
+            self.hub.wake(user_id);
+        }
         Ok(fired)
     }
 

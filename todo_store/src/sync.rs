@@ -6,6 +6,11 @@
 //! each record has one row holding its latest seq. A reader at position `p` reads the rows with
 //! a seq above `p`, in seq order, and the records' current state.
 //!
+//! Reminder firings are records too (kind `reminder`, one row per reminder at the seq of its
+//! latest firing, appended by the transaction that marks it fired): `subscribe` reads them as
+//! `reminder.fired` events; `changes` leaves them out in its SQL, so its pages and `has_more`
+//! count tasks, lists and deletions only.
+//!
 //! Wake-ups for live readers: after a commit the writing process wakes its own subscribers of
 //! that user; on PostgreSQL the log statement also sends `NOTIFY todo_changes, '<user>:<seq>'`,
 //! delivered on commit to every instance's listener (one `PgListener` per store, started by the
@@ -24,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::backend::{IntPair, LogRow, Pool, Tx};
+use crate::backend::{FiredRow, IntPair, LogRow, Pool, Tx};
 use crate::error::StoreError;
 use crate::list::List;
 use crate::query::Dialect;
@@ -487,8 +492,9 @@ fn user_state(user_id: &str) -> Sql {
     sql
 }
 
-/// Up to `limit` log rows after `from`, in `(seq, kind, entity_id)` order.
-fn log_after(user_id: &str, from: &Token, limit: u32) -> Sql {
+/// Up to `limit` log rows after `from`, in `(seq, kind, entity_id)` order; without the
+/// `reminder` rows unless `events` (the event stream reads them, `changes` does not).
+fn log_after(user_id: &str, from: &Token, limit: u32, events: bool) -> Sql {
     let mut sql = Sql::new();
     let u = sql.bind(user_id);
     let s = sql.bind(from.seq);
@@ -500,10 +506,15 @@ fn log_after(user_id: &str, from: &Token, limit: u32) -> Sql {
         }
         _ => format!("seq > {s}"),
     };
+    let only = if events {
+        String::new()
+    } else {
+        format!(" AND kind <> {}", sql.bind(EntityKind::Reminder.as_str()))
+    };
     let n = sql.bind(i64::from(limit));
     sql.push(&format!(
         "SELECT kind, entity_id, seq, created_seq, op, at FROM changes \
-         WHERE user_id = {u} AND {after} ORDER BY seq, kind, entity_id LIMIT {n}"
+         WHERE user_id = {u} AND {after}{only} ORDER BY seq, kind, entity_id LIMIT {n}"
     ));
     sql
 }
@@ -526,21 +537,23 @@ impl UserTasks {
         Ok(row.first().map_or((0, 0), |r| (r.0, r.1)))
     }
 
-    /// Decodes `since` and checks it against what the log still keeps.
-    async fn position(&self, since: &str) -> Result<Token, StoreError> {
+    /// Decodes `since` and checks it against what the log still keeps; returns it and the
+    /// user's seq read for the check (every write up to that seq has committed).
+    async fn position(&self, since: &str) -> Result<(Token, i64), StoreError> {
         let token = Token::decode(since, &self.user_id)?;
         let (seq, pruned) = self.log_state().await?;
         if token.seq < pruned || token.seq > seq {
             return Err(StoreError::Gone);
         }
-        Ok(token)
+        Ok((token, seq))
     }
 
-    /// Reads up to `limit` log rows after `from` and the current state of their records.
-    async fn read_after(&self, from: Token, limit: u32) -> Result<Read, StoreError> {
+    /// Reads up to `limit` log rows after `from` and the current state of their records;
+    /// the reminder firings too when `events`.
+    async fn read_after(&self, from: Token, limit: u32, events: bool) -> Result<Read, StoreError> {
         let mut rows: Vec<LogRow> = self
             .pool
-            .fetch_all_as(&log_after(&self.user_id, &from, limit + 1))
+            .fetch_all_as(&log_after(&self.user_id, &from, limit + 1, events))
             .await?;
         let more = rows.len() > limit as usize;
         let next_seq = if more {
@@ -550,14 +563,33 @@ impl UserTasks {
         };
         let mut task_ids = Vec::new();
         let mut list_ids = Vec::new();
+        let mut reminder_ids = Vec::new();
         for r in &rows {
             match (EntityKind::parse(&r.kind), r.op.as_str()) {
                 (Some(EntityKind::Task), "upsert") => task_ids.push(r.id),
                 (Some(EntityKind::List), "upsert") => list_ids.push(r.id),
+                (Some(EntityKind::Reminder), "upsert") => reminder_ids.push(r.id),
                 _ => {}
             }
         }
         let scope = self.scope();
+        // A firing is read as its reminder's row (its task, the time it last fired for) and
+        // the task, which must still hold the reminder.
+        let mut fired: HashMap<Uuid, (Uuid, DateTime<Utc>)> = HashMap::new();
+        if !reminder_ids.is_empty() {
+            let found: Vec<FiredRow> = self
+                .pool
+                .fetch_all_as(&scope.fired_reminders(&reminder_ids))
+                .await?;
+            for FiredRow(id, task_id, fired_for) in found {
+                if let Some(at) = fired_for {
+                    fired.insert(id, (task_id, at));
+                    task_ids.push(task_id);
+                }
+            }
+            task_ids.sort_unstable();
+            task_ids.dedup();
+        }
         let mut tasks: HashMap<Uuid, Task> = HashMap::new();
         if !task_ids.is_empty() {
             let found: Vec<Task> = self.pool.fetch_all_as(&scope.get_many(&task_ids)).await?;
@@ -585,14 +617,21 @@ impl UserTasks {
                 Token::plain(r.seq)
             };
             end = token;
-            let data = if r.op == "delete" {
-                Some(ChangeData::Deleted(r.id))
-            } else {
-                match kind {
-                    EntityKind::Task => tasks.remove(&r.id).map(ChangeData::Task),
-                    EntityKind::List => lists.remove(&r.id).map(ChangeData::List),
-                    EntityKind::Reminder => None,
-                }
+            let data = match (kind, r.op.as_str()) {
+                (EntityKind::Task | EntityKind::List, "delete") => Some(ChangeData::Deleted(r.id)),
+                (EntityKind::Task, _) => tasks.get(&r.id).cloned().map(ChangeData::Task),
+                (EntityKind::List, _) => lists.remove(&r.id).map(ChangeData::List),
+                // A firing is never deleted; it is read while its task still has the reminder.
+                (EntityKind::Reminder, "delete") => None,
+                (EntityKind::Reminder, _) => fired.get(&r.id).and_then(|(task_id, at)| {
+                    let task = tasks.get(task_id)?;
+                    let reminder = task.reminders.iter().find(|x| x.id == r.id)?;
+                    Some(ChangeData::Reminder {
+                        task: task.clone(),
+                        reminder: *reminder,
+                        scheduled_for: *at,
+                    })
+                }),
             };
             out.push((rows_take(r), kind, token, data));
         }
@@ -623,15 +662,17 @@ impl UserTasks {
                 format!("must be between 1 and {CHANGES_LIMIT_MAX}"),
             ));
         }
-        let token = match since {
+        let (token, committed) = match since {
             Some(s) => self.position(s).await?,
             None => {
                 // The inbox exists from the first request on; its creation is a logged write.
                 self.inbox_id().await?;
-                Token {
-                    seq: self.log_state().await?.0,
+                let seq = self.log_state().await?.0;
+                let token = Token {
+                    seq,
                     pos: Pos::SnapshotLists(Uuid::nil()),
-                }
+                };
+                (token, seq)
             }
         };
         match token.pos {
@@ -639,12 +680,23 @@ impl UserTasks {
                 self.snapshot_page(token, limit).await
             }
             Pos::Plain | Pos::Inside(..) => {
-                let read = self.read_after(token, limit).await?;
+                // Reminder firings are left out in the read itself: a page is `limit` tasks,
+                // lists and deletions, and `has_more` is never true for firings alone.
+                let read = self.read_after(token, limit, false).await?;
+                // Caught up: every write up to `committed` had committed before the read, so
+                // the read saw all of them, the firings it left out included; the next sync
+                // starts after them (a token left before old firings would be refused once
+                // they are pruned).
+                let end = if read.more || read.end.seq >= committed {
+                    read.end
+                } else {
+                    Token::plain(committed)
+                };
                 let mut out = Changes {
                     tasks: Vec::new(),
                     lists: Vec::new(),
                     deleted: Vec::new(),
-                    next: read.end.encode(&self.user_id),
+                    next: end.encode(&self.user_id),
                     has_more: read.more,
                 };
                 for (row, kind, _, data) in read.rows {
@@ -966,7 +1018,7 @@ impl UserTasks {
         let reg = self.hub.register(&self.user_id);
         let pos = match since {
             Some(s) => {
-                let t = self.position(s).await?;
+                let (t, _) = self.position(s).await?;
                 if matches!(t.pos, Pos::SnapshotLists(_) | Pos::SnapshotTasks(..)) {
                     return Err(StoreError::invalid(
                         "since",
@@ -1002,7 +1054,7 @@ impl UserTasks {
                 }
                 // Seen before reading: a wake-up that arrives during the read is not lost.
                 rx.borrow_and_update();
-                match s.user.read_after(s.pos, SUBSCRIBE_BATCH).await {
+                match s.user.read_after(s.pos, SUBSCRIBE_BATCH, true).await {
                     Ok(read) => {
                         let reader = s.pos.seq;
                         for (row, kind, token, data) in read.rows {
@@ -1052,12 +1104,23 @@ pub const IDEMPOTENCY_KEEP: Duration = Duration::from_secs(24 * 3600);
 pub struct Pruned {
     /// Tombstones removed.
     pub tombstones: u64,
+    /// Reminder firings removed from the log (events, kept as long as tombstones).
+    pub reminder_events: u64,
     /// Idempotency records removed.
     pub idempotency: u64,
 }
 
-/// Raises each user's watermark to their newest tombstone older than `cutoff`, then deletes
-/// those tombstones (one transaction: a token is never valid for a log missing its deletions).
+/// The log rows pruning removes, older than the bound value `cut`: tombstones and reminder
+/// firings (events, not state; a firing's row is rewritten, with a fresh `at`, each time its
+/// reminder fires again).
+fn prunable(cut: &str) -> String {
+    format!("(op = 'delete' OR kind = 'reminder') AND at < {cut}")
+}
+
+/// Raises each user's watermark to their newest tombstone or reminder firing older than
+/// `cutoff`, then deletes those rows (one transaction: a token is never valid for a log missing
+/// its deletions or its events; a sync token kept by `changes` is past every firing it read
+/// over, so only tokens from before a pruned firing are refused).
 pub(crate) async fn prune(
     pool: &Pool,
     tombstones_before: DateTime<Utc>,
@@ -1072,26 +1135,33 @@ pub(crate) async fn prune(
     let cut = raise.bind(d.ts(tombstones_before));
     raise.push(&format!(
         "UPDATE user_state SET pruned_seq = {max}(pruned_seq, (SELECT max(c.seq) FROM changes c \
-         WHERE c.user_id = user_state.user_id AND c.op = 'delete' AND c.at < {cut})) \
-         WHERE user_id IN (SELECT user_id FROM changes WHERE op = 'delete' AND at < {cut})"
+         WHERE c.user_id = user_state.user_id AND {old})) \
+         WHERE user_id IN (SELECT user_id FROM changes WHERE {old})",
+        old = prunable(&cut),
     ));
-    let mut delete = Sql::new();
-    let cut = delete.bind(d.ts(tombstones_before));
-    delete.push(&format!(
-        "DELETE FROM changes WHERE op = 'delete' AND at < {cut}"
-    ));
+    // Two deletes, to count each kind of row.
+    let delete = |rows: &str| {
+        let mut sql = Sql::new();
+        let cut = sql.bind(d.ts(tombstones_before));
+        sql.push(&format!("DELETE FROM changes WHERE {rows} AND at < {cut}"));
+        sql
+    };
+    let tombstones = delete("op = 'delete'");
+    let firings = delete("kind = 'reminder' AND op = 'upsert'");
     let mut idem = Sql::new();
     let cut = idem.bind(d.ts(idempotency_before));
     idem.push(&format!("DELETE FROM idempotency WHERE created_at < {cut}"));
     let mut writer = pool.writer().await?;
     let mut tx = writer.begin().await?;
     tx.execute(&raise).await?;
-    let tombstones = tx.execute(&delete).await?;
+    let tombstones = tx.execute(&tombstones).await?;
+    let reminder_events = tx.execute(&firings).await?;
     let idempotency = tx.execute(&idem).await?;
     tx.commit().await?;
     writer.done();
     Ok(Pruned {
         tombstones,
+        reminder_events,
         idempotency,
     })
 }

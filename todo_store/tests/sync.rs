@@ -1,6 +1,7 @@
 //! The change log and its readers on both backends: `changes(since)` (snapshot, incremental,
 //! tokens), the no-gap guarantee under concurrent writers, a property test of a syncing
-//! replica, `subscribe`, idempotency keys and batches.
+//! replica, `subscribe`, idempotency keys and batches, and reminder firings (events of
+//! `subscribe`, never of `changes`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,9 +12,9 @@ use futures_util::StreamExt;
 use sqlx::Connection;
 use test_support::TestDb;
 use todo_store::{
-    BatchMove, BatchOp, BatchResult, Begun, ChangeData, ChangeType, Changes, EntityKind,
-    IdempotentRequest, List, ListInput, MoveTask, Outcome, Store, StoreError, StoredResponse, Task,
-    TaskInput, TaskPatch, TaskQuery, TaskRef, UserTasks,
+    BatchMove, BatchOp, BatchResult, Begun, Change, ChangeData, ChangeType, Changes, EntityKind,
+    IdempotentRequest, List, ListInput, MoveTask, Outcome, Recurrence, ReminderInput, Store,
+    StoreError, StoredResponse, Task, TaskInput, TaskPatch, TaskQuery, TaskRef, UserTasks,
 };
 use uuid::Uuid;
 
@@ -54,6 +55,9 @@ with_db!(
     subscribe_wakes_across_stores,
     idempotency_keys,
     batches_are_all_or_nothing,
+    reminder_firings_are_events,
+    changes_pages_leave_firings_out,
+    pruning_removes_old_firings,
 );
 
 /// A client's local copy, kept by `changes(since)`.
@@ -1147,5 +1151,297 @@ async fn batches_are_all_or_nothing(db: &TestDb) {
         })
         .collect();
     assert_eq!(u.batch(hundred).await.unwrap().len(), 100);
+    store.close().await;
+}
+
+// ---- reminder firings ------------------------------------------------------------------------
+
+/// Every change a stream yields until it has been quiet for 300 ms.
+async fn drain_quiet(
+    s: &mut (impl futures_util::Stream<Item = Result<Change, StoreError>> + Unpin),
+) -> Vec<Change> {
+    let mut out = Vec::new();
+    while let Ok(next) = tokio::time::timeout(Duration::from_millis(300), s.next()).await {
+        out.push(next.expect("the stream goes on").expect("no error"));
+    }
+    out
+}
+
+/// The `(task, reminder, scheduled_for)` of each firing among `changes`.
+fn firings(changes: &[Change]) -> Vec<(Uuid, Uuid, chrono::DateTime<chrono::Utc>)> {
+    changes
+        .iter()
+        .filter_map(|c| match &c.data {
+            ChangeData::Reminder {
+                task,
+                reminder,
+                scheduled_for,
+            } => {
+                assert_eq!(c.kind, ChangeType::ReminderFired, "{c:?}");
+                Some((task.id, reminder.id, *scheduled_for))
+            }
+            _ => {
+                assert_ne!(c.kind, ChangeType::ReminderFired, "{c:?}");
+                None
+            }
+        })
+        .collect()
+}
+
+/// A firing is a `reminder.fired` change of its user's stream: live subscribers get it once,
+/// replays from before it include it once (with the time it fired for, even after its
+/// reminder re-armed), replays from its id do not, other users never see it, and `changes`
+/// never reports it.
+async fn reminder_firings_are_events(db: &TestDb) {
+    let store = db.store().await;
+    let alice = store.for_user("alice").unwrap();
+    let bob = store.for_user("bob").unwrap();
+    let carol = store.for_user("carol").unwrap();
+    let due = todo_store::task::truncate_ms(chrono::Utc::now() + chrono::Duration::days(2));
+    let due = chrono::DateTime::from_timestamp(due.timestamp(), 0).unwrap();
+    let t = alice
+        .create(TaskInput {
+            due_at: Some(due),
+            recurrence: Some(Recurrence::new("FREQ=DAILY")),
+            reminders: vec![ReminderInput::BeforeDue("PT1H".into())],
+            ..TaskInput::titled("water the plants")
+        })
+        .await
+        .unwrap();
+    let reminder = t.reminders[0].id;
+    let first_at = due - chrono::Duration::hours(1);
+    let b = bob
+        .create(TaskInput {
+            reminders: vec![ReminderInput::At(first_at)],
+            ..TaskInput::titled("bob's")
+        })
+        .await
+        .unwrap();
+    let mut replica = Replica::default();
+    replica.sync(&alice, 100).await;
+    let before = replica.since.clone().unwrap();
+    let mut live = Box::pin(alice.subscribe(None).await.unwrap());
+    let mut bobs = Box::pin(bob.subscribe(None).await.unwrap());
+    let mut carols = Box::pin(carol.subscribe(None).await.unwrap());
+
+    let fired = store.fire_due_reminders(due, 10).await.unwrap();
+    assert_eq!(fired.len(), 2);
+    let c = next_change(&mut live).await;
+    assert_eq!(c.kind, ChangeType::ReminderFired);
+    match &c.data {
+        ChangeData::Reminder {
+            task,
+            reminder: r,
+            scheduled_for,
+        } => {
+            assert_eq!(task, &t);
+            assert_eq!(r, &t.reminders[0]);
+            assert_eq!(*scheduled_for, first_at);
+        }
+        other => panic!("expected a firing, got {other:?}"),
+    }
+    let event_id = c.id.clone();
+    assert!(drain_quiet(&mut live).await.is_empty(), "once");
+    let theirs = drain_quiet(&mut bobs).await;
+    assert_eq!(firings(&theirs), [(b.id, b.reminders[0].id, first_at)]);
+    assert!(drain_quiet(&mut carols).await.is_empty());
+
+    // Replays: from before it, once; from its id, nothing.
+    let mut s = Box::pin(alice.subscribe(Some(&before)).await.unwrap());
+    let replayed = drain_quiet(&mut s).await;
+    assert_eq!(replayed.len(), 1, "{replayed:?}");
+    assert_eq!(firings(&replayed), [(t.id, reminder, first_at)]);
+    assert_eq!(replayed[0].id, event_id);
+    let mut s = Box::pin(alice.subscribe(Some(&event_id)).await.unwrap());
+    assert!(drain_quiet(&mut s).await.is_empty());
+
+    // `changes` reports nothing, and its token is past the firing.
+    let c = alice.changes(Some(&before), 100).await.unwrap();
+    assert!(
+        c.tasks.is_empty() && c.lists.is_empty() && c.deleted.is_empty() && !c.has_more,
+        "{c:?}"
+    );
+    let mut s = Box::pin(alice.subscribe(Some(&c.next)).await.unwrap());
+    assert!(drain_quiet(&mut s).await.is_empty());
+
+    // The task advances and its reminder re-arms: the firing still reads as the time it
+    // fired for (after the task's update, which comes first).
+    let t1 = alice.set_completed(t.id, None, None).await.unwrap();
+    assert_eq!(t1.due_at, Some(due + chrono::Duration::days(1)));
+    let mut s = Box::pin(alice.subscribe(Some(&before)).await.unwrap());
+    let replayed = drain_quiet(&mut s).await;
+    assert_eq!(firings(&replayed), [(t.id, reminder, first_at)]);
+    match &replayed[0].data {
+        ChangeData::Reminder { task, .. } => assert_eq!(task, &t1, "the task as it is now"),
+        other => panic!("{other:?}"),
+    }
+    let live_update = next_change(&mut live).await;
+    assert_eq!(live_update.kind, ChangeType::TaskUpdated);
+
+    // It fires again: one event for the reminder, its latest firing, after the update.
+    let again = store
+        .fire_due_reminders(due + chrono::Duration::days(1), 10)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    let second_at = first_at + chrono::Duration::days(1);
+    let c = next_change(&mut live).await;
+    assert_eq!(
+        firings(std::slice::from_ref(&c)),
+        [(t.id, reminder, second_at)]
+    );
+    assert!(drain_quiet(&mut live).await.is_empty());
+    let mut s = Box::pin(alice.subscribe(Some(&before)).await.unwrap());
+    let replayed = drain_quiet(&mut s).await;
+    assert_eq!(firings(&replayed), [(t.id, reminder, second_at)]);
+    assert_eq!(replayed.last().unwrap().id, c.id, "in commit order");
+    let mut s = Box::pin(alice.subscribe(Some(&event_id)).await.unwrap());
+    let after_first = drain_quiet(&mut s).await;
+    assert_eq!(firings(&after_first), [(t.id, reminder, second_at)]);
+    assert!(drain_quiet(&mut bobs).await.is_empty());
+    assert!(drain_quiet(&mut carols).await.is_empty());
+
+    // The replica saw the update and no firing; it matches the server.
+    replica.sync(&alice, 100).await;
+    assert_replica(&replica, &alice).await;
+
+    // A firing whose task is gone is skipped.
+    alice.delete(t.id, None).await.unwrap();
+    let mut s = Box::pin(alice.subscribe(Some(&before)).await.unwrap());
+    let replayed = drain_quiet(&mut s).await;
+    assert!(firings(&replayed).is_empty(), "{replayed:?}");
+    assert!(replayed.iter().any(|c| c.kind == ChangeType::TaskDeleted));
+    store.close().await;
+}
+
+/// `changes` pages count tasks, lists and deletions only: a firing between two writes takes
+/// no room on a page, never yields an empty page that says `has_more`, and hides no record.
+async fn changes_pages_leave_firings_out(db: &TestDb) {
+    let store = db.store().await;
+    let u = store.for_user("alice").unwrap();
+    let at = todo_store::task::truncate_ms(chrono::Utc::now() + chrono::Duration::hours(1));
+    let with_reminders = u
+        .create(TaskInput {
+            reminders: vec![ReminderInput::At(at), ReminderInput::At(at)],
+            ..TaskInput::titled("reminded")
+        })
+        .await
+        .unwrap();
+    let mut replica = Replica::default();
+    replica.sync(&u, 100).await;
+    let since = replica.since.clone().unwrap();
+    // A write, a firing (two reminders, one seq), a write; then firings only at the end.
+    let a = u.create(TaskInput::titled("a")).await.unwrap();
+    assert_eq!(store.fire_due_reminders(at, 1).await.unwrap().len(), 1);
+    let l = u.create_list(ListInput::named("l")).await.unwrap();
+    assert_eq!(store.fire_due_reminders(at, 1).await.unwrap().len(), 1);
+
+    let mut token = since.clone();
+    let mut pages = Vec::new();
+    loop {
+        let c = u.changes(Some(&token), 1).await.unwrap();
+        let n = c.tasks.len() + c.lists.len() + c.deleted.len();
+        assert!(n <= 1, "{c:?}");
+        assert!(
+            n == 1 || !c.has_more,
+            "an empty page that says has_more: {c:?}"
+        );
+        pages.push((
+            c.tasks.iter().map(|t| t.id).collect::<Vec<_>>(),
+            c.lists.iter().map(|l| l.id).collect::<Vec<_>>(),
+        ));
+        token = c.next;
+        if !c.has_more {
+            break;
+        }
+        assert!(pages.len() < 10, "paging does not end: {pages:?}");
+    }
+    // a and the inbox (its open count) at one seq, then the new list.
+    let inbox = u.inbox().await.unwrap().id;
+    let tasks: Vec<Uuid> = pages.iter().flat_map(|p| p.0.clone()).collect();
+    let lists: Vec<Uuid> = pages.iter().flat_map(|p| p.1.clone()).collect();
+    assert_eq!(tasks, [a.id]);
+    assert_eq!(lists, [inbox, l.id]);
+    assert!(!tasks.contains(&with_reminders.id));
+    assert_eq!(pages.len(), 3, "{pages:?}");
+    // The final token is past the trailing firing: a stream from it starts after it.
+    let mut s = Box::pin(u.subscribe(Some(&token)).await.unwrap());
+    assert!(drain_quiet(&mut s).await.is_empty());
+    // And a stream from the first token has all of it, in commit order.
+    let mut s = Box::pin(u.subscribe(Some(&since)).await.unwrap());
+    let all = drain_quiet(&mut s).await;
+    let kinds: Vec<ChangeType> = all.iter().map(|c| c.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            ChangeType::ListUpdated,
+            ChangeType::TaskCreated,
+            ChangeType::ReminderFired,
+            ChangeType::ListCreated,
+            ChangeType::ReminderFired,
+        ],
+        "{all:?}"
+    );
+    replica.sync(&u, 1).await;
+    assert_replica(&replica, &u).await;
+    store.close().await;
+}
+
+/// Firings older than the tombstone age are pruned like tombstones: tokens from before them
+/// answer 410, a token `changes` gave after them stays valid.
+async fn pruning_removes_old_firings(db: &TestDb) {
+    let store = db.store().await;
+    let u = store.for_user("alice").unwrap();
+    let bob = store.for_user("bob").unwrap();
+    let at = todo_store::task::truncate_ms(chrono::Utc::now() + chrono::Duration::hours(1));
+    let t = u
+        .create(TaskInput {
+            reminders: vec![ReminderInput::At(at)],
+            ..TaskInput::titled("reminded")
+        })
+        .await
+        .unwrap();
+    bob.create(TaskInput::titled("bob's")).await.unwrap();
+    let bobs = bob.changes(None, 100).await.unwrap().next;
+    let before = u.changes(None, 100).await.unwrap().next;
+    assert_eq!(store.fire_due_reminders(at, 10).await.unwrap().len(), 1);
+    let synced = u.changes(Some(&before), 100).await.unwrap().next;
+    let mut s = Box::pin(u.subscribe(Some(&before)).await.unwrap());
+    let event = next_change(&mut s).await;
+    assert_eq!(event.kind, ChangeType::ReminderFired);
+    drop(s);
+
+    // Younger than the age asked: kept.
+    let kept = store
+        .prune(Duration::from_secs(3600), Duration::from_secs(48 * 3600))
+        .await
+        .unwrap();
+    assert_eq!(kept.reminder_events, 0);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let pruned = store
+        .prune(Duration::ZERO, Duration::from_secs(48 * 3600))
+        .await
+        .unwrap();
+    assert_eq!((pruned.reminder_events, pruned.tombstones), (1, 0));
+    assert!(matches!(
+        u.subscribe(Some(&before)).await,
+        Err(StoreError::Gone)
+    ));
+    assert!(matches!(
+        u.changes(Some(&before), 100).await,
+        Err(StoreError::Gone)
+    ));
+    // Tokens at or after it still work; the task itself is untouched.
+    let c = u.changes(Some(&synced), 100).await.unwrap();
+    assert!(c.tasks.is_empty() && !c.has_more);
+    let mut s = Box::pin(u.subscribe(Some(&event.id)).await.unwrap());
+    assert!(drain_quiet(&mut s).await.is_empty());
+    assert_eq!(u.get(t.id).await.unwrap().id, t.id);
+    assert!(bob.changes(Some(&bobs), 100).await.is_ok());
+    let again = store
+        .prune(Duration::ZERO, Duration::from_secs(48 * 3600))
+        .await
+        .unwrap();
+    assert_eq!(again.reminder_events, 0);
     store.close().await;
 }

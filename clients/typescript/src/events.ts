@@ -3,14 +3,23 @@ import type { ClientOptions, List, Task } from "./client.js";
 import { tokenOf } from "./client.js";
 import type { components } from "./schema.js";
 
-/** The type of an event (`task.created`, …, `list.deleted`). */
+/** The type of an event (`task.created`, …, `list.deleted`, `reminder.fired`). */
 export type EventType = components["schemas"]["EventType"];
+
+/** A task's reminder: `{ id, at }` or `{ id, before_due }`. */
+export type Reminder = components["schemas"]["Reminder"];
 
 /** One change from `GET /api/{user_id}/events`. */
 export type TodoEvent =
   | { id: string; type: "task.created" | "task.updated"; data: { task: Task } }
   | { id: string; type: "list.created" | "list.updated"; data: { list: List } }
-  | { id: string; type: "task.deleted" | "list.deleted"; data: { id: string } };
+  | { id: string; type: "task.deleted" | "list.deleted"; data: { id: string } }
+  | {
+      id: string;
+      type: "reminder.fired";
+      /** The task as it is now, the reminder, and the time it was due (RFC 3339). */
+      data: { task: Task; reminder: Reminder; scheduled_for: string };
+    };
 
 /** Why a stream stopped for good: the server refused it (the status says why). */
 export class Refused extends Error {

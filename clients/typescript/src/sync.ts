@@ -32,6 +32,9 @@ export function applyEvent(replica: Replica, event: TodoEvent): void {
     case "list.deleted":
       replica.lists.delete(event.data.id);
       break;
+    case "reminder.fired":
+      // A firing changes no record: only the token moves past it.
+      break;
   }
   replica.token = event.id;
 }
