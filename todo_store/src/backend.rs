@@ -631,8 +631,6 @@ pub(crate) struct LogRow {
 }
 /// A webhook's id and event filter (JSON).
 pub(crate) struct HookRow(pub Uuid, pub Option<String>);
-/// A reminder's id, task and the time it last fired for.
-pub(crate) struct FiredRow(pub Uuid, pub Uuid, pub Option<DateTime<Utc>>);
 /// An idempotency record: method, path, body hash, state, status, headers, body, created_at.
 pub(crate) struct IdemRow {
     pub method: String,
@@ -695,11 +693,6 @@ decoded!(IdemRow, |r| Ok(IdemRow {
     created_at: required(r.ts(7)?, "created_at")?,
 }));
 decoded!(HookRow, |r| Ok(HookRow(r.try_get(0)?, r.try_get(1)?)));
-decoded!(FiredRow, |r| Ok(FiredRow(
-    r.try_get(0)?,
-    r.try_get(1)?,
-    r.ts(2)?
-)));
 decoded!(crate::webhook::Webhook, |r| Ok(crate::webhook::Webhook {
     id: r.try_get(0)?,
     user_id: r.try_get(1)?,

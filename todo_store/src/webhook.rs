@@ -548,18 +548,6 @@ fn enabled_hooks(user_id: &str) -> Sql {
     sql
 }
 
-/// When reminders last fired: `id, task_id, fired_for`, of this user.
-fn fired_reminders(user_id: &str, ids: &[Uuid]) -> Sql {
-    let mut sql = Sql::new();
-    let u = sql.bind(user_id);
-    let list: Vec<String> = ids.iter().map(|i| sql.bind(*i)).collect();
-    sql.push(&format!(
-        "SELECT id, task_id, fired_for FROM reminders WHERE user_id = {u} AND id IN ({})",
-        list.join(", ")
-    ));
-    sql
-}
-
 /// One outbox row waiting to be inserted.
 struct Queued {
     webhook_id: Uuid,
@@ -661,7 +649,7 @@ pub(crate) async fn enqueue(
     let mut fired: HashMap<Uuid, (Uuid, DateTime<Utc>)> = HashMap::new();
     for chunk in reminder_ids.chunks(500) {
         let rows: Vec<crate::backend::FiredRow> =
-            tx.fetch_all_as(&fired_reminders(user_id, chunk)).await?;
+            tx.fetch_all_as(&scope.fired_reminders(chunk)).await?;
         let task_ids: Vec<Uuid> = rows.iter().map(|r| r.1).collect();
         for r in rows {
             if let Some(at) = r.2 {

@@ -461,6 +461,53 @@ both_backends! {
         let _ = stop.send(());
     }
 
+    async fn a_reminder_firing_is_delivered(store: Store) {
+        store.set_webhook_policy(open_policy(1.0));
+        let rx = Receiver::start().await;
+        let u = store.for_user("alice").unwrap();
+        let w = u
+            .create_webhook(hook(&rx.url("/ok"), Some(&["reminder.fired"])))
+            .await
+            .unwrap();
+        let at = todo_store::task::truncate_ms(chrono::Utc::now() + chrono::Duration::hours(1));
+        let t = u
+            .create(TaskInput {
+                title: "call".into(),
+                reminders: vec![todo_store::ReminderInput::At(at)],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(u.webhook_deliveries(w.webhook.id).await.unwrap().is_empty());
+        let fired = store
+            .fire_due_reminders(at + chrono::Duration::seconds(1), 100)
+            .await
+            .unwrap();
+        assert_eq!(fired.len(), 1);
+        let log = u.webhook_deliveries(w.webhook.id).await.unwrap();
+        assert_eq!(log.len(), 1);
+        assert_eq!(log[0].event_type, "reminder.fired");
+        let stop = sender(&store);
+        wait_for("the reminder's delivery", Duration::from_secs(10), async || {
+            !rx.on("/ok").is_empty()
+        })
+        .await;
+        let g = &rx.on("/ok")[0];
+        standardwebhooks::Webhook::new(&w.secret)
+            .unwrap()
+            .verify(&g.body, &g.headers)
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&g.body).unwrap();
+        assert_eq!(body["type"], "reminder.fired");
+        assert_eq!(body["data"]["task"]["id"], t.id.to_string());
+        assert_eq!(body["data"]["reminder"]["id"], t.reminders[0].id.to_string());
+        assert_eq!(
+            body["data"]["scheduled_for"],
+            at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        );
+        let _ = stop.send(());
+    }
+
     async fn the_log_keeps_the_latest_hundred(store: Store) {
         store.set_webhook_policy(open_policy(1.0));
         let rx = Receiver::start().await;
