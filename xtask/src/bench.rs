@@ -3,7 +3,7 @@
 //! of the release server, with a direct-store baseline, written as Markdown. `--server` measures
 //! another build of the server (to compare two under the same conditions); `--only` runs only
 //! some parts (`direct`, `list`, `filtered`, `get`, `position`, `subtasks`, `heavy`, `open`,
-//! `create`, `patch`, `toggle`, `move`, `mix`).
+//! `create`, `patch`, `toggle`, `move`, `mix`, `sync`).
 //!
 //! 1. Builds the server (`--example serve`) and xtask itself in release, then re-runs itself from
 //!    the release binary under `sh -c 'ulimit -n 65536; exec …'` (the loader holds 1,000 sockets;
@@ -26,6 +26,10 @@
 //!    no separate patch/toggle runs, 3-second windows; `--connections` overrides the counts).
 //! 4. After each scenario: the server's peak RSS (`VmHWM`, reset before the scenario through
 //!    `/proc/<pid>/clear_refs`) and its CPU use (`/proc/<pid>/stat`).
+//! 5. Then the parts about keeping clients in step (`live.rs`), in this order: `sync` (the heavy
+//!    user's initial sync through `GET /changes`, incremental syncs after 10 patches, `POST
+//!    /batch` of 100 creates at 1 and 64 connections, and `patch` at 64 connections compared
+//!    with the run before the change log). `--quick` runs them with fewer repetitions.
 //!
 //! The full run writes `BENCHMARKS.md` at the repository root; `--quick` writes
 //! `target/bench/BENCHMARKS-quick.md` (so a development run never replaces the recorded numbers)
@@ -41,6 +45,7 @@ use sqlx::Connection;
 use test_support::TestDb;
 use todo_store::{Store, StoreOptions, TaskQuery};
 
+use crate::live::{self, SyncRow};
 use crate::load::{self, Mode, Op, Scenario, Stats, Timing, User};
 use crate::seed::{self, Spec};
 use crate::serve::{RAISE_NOFILE_AND_EXEC, ServeProcess};
@@ -77,10 +82,16 @@ pub struct Options {
 }
 
 /// The parts of a run `--only` can pick.
-pub const PARTS: [&str; 13] = [
+pub const PARTS: [&str; 14] = [
     "direct", "list", "filtered", "get", "position", "subtasks", "heavy", "open", "create",
-    "patch", "toggle", "move", "mix",
+    "patch", "toggle", "move", "mix", "sync",
 ];
+
+/// `patch` at 64 connections in the previous full run (BENCHMARKS.md at commit `5724834`,
+/// before every write also appended to the change log): PostgreSQL, SQLite.
+const PATCH_BEFORE_CHANGE_LOG: (f64, f64) = (4217.0, 1751.0);
+/// The commit of that run.
+const PATCH_BEFORE_COMMIT: &str = "5724834";
 
 impl Options {
     fn wants(&self, part: &str) -> bool {
@@ -100,6 +111,7 @@ fn part_of(s: Scenario) -> &'static str {
         Scenario::Only(Op::ListByPosition) => "position",
         Scenario::Only(Op::Subtasks) => "subtasks",
         Scenario::Only(Op::Move) => "move",
+        Scenario::Only(Op::BatchCreate) => "sync",
         Scenario::Mix => "mix",
     }
 }
@@ -175,6 +187,18 @@ struct Plan {
     open_conns: usize,
     /// Connection counts set with `--connections`.
     custom_conns: bool,
+    /// Sizes of the sync part.
+    live: LivePlan,
+}
+
+/// Sizes of the parts in `live.rs`.
+struct LivePlan {
+    /// Initial syncs of the heavy user.
+    sync_runs: usize,
+    /// Incremental syncs.
+    incremental_runs: usize,
+    /// Patches before each incremental sync.
+    writes_per_sync: usize,
 }
 
 /// The closed-loop read scenarios, in the order they run.
@@ -209,6 +233,11 @@ impl Plan {
                 },
                 open_conns: 64,
                 custom_conns: false,
+                live: LivePlan {
+                    sync_runs: 3,
+                    incremental_runs: 20,
+                    writes_per_sync: 10,
+                },
             }
         } else {
             Plan {
@@ -231,6 +260,11 @@ impl Plan {
                 },
                 open_conns: 1_000,
                 custom_conns: false,
+                live: LivePlan {
+                    sync_runs: 10,
+                    incremental_runs: 200,
+                    writes_per_sync: 10,
+                },
             }
         }
     }
@@ -242,6 +276,36 @@ impl Plan {
             warmup: self.closed.warmup.min(Duration::from_secs(1)),
             measure: self.closed.measure / PAIRED_ROUNDS,
         }
+    }
+
+    /// The sizes of the `live.rs` parts that run, as a sentence (empty when none does).
+    fn describe_live(&self, o: &Options) -> String {
+        let l = &self.live;
+        let mut parts = Vec::new();
+        if o.wants("sync") {
+            parts.push(format!(
+                "sync: {} initial syncs of the heavy user, {} incremental syncs after {} patches \
+                 each, `POST /batch` of 100 creates at 1 and {} connections",
+                l.sync_runs,
+                l.incremental_runs,
+                l.writes_per_sync,
+                self.sync_conns()
+            ));
+        }
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " Parts about keeping clients in step: {}.",
+                parts.join("; ")
+            )
+        }
+    }
+
+    /// The concurrency of the batch and patch-comparison rows: the first connection
+    /// count (64 unless `--connections` says otherwise).
+    fn sync_conns(&self) -> usize {
+        self.conns.first().copied().unwrap_or(64)
     }
 
     fn describe(&self, quick: bool) -> String {
@@ -485,6 +549,9 @@ struct BackendReport {
     direct: Vec<Measured>,
     http: Vec<Measured>,
     open: Vec<Measured>,
+    /// The `sync` part's rows and notes.
+    sync: Vec<SyncRow>,
+    sync_notes: Vec<String>,
     errors: Vec<String>,
 }
 
@@ -603,7 +670,7 @@ fn run(root: &Path, o: Options) -> Result<(), String> {
         plan.seed.users = plan.seed.users.max(plan.open_conns);
         plan.custom_conns = true;
     }
-    println!("{}", plan.describe(o.quick));
+    println!("{}{}", plan.describe(o.quick), plan.describe_live(&o));
     let store_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -720,6 +787,8 @@ fn run_backend(
         direct: Vec::new(),
         http: Vec::new(),
         open: Vec::new(),
+        sync: Vec::new(),
+        sync_notes: Vec::new(),
         errors: Vec::new(),
     };
 
@@ -759,13 +828,13 @@ fn run_backend(
             peak_reset: false,
         }
     };
-    let measure = |mode: Mode, conns: usize, timing: Timing| {
+    let measure_users = |users: &[Arc<User>], mode: Mode, timing: Timing| {
         let pid = server.pid();
         let peak_reset = reset_peak_rss(pid);
         let server0 = cpu_time(&pid.to_string());
         let db0 = store_rt.block_on(backend_cpu(url));
         let (own0, t0) = (cpu_time("self"), Instant::now());
-        let rec = loader_rt.block_on(load::run(server.addr, &users[..conns], mode, timing));
+        let rec = loader_rt.block_on(load::run(server.addr, users, mode, timing));
         let wall = t0.elapsed();
         let db_cpu = db0.and_then(|before| {
             let after = store_rt.block_on(backend_cpu(url))?;
@@ -786,6 +855,8 @@ fn run_backend(
             peak_reset,
         }
     };
+    let measure =
+        |mode: Mode, conns: usize, timing: Timing| measure_users(&users[..conns], mode, timing);
     let http_row = |what: String, conns: usize, rate: Option<f64>, s: Sample| {
         let m = s.into_measured(what, conns, rate);
         print_row("http", &m);
@@ -887,6 +958,26 @@ fn run_backend(
                 .push(http_row(scenario.name().into(), conns, None, s));
         }
     }
+    if o.wants("sync") {
+        let (rows, notes, errors) = sync_part(
+            plan,
+            backend,
+            server.addr,
+            &users,
+            loader_rt,
+            &measure,
+            &report.http,
+        );
+        report.sync = rows;
+        report.sync_notes = notes;
+        // The patch row, when this part measured it, goes with the other closed-loop rows.
+        for e in errors {
+            match e {
+                SyncOutcome::Patch(m) => report.http.push(m),
+                SyncOutcome::Error(e) => report.errors.push(e),
+            }
+        }
+    }
     for m in report.http.iter().chain(&report.open) {
         for (kind, n) in &m.stats.error_kinds {
             report
@@ -896,6 +987,136 @@ fn run_backend(
     }
     drop(server);
     Ok(report)
+}
+
+/// What the sync part hands back besides its rows.
+enum SyncOutcome {
+    /// The `patch` row it measured (no such row had run).
+    Patch(Measured),
+    /// Something that failed.
+    Error(String),
+}
+
+/// The `sync` part: the heavy user's initial and incremental syncs, `POST /batch` at 1 and
+/// [`Plan::sync_conns`] connections, and `patch` at that concurrency against the run before the
+/// change log (measured here unless the `patch` part already did).
+#[allow(clippy::too_many_arguments)]
+fn sync_part(
+    plan: &Plan,
+    backend: &str,
+    addr: std::net::SocketAddr,
+    users: &[Arc<User>],
+    loader_rt: &tokio::runtime::Runtime,
+    measure: &dyn Fn(Mode, usize, Timing) -> Sample,
+    http: &[Measured],
+) -> (Vec<SyncRow>, Vec<String>, Vec<SyncOutcome>) {
+    let (mut rows, mut notes, mut out) = (Vec::new(), Vec::new(), Vec::new());
+    let l = &plan.live;
+    // The heavy user (the first with a skewed seed).
+    let heavy = &users[0];
+    match loader_rt.block_on(live::initial_sync(addr, heavy, l.sync_runs)) {
+        Ok(init) => {
+            live::print_sync_row(&init.row);
+            rows.push(init.row);
+            match loader_rt.block_on(live::incremental_sync(
+                addr,
+                heavy,
+                init.token,
+                l.incremental_runs,
+                l.writes_per_sync,
+            )) {
+                Ok(row) => {
+                    live::print_sync_row(&row);
+                    rows.push(row);
+                }
+                Err(e) => out.push(SyncOutcome::Error(format!("incremental sync: {e}"))),
+            }
+        }
+        Err(e) => out.push(SyncOutcome::Error(format!("initial sync: {e}"))),
+    }
+    let conns = plan.sync_conns().min(users.len());
+    let mut batch_conns = vec![1, conns];
+    batch_conns.dedup();
+    for c in batch_conns {
+        let m = measure(
+            Mode::Closed(Scenario::Only(Op::BatchCreate)),
+            c,
+            plan.closed,
+        )
+        .into_measured(Scenario::Only(Op::BatchCreate).name().into(), c, None);
+        for (kind, n) in &m.stats.error_kinds {
+            out.push(SyncOutcome::Error(format!(
+                "{} @ {c} conns: {n} x {kind}",
+                m.what
+            )));
+        }
+        let row = SyncRow {
+            what: "`POST /batch` of 100 creates, per request".into(),
+            conns: c,
+            lat: live::Series {
+                n: m.stats.count,
+                p50: m.stats.p50,
+                p95: m.stats.p95,
+                p99: m.stats.p99,
+                max: m.stats.max,
+            },
+            throughput: format!(
+                "{:.0} ops/s ({:.1} batches/s)",
+                m.stats.rps * load::BATCH_CREATES as f64,
+                m.stats.rps
+            ),
+            errors: m.stats.errors,
+        };
+        live::print_sync_row(&row);
+        rows.push(row);
+    }
+    // Writes with the change log against the run before it.
+    let patch_name = Scenario::Only(Op::Patch).name();
+    let patch = match http
+        .iter()
+        .find(|m| m.what == patch_name && m.conns == conns)
+    {
+        Some(m) => Some((m.stats.rps, m.stats.p50, "the `patch` row above")),
+        None => {
+            let m = measure(Mode::Closed(Scenario::Only(Op::Patch)), conns, plan.closed)
+                .into_measured(patch_name.into(), conns, None);
+            print_row("http", &m);
+            let found = (
+                m.stats.rps,
+                m.stats.p50,
+                "the `patch` row above, measured for this part",
+            );
+            out.push(SyncOutcome::Patch(m));
+            Some(found)
+        }
+    };
+    if let Some((rps, p50, which)) = patch {
+        let before = if backend == "postgres" {
+            PATCH_BEFORE_CHANGE_LOG.0
+        } else {
+            PATCH_BEFORE_CHANGE_LOG.1
+        };
+        let note = format!(
+            "**Writes with the change log.** Every write now also appends to the change log in \
+             its transaction. `patch` at {conns} connections ({which}): {rps:.0} req/s, p50 {} \
+             ms. The previous full run recorded in BENCHMARKS.md (commit \
+             `{PATCH_BEFORE_COMMIT}`, before the change log existed) measured {before:.0} req/s \
+             at 64 connections: this run reaches {:.0} % of it ({:+.0} %).{} The two are \
+             comparable only when both runs had the machine to themselves (compare the load \
+             averages in their headers).",
+            ms(p50),
+            100.0 * rps / before,
+            100.0 * (rps / before - 1.0),
+            if conns == 64 {
+                String::new()
+            } else {
+                format!(" (Not the same concurrency: {conns} connections here.)")
+            }
+        );
+        println!("  {note}");
+        notes.push(note);
+    }
+    (rows, notes, out)
 }
 
 /// The cells every closed-loop row starts with: `| what | conns | req/s | p50 | p95 | p99 | max |
@@ -1021,7 +1242,7 @@ async fn direct(store: &Store, users: &[Arc<User>], op: Op, timing: Timing) -> l
 // ---------------------------------------------------------------------------------------------
 // Output.
 
-fn ms(ns: u64) -> String {
+pub(crate) fn ms(ns: u64) -> String {
     let v = ns as f64 / 1e6;
     if v >= 100.0 {
         format!("{v:.0}")
@@ -1072,9 +1293,10 @@ fn render(
     let _ = writeln!(w, "# Benchmarks\n");
     let _ = writeln!(
         w,
-        "Generated by `{command}` on {date} (the measuring part took {:.0} s). {}\n",
+        "Generated by `{command}` on {date} (the measuring part took {:.0} s). {}{}\n",
         elapsed.as_secs_f64(),
-        plan.describe(o.quick)
+        plan.describe(o.quick),
+        plan.describe_live(o)
     );
     let commit = git(root, &["rev-parse", "--short", "HEAD"]);
     let dirty = git(root, &["status", "--porcelain"]);
@@ -1248,6 +1470,9 @@ fn render(
                 stats_cells(&d.what, d.conns, &d.stats),
                 pct(d.own_cpu),
             );
+        }
+        if !r.sync.is_empty() || !r.sync_notes.is_empty() {
+            live::render_sync(w, &r.sync, &r.sync_notes);
         }
         if r.errors.is_empty() {
             let _ = writeln!(w, "\nNo errors.\n");
