@@ -3,7 +3,7 @@
 //! of the release server, with a direct-store baseline, written as Markdown. `--server` measures
 //! another build of the server (to compare two under the same conditions); `--only` runs only
 //! some parts (`direct`, `list`, `filtered`, `get`, `position`, `subtasks`, `heavy`, `open`,
-//! `create`, `patch`, `toggle`, `move`, `mix`, `sync`).
+//! `create`, `patch`, `toggle`, `move`, `mix`, `sync`, `recurring`).
 //!
 //! 1. Builds the server (`--example serve`) and xtask itself in release, then re-runs itself from
 //!    the release binary under `sh -c 'ulimit -n 65536; exec …'` (the loader holds 1,000 sockets;
@@ -29,7 +29,9 @@
 //! 5. Then the parts about keeping clients in step (`live.rs`), in this order: `sync` (the heavy
 //!    user's initial sync through `GET /changes`, incremental syncs after 10 patches, `POST
 //!    /batch` of 100 creates at 1 and 64 connections, and `patch` at 64 connections compared
-//!    with the run before the change log). `--quick` runs them with fewer repetitions.
+//!    with the run before the change log); `recurring` (a fifth of every user's tasks made
+//!    daily-recurring, then toggle at 64 connections on one-off tasks, on all tasks and on the
+//!    recurring ones, in alternating slices). `--quick` runs them with fewer repetitions.
 //!
 //! The full run writes `BENCHMARKS.md` at the repository root; `--quick` writes
 //! `target/bench/BENCHMARKS-quick.md` (so a development run never replaces the recorded numbers)
@@ -82,9 +84,22 @@ pub struct Options {
 }
 
 /// The parts of a run `--only` can pick.
-pub const PARTS: [&str; 14] = [
-    "direct", "list", "filtered", "get", "position", "subtasks", "heavy", "open", "create",
-    "patch", "toggle", "move", "mix", "sync",
+pub const PARTS: [&str; 15] = [
+    "direct",
+    "list",
+    "filtered",
+    "get",
+    "position",
+    "subtasks",
+    "heavy",
+    "open",
+    "create",
+    "patch",
+    "toggle",
+    "move",
+    "mix",
+    "sync",
+    "recurring",
 ];
 
 /// `patch` at 64 connections in the previous full run (BENCHMARKS.md at commit `5724834`,
@@ -92,6 +107,8 @@ pub const PARTS: [&str; 14] = [
 const PATCH_BEFORE_CHANGE_LOG: (f64, f64) = (4217.0, 1751.0);
 /// The commit of that run.
 const PATCH_BEFORE_COMMIT: &str = "5724834";
+/// One task in this many is made recurring for the `recurring` part.
+const RECURRING_EVERY: usize = 5;
 
 impl Options {
     fn wants(&self, part: &str) -> bool {
@@ -292,6 +309,13 @@ impl Plan {
                 self.sync_conns()
             ));
         }
+        if o.wants("recurring") {
+            parts.push(format!(
+                "recurring: one task in {RECURRING_EVERY} made recurring, toggle at {} \
+                 connections",
+                self.sync_conns()
+            ));
+        }
         if parts.is_empty() {
             String::new()
         } else {
@@ -302,7 +326,7 @@ impl Plan {
         }
     }
 
-    /// The concurrency of the batch and patch-comparison rows: the first connection
+    /// The concurrency of the batch, patch-comparison and recurring rows: the first connection
     /// count (64 unless `--connections` says otherwise).
     fn sync_conns(&self) -> usize {
         self.conns.first().copied().unwrap_or(64)
@@ -552,6 +576,9 @@ struct BackendReport {
     /// The `sync` part's rows and notes.
     sync: Vec<SyncRow>,
     sync_notes: Vec<String>,
+    /// The `recurring` part's rows and notes.
+    recurring: Vec<Measured>,
+    recurring_notes: Vec<String>,
     errors: Vec<String>,
 }
 
@@ -789,6 +816,8 @@ fn run_backend(
         open: Vec::new(),
         sync: Vec::new(),
         sync_notes: Vec::new(),
+        recurring: Vec::new(),
+        recurring_notes: Vec::new(),
         errors: Vec::new(),
     };
 
@@ -978,7 +1007,35 @@ fn run_backend(
             }
         }
     }
-    for m in report.http.iter().chain(&report.open) {
+    if o.wants("recurring") {
+        match recurring_part(plan, url, &users, store_rt, &measure_users) {
+            Ok((rows, notes)) => {
+                let plain = report
+                    .http
+                    .iter()
+                    .find(|m| {
+                        m.what == Scenario::Only(Op::Toggle).name() && m.conns == rows[0].conns
+                    })
+                    .map(|m| m.stats.rps);
+                report.recurring_notes = notes;
+                if let Some(plain) = plain {
+                    report.recurring_notes.push(format!(
+                        "The closed-loop `toggle` row above ({plain:.0} req/s at {} connections) \
+                         ran earlier in the run, before any task was recurring.",
+                        rows[0].conns
+                    ));
+                }
+                report.recurring = rows;
+            }
+            Err(e) => report.errors.push(format!("recurring: {e}")),
+        }
+    }
+    for m in report
+        .http
+        .iter()
+        .chain(&report.open)
+        .chain(&report.recurring)
+    {
         for (kind, n) in &m.stats.error_kinds {
             report
                 .errors
@@ -1117,6 +1174,101 @@ fn sync_part(
         notes.push(note);
     }
     (rows, notes, out)
+}
+
+/// Measures a mode over the connections of the given users.
+type MeasureUsers<'a> = dyn Fn(&[Arc<User>], Mode, Timing) -> Sample + 'a;
+
+/// The `recurring` part: makes one task in [`RECURRING_EVERY`] of every user recurring
+/// (directly in the database, as `seed` writes), then measures toggle at
+/// [`Plan::sync_conns`] connections on the one-off tasks, on all tasks and on the recurring
+/// ones, in alternating slices so the three see the machine at the same times.
+fn recurring_part(
+    plan: &Plan,
+    url: &str,
+    users: &[Arc<User>],
+    store_rt: &tokio::runtime::Runtime,
+    measure_users: &MeasureUsers<'_>,
+) -> Result<(Vec<Measured>, Vec<String>), String> {
+    let conns = plan.sync_conns().min(users.len());
+    let users = &users[..conns];
+    let ids: Vec<&[uuid::Uuid]> = users.iter().map(|u| &u.task_ids[..]).collect();
+    let started = Instant::now();
+    let chosen = store_rt.block_on(seed::make_recurring(url, &ids, RECURRING_EVERY))?;
+    let made = started.elapsed();
+    let recurring: usize = chosen.iter().map(Vec::len).sum();
+    let total: usize = ids.iter().map(|i| i.len()).sum();
+    println!(
+        "made {recurring} of {total} tasks of {conns} users recurring in {:.1} s",
+        made.as_secs_f64()
+    );
+    let only = |want_recurring: bool| -> Vec<Arc<User>> {
+        users
+            .iter()
+            .zip(&chosen)
+            .map(|(u, c)| {
+                let set: std::collections::HashSet<uuid::Uuid> = c.iter().copied().collect();
+                Arc::new(User {
+                    task_ids: u
+                        .task_ids
+                        .iter()
+                        .filter(|id| set.contains(id) == want_recurring)
+                        .copied()
+                        .collect(),
+                    ..(**u).clone()
+                })
+            })
+            .collect()
+    };
+    let (one_off, recurring_only) = (only(false), only(true));
+    let variants: [(&str, &[Arc<User>]); 3] = [
+        ("toggle, one-off tasks only", &one_off),
+        ("toggle, all tasks (1 in 5 recurring)", users),
+        ("toggle, recurring tasks only", &recurring_only),
+    ];
+    let slice = plan.paired_slice();
+    let mut acc: [Option<Sample>; 3] = [None, None, None];
+    for _ in 0..PAIRED_ROUNDS {
+        for (i, (_, u)) in variants.iter().enumerate() {
+            let s = measure_users(u, Mode::Closed(Scenario::Only(Op::Toggle)), slice);
+            Sample::add_to(&mut acc[i], s);
+        }
+    }
+    let mut rows = Vec::new();
+    for ((what, _), s) in variants.iter().zip(acc) {
+        let s = s.ok_or("nothing measured")?;
+        let m = s.into_measured((*what).to_owned(), conns, None);
+        print_row("http", &m);
+        rows.push(m);
+    }
+    let (plain, mixed, rec) = (rows[0].stats.rps, rows[1].stats.rps, rows[2].stats.rps);
+    let share = |x: f64| 100.0 * x / plain.max(1e-9);
+    let verdict = if share(mixed) >= 85.0 { "✓" } else { "✗" };
+    let note = format!(
+        "With one task in {RECURRING_EVERY} recurring (`{}` in `{}`, with a due date), toggle \
+         over all tasks ran at {mixed:.0} req/s, {:.0} % of toggle on one-off tasks only \
+         ({plain:.0} req/s, measured in the same alternating slices): target within 15 % {verdict}. \
+         Completing only recurring tasks (each advances its due date by a day and stays open): \
+         {rec:.0} req/s, {:.0} %.",
+        seed::RECURRENCE_RULE,
+        seed::RECURRENCE_TIMEZONE,
+        share(mixed),
+        share(rec)
+    );
+    println!("  {note}");
+    let setup = format!(
+        "{recurring} of the {total} tasks of the {conns} users measured were made recurring \
+         directly in the database ({:.1} s; rule, zone and start written as the store writes \
+         them, a due date tomorrow for those without one, all open). Toggle (`PATCH \
+         /tasks/{{id}}/complete`, no body) at {conns} connections, one per user, each picking \
+         its task at random among the tasks of the row: the three rows are measured in \
+         {PAIRED_ROUNDS} alternating slices of {:.1} s after {:.1} s of warm-up each, and add \
+         up their slices.",
+        made.as_secs_f64(),
+        slice.measure.as_secs_f64(),
+        slice.warmup.as_secs_f64()
+    );
+    Ok((rows, vec![setup, note]))
 }
 
 /// The cells every closed-loop row starts with: `| what | conns | req/s | p50 | p95 | p99 | max |
@@ -1473,6 +1625,28 @@ fn render(
         }
         if !r.sync.is_empty() || !r.sync_notes.is_empty() {
             live::render_sync(w, &r.sync, &r.sync_notes);
+        }
+        if !r.recurring.is_empty() {
+            let _ = writeln!(w, "\n### Recurring completions\n");
+            let _ = writeln!(
+                w,
+                "| scenario | conns | req/s | p50 ms | p95 ms | p99 ms | max ms | errors | heavy p50 ms | server CPU | db CPU | loader CPU | peak RSS MiB |"
+            );
+            let _ = writeln!(w, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+            for m in &r.recurring {
+                let _ = writeln!(
+                    w,
+                    "{} {} | {} | {} | {} |",
+                    stats_cells(&m.what, m.conns, &m.stats),
+                    pct(m.server_cpu),
+                    pct(m.db_cpu),
+                    pct(m.own_cpu),
+                    rss(m),
+                );
+            }
+            for n in &r.recurring_notes {
+                let _ = writeln!(w, "\n{n}");
+            }
         }
         if r.errors.is_empty() {
             let _ = writeln!(w, "\nNo errors.\n");
