@@ -3,7 +3,7 @@
 //! of the release server, with a direct-store baseline, written as Markdown. `--server` measures
 //! another build of the server (to compare two under the same conditions); `--only` runs only
 //! some parts (`direct`, `list`, `filtered`, `get`, `position`, `subtasks`, `heavy`, `open`,
-//! `create`, `patch`, `toggle`, `move`, `mix`, `sync`, `recurring`).
+//! `create`, `patch`, `toggle`, `move`, `mix`, `sync`, `recurring`, `events`, `reminders`).
 //!
 //! 1. Builds the server (`--example serve`) and xtask itself in release, then re-runs itself from
 //!    the release binary under `sh -c 'ulimit -n 65536; exec …'` (the loader holds 1,000 sockets;
@@ -31,7 +31,12 @@
 //!    /batch` of 100 creates at 1 and 64 connections, and `patch` at 64 connections compared
 //!    with the run before the change log); `recurring` (a fifth of every user's tasks made
 //!    daily-recurring, then toggle at 64 connections on one-off tasks, on all tasks and on the
-//!    recurring ones, in alternating slices). `--quick` runs them with fewer repetitions.
+//!    recurring ones, in alternating slices); then, on fresh server instances (two sharing the
+//!    database on PostgreSQL, one on SQLite), `events` (10,000 idle `GET /events` streams spread
+//!    over the seeded users and the server's RSS with them open, then the delivery latency of a
+//!    write to one user's 16 streams) and `reminders` (PostgreSQL only: 10,000 reminders due in the same
+//!    second, fired by both instances, timed and checked to fire exactly once). `--quick` runs
+//!    them at small sizes (500 streams, 1,000 reminders, fewer repetitions).
 //!
 //! The full run writes `BENCHMARKS.md` at the repository root; `--quick` writes
 //! `target/bench/BENCHMARKS-quick.md` (so a development run never replaces the recorded numbers)
@@ -84,7 +89,7 @@ pub struct Options {
 }
 
 /// The parts of a run `--only` can pick.
-pub const PARTS: [&str; 15] = [
+pub const PARTS: [&str; 17] = [
     "direct",
     "list",
     "filtered",
@@ -100,6 +105,8 @@ pub const PARTS: [&str; 15] = [
     "mix",
     "sync",
     "recurring",
+    "events",
+    "reminders",
 ];
 
 /// `patch` at 64 connections in the previous full run (BENCHMARKS.md at commit `5724834`,
@@ -204,7 +211,7 @@ struct Plan {
     open_conns: usize,
     /// Connection counts set with `--connections`.
     custom_conns: bool,
-    /// Sizes of the sync part.
+    /// Sizes of the sync, events and reminders parts.
     live: LivePlan,
 }
 
@@ -216,6 +223,14 @@ struct LivePlan {
     incremental_runs: usize,
     /// Patches before each incremental sync.
     writes_per_sync: usize,
+    /// Idle event streams.
+    idle_streams: usize,
+    /// Streams of the fan-out user.
+    fanout_streams: usize,
+    /// Measured fan-out writes.
+    fanout_writes: usize,
+    /// Reminders due in the same second.
+    reminders: usize,
 }
 
 /// The closed-loop read scenarios, in the order they run.
@@ -254,6 +269,10 @@ impl Plan {
                     sync_runs: 3,
                     incremental_runs: 20,
                     writes_per_sync: 10,
+                    idle_streams: 500,
+                    fanout_streams: live::STREAMS_PER_USER,
+                    fanout_writes: 20,
+                    reminders: 1_000,
                 },
             }
         } else {
@@ -281,6 +300,10 @@ impl Plan {
                     sync_runs: 10,
                     incremental_runs: 200,
                     writes_per_sync: 10,
+                    idle_streams: 10_000,
+                    fanout_streams: live::STREAMS_PER_USER,
+                    fanout_writes: 200,
+                    reminders: 10_000,
                 },
             }
         }
@@ -314,6 +337,18 @@ impl Plan {
                 "recurring: one task in {RECURRING_EVERY} made recurring, toggle at {} \
                  connections",
                 self.sync_conns()
+            ));
+        }
+        if o.wants("events") {
+            parts.push(format!(
+                "events: {} idle streams, then {} writes fanned out to one user's {} streams",
+                l.idle_streams, l.fanout_writes, l.fanout_streams
+            ));
+        }
+        if o.wants("reminders") && o.backends.iter().any(|b| b == "postgres") {
+            parts.push(format!(
+                "reminders (PostgreSQL): {} due in the same second on two instances",
+                l.reminders
             ));
         }
         if parts.is_empty() {
@@ -425,7 +460,7 @@ fn relaunch(root: &Path, args: &[String], build_server: bool) -> Result<(), Stri
 }
 
 /// A `/proc/<pid>/status` field in KiB (`VmHWM`, `VmRSS`).
-fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+pub(crate) fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
@@ -451,7 +486,7 @@ fn open_files_limit(pid: &str) -> String {
 }
 
 /// Resets the peak RSS (`VmHWM`) of `pid` to its current RSS (Linux 4.0+); `false` if refused.
-fn reset_peak_rss(pid: u32) -> bool {
+pub(crate) fn reset_peak_rss(pid: u32) -> bool {
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
 }
 
@@ -579,6 +614,15 @@ struct BackendReport {
     /// The `recurring` part's rows and notes.
     recurring: Vec<Measured>,
     recurring_notes: Vec<String>,
+    /// The `events` part.
+    idle: Option<live::IdleStreams>,
+    fanout: Option<live::FanOut>,
+    /// The `reminders` part.
+    reminders: Option<live::Reminders>,
+    /// How the instances of the events part were run.
+    instances_note: String,
+    /// How the instances of the reminders part were run.
+    reminders_note: String,
     errors: Vec<String>,
 }
 
@@ -818,6 +862,11 @@ fn run_backend(
         sync_notes: Vec::new(),
         recurring: Vec::new(),
         recurring_notes: Vec::new(),
+        idle: None,
+        fanout: None,
+        reminders: None,
+        instances_note: String::new(),
+        reminders_note: String::new(),
         errors: Vec::new(),
     };
 
@@ -1042,7 +1091,25 @@ fn run_backend(
                 .push(format!("{} @ {} conns: {n} x {kind}", m.what, m.conns));
         }
     }
+    // The events and reminders parts run on fresh instances of their own.
     drop(server);
+    let events = o.wants("events");
+    let reminders = o.wants("reminders") && backend == "postgres";
+    if events || reminders {
+        instances_part(
+            o,
+            plan,
+            backend,
+            url,
+            secret,
+            logs,
+            &binary,
+            &users,
+            store_rt,
+            loader_rt,
+            &mut report,
+        );
+    }
     Ok(report)
 }
 
@@ -1269,6 +1336,153 @@ fn recurring_part(
         slice.warmup.as_secs_f64()
     );
     Ok((rows, vec![setup, note]))
+}
+
+/// The `events` and `reminders` parts, on fresh instances: two sharing the database on
+/// PostgreSQL, one on SQLite.
+#[allow(clippy::too_many_arguments)]
+fn instances_part(
+    o: &Options,
+    plan: &Plan,
+    backend: &str,
+    url: &str,
+    secret: &str,
+    logs: &Path,
+    binary: &Path,
+    users: &[Arc<User>],
+    store_rt: &tokio::runtime::Runtime,
+    loader_rt: &tokio::runtime::Runtime,
+    report: &mut BackendReport,
+) {
+    let l = &plan.live;
+    let k = l.idle_streams;
+    // The default cap of 10,000 connections would leave none for reading the metrics beside
+    // 10,000 streams.
+    let max_conns = k + 1_000;
+    let mut env = vec![
+        ("TODO_DB_MAX_CONNECTIONS", o.db_max_connections.to_string()),
+        ("TODO_MAX_CONNECTIONS", max_conns.to_string()),
+    ];
+    let sse_cap = todo_http::events::DEFAULT_MAX_STREAMS;
+    if k > sse_cap {
+        env.push(("TODO_SSE_MAX_STREAMS", k.to_string()));
+    }
+    let count = if backend == "postgres" { 2 } else { 1 };
+    let mut servers = Vec::new();
+    for i in 0..count {
+        let log = logs.join(format!("server-{backend}-{}.log", ["a", "b"][i]));
+        match ServeProcess::start(binary, url, secret, &env, &log) {
+            Ok(s) => servers.push(s),
+            Err(e) => {
+                report
+                    .errors
+                    .push(format!("events/reminders: start instance {i}: {e}"));
+                return;
+            }
+        }
+    }
+    let addrs: Vec<std::net::SocketAddr> = servers.iter().map(|s| s.addr).collect();
+    let instances = if count > 1 {
+        "two fresh instances of the same server binary, sharing the database"
+    } else {
+        "one fresh instance of the same server binary (SQLite serves one process)"
+    };
+    report.instances_note = format!(
+        "Served by {instances}, started for this part after the other rows' server stopped, \
+         with the settings above except `TODO_MAX_CONNECTIONS={max_conns}`: the default \
+         (10,000) would leave no connection for reading the server's metrics beside {k} \
+         streams{}.",
+        if k > sse_cap {
+            format!("; and `TODO_SSE_MAX_STREAMS={k}`")
+        } else {
+            format!(" (`TODO_SSE_MAX_STREAMS` is at its default, {sse_cap})")
+        }
+    );
+    report.reminders_note = format!(
+        "Served by {instances}, each running its reminder scheduler, started after the other \
+         rows' server stopped (the settings above; `TODO_MAX_CONNECTIONS={max_conns}` for the \
+         event streams, no matter here)."
+    );
+    if o.wants("events") {
+        // At most 16 streams per user: mint tokens for more users when the seeded ones are
+        // too few (ids that own no tasks; a stream needs none).
+        let need = k.div_ceil(live::STREAMS_PER_USER);
+        // The fan-out user (the last seeded one, not the heavy user) is kept out of the idle
+        // streams: it needs all of its 16.
+        let (fan_user, others) = users.split_last().unwrap_or((&users[0], &[]));
+        let mut stream_users: Vec<Arc<User>> = others.to_vec();
+        let ttl = Duration::from_secs(6 * 3600);
+        for i in stream_users.len()..need {
+            let id = format!("stream-user-{i:05}");
+            match todo_http::auth::mint_hs256(secret, &id, ttl) {
+                Ok(token) => stream_users.push(Arc::new(User {
+                    id,
+                    authorization: format!("Bearer {token}"),
+                    task_ids: Vec::new().into(),
+                    list_ids: Vec::new().into(),
+                    parent_ids: Vec::new().into(),
+                })),
+                Err(e) => report.errors.push(format!("events: token: {e}")),
+            }
+        }
+        let first = &servers[0];
+        let idle = loader_rt.block_on(live::idle_streams(
+            first.addr,
+            first.pid(),
+            &stream_users,
+            k,
+        ));
+        let fan = loader_rt.block_on(live::fan_out(
+            &addrs,
+            fan_user,
+            l.fanout_streams,
+            l.fanout_writes,
+        ));
+        let fan = match fan {
+            Ok(f) => Some(f),
+            Err(e) => {
+                report.errors.push(format!("events fan-out: {e}"));
+                None
+            }
+        };
+        live::print_events(Some(&idle), fan.as_ref());
+        for (kind, n) in &idle.failures {
+            report
+                .errors
+                .push(format!("idle event streams: {n} x {kind} (not opened)"));
+        }
+        if idle.ended_early > 0 {
+            report.errors.push(format!(
+                "idle event streams: {} ended before they were closed",
+                idle.ended_early
+            ));
+        }
+        if let Some(f) = &fan
+            && f.missed > 0
+        {
+            report.errors.push(format!(
+                "event fan-out: {} deliveries missing after 5 s",
+                f.missed
+            ));
+        }
+        report.idle = Some(idle);
+        report.fanout = fan;
+    }
+    if o.wants("reminders") && backend == "postgres" {
+        match store_rt.block_on(live::reminders(url, users, l.reminders, &addrs)) {
+            Ok(r) => {
+                live::print_reminders(&r);
+                if !r.exactly_once() {
+                    report
+                        .errors
+                        .push("reminders: not every reminder fired exactly once".into());
+                }
+                report.reminders = Some(r);
+            }
+            Err(e) => report.errors.push(format!("reminders: {e}")),
+        }
+    }
+    drop(servers);
 }
 
 /// The cells every closed-loop row starts with: `| what | conns | req/s | p50 | p95 | p99 | max |
@@ -1647,6 +1861,12 @@ fn render(
             for n in &r.recurring_notes {
                 let _ = writeln!(w, "\n{n}");
             }
+        }
+        if r.idle.is_some() || r.fanout.is_some() {
+            live::render_events(w, r.idle.as_ref(), r.fanout.as_ref(), &r.instances_note);
+        }
+        if let Some(rem) = &r.reminders {
+            live::render_reminders(w, rem, &r.reminders_note);
         }
         if r.errors.is_empty() {
             let _ = writeln!(w, "\nNo errors.\n");
