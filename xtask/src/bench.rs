@@ -114,6 +114,8 @@ pub const PARTS: [&str; 17] = [
 const PATCH_BEFORE_CHANGE_LOG: (f64, f64) = (4217.0, 1751.0);
 /// The commit of that run.
 const PATCH_BEFORE_COMMIT: &str = "5724834";
+/// The CPU model that run reported (2 CPUs, shared with PostgreSQL and the loader).
+const PATCH_BEFORE_CPU: &str = "Intel(R) Xeon(R) Processor";
 /// One task in this many is made recurring for the `recurring` part.
 const RECURRING_EVERY: usize = 5;
 
@@ -1225,8 +1227,9 @@ fn sync_part(
              its transaction. `patch` at {conns} connections ({which}): {rps:.0} req/s, p50 {} \
              ms. The previous full run recorded in BENCHMARKS.md (commit \
              `{PATCH_BEFORE_COMMIT}`, before the change log existed) measured {before:.0} req/s \
-             at 64 connections: this run reaches {:.0} % of it ({:+.0} %).{} The two are \
-             comparable only when both runs had the machine to themselves (compare the load \
+             at 64 connections, on 2 CPUs of an {PATCH_BEFORE_CPU}: this run reaches {:.0} % \
+             of it ({:+.0} %).{} The two are comparable only when both ran on the same kind of \
+             machine (see the CPU model above) and had it to themselves (compare the load \
              averages in their headers).",
             ms(p50),
             100.0 * rps / before,
