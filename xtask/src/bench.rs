@@ -3,7 +3,7 @@
 //! of the release server, with a direct-store baseline, written as Markdown. `--server` measures
 //! another build of the server (to compare two under the same conditions); `--only` runs only
 //! some parts (`direct`, `list`, `filtered`, `get`, `position`, `subtasks`, `heavy`, `open`,
-//! `create`, `patch`, `toggle`, `move`, `mix`).
+//! `create`, `patch`, `toggle`, `move`, `mix`, `sync`, `recurring`, `events`, `reminders`).
 //!
 //! 1. Builds the server (`--example serve`) and xtask itself in release, then re-runs itself from
 //!    the release binary under `sh -c 'ulimit -n 65536; exec …'` (the loader holds 1,000 sockets;
@@ -26,6 +26,17 @@
 //!    no separate patch/toggle runs, 3-second windows; `--connections` overrides the counts).
 //! 4. After each scenario: the server's peak RSS (`VmHWM`, reset before the scenario through
 //!    `/proc/<pid>/clear_refs`) and its CPU use (`/proc/<pid>/stat`).
+//! 5. Then the parts about keeping clients in step (`live.rs`), in this order: `sync` (the heavy
+//!    user's initial sync through `GET /changes`, incremental syncs after 10 patches, `POST
+//!    /batch` of 100 creates at 1 and 64 connections, and `patch` at 64 connections compared
+//!    with the run before the change log); `recurring` (a fifth of every user's tasks made
+//!    daily-recurring, then toggle at 64 connections on one-off tasks, on all tasks and on the
+//!    recurring ones, in alternating slices); then, on fresh server instances (two sharing the
+//!    database on PostgreSQL, one on SQLite), `events` (10,000 idle `GET /events` streams spread
+//!    over the seeded users and the server's RSS with them open, then the delivery latency of a
+//!    write to one user's 16 streams) and `reminders` (PostgreSQL only: 10,000 reminders due in the same
+//!    second, fired by both instances, timed and checked to fire exactly once). `--quick` runs
+//!    them at small sizes (500 streams, 1,000 reminders, fewer repetitions).
 //!
 //! The full run writes `BENCHMARKS.md` at the repository root; `--quick` writes
 //! `target/bench/BENCHMARKS-quick.md` (so a development run never replaces the recorded numbers)
@@ -41,6 +52,7 @@ use sqlx::Connection;
 use test_support::TestDb;
 use todo_store::{Store, StoreOptions, TaskQuery};
 
+use crate::live::{self, SyncRow};
 use crate::load::{self, Mode, Op, Scenario, Stats, Timing, User};
 use crate::seed::{self, Spec};
 use crate::serve::{RAISE_NOFILE_AND_EXEC, ServeProcess};
@@ -77,10 +89,35 @@ pub struct Options {
 }
 
 /// The parts of a run `--only` can pick.
-pub const PARTS: [&str; 13] = [
-    "direct", "list", "filtered", "get", "position", "subtasks", "heavy", "open", "create",
-    "patch", "toggle", "move", "mix",
+pub const PARTS: [&str; 17] = [
+    "direct",
+    "list",
+    "filtered",
+    "get",
+    "position",
+    "subtasks",
+    "heavy",
+    "open",
+    "create",
+    "patch",
+    "toggle",
+    "move",
+    "mix",
+    "sync",
+    "recurring",
+    "events",
+    "reminders",
 ];
+
+/// `patch` at 64 connections in the previous full run (BENCHMARKS.md at commit `5724834`,
+/// before every write also appended to the change log): PostgreSQL, SQLite.
+const PATCH_BEFORE_CHANGE_LOG: (f64, f64) = (4217.0, 1751.0);
+/// The commit of that run.
+const PATCH_BEFORE_COMMIT: &str = "5724834";
+/// The CPU model that run reported (2 CPUs, shared with PostgreSQL and the loader).
+const PATCH_BEFORE_CPU: &str = "Intel(R) Xeon(R) Processor";
+/// One task in this many is made recurring for the `recurring` part.
+const RECURRING_EVERY: usize = 5;
 
 impl Options {
     fn wants(&self, part: &str) -> bool {
@@ -100,6 +137,7 @@ fn part_of(s: Scenario) -> &'static str {
         Scenario::Only(Op::ListByPosition) => "position",
         Scenario::Only(Op::Subtasks) => "subtasks",
         Scenario::Only(Op::Move) => "move",
+        Scenario::Only(Op::BatchCreate) => "sync",
         Scenario::Mix => "mix",
     }
 }
@@ -175,6 +213,26 @@ struct Plan {
     open_conns: usize,
     /// Connection counts set with `--connections`.
     custom_conns: bool,
+    /// Sizes of the sync, events and reminders parts.
+    live: LivePlan,
+}
+
+/// Sizes of the parts in `live.rs`.
+struct LivePlan {
+    /// Initial syncs of the heavy user.
+    sync_runs: usize,
+    /// Incremental syncs.
+    incremental_runs: usize,
+    /// Patches before each incremental sync.
+    writes_per_sync: usize,
+    /// Idle event streams.
+    idle_streams: usize,
+    /// Streams of the fan-out user.
+    fanout_streams: usize,
+    /// Measured fan-out writes.
+    fanout_writes: usize,
+    /// Reminders due in the same second.
+    reminders: usize,
 }
 
 /// The closed-loop read scenarios, in the order they run.
@@ -209,6 +267,15 @@ impl Plan {
                 },
                 open_conns: 64,
                 custom_conns: false,
+                live: LivePlan {
+                    sync_runs: 3,
+                    incremental_runs: 20,
+                    writes_per_sync: 10,
+                    idle_streams: 500,
+                    fanout_streams: live::STREAMS_PER_USER,
+                    fanout_writes: 20,
+                    reminders: 1_000,
+                },
             }
         } else {
             Plan {
@@ -231,6 +298,15 @@ impl Plan {
                 },
                 open_conns: 1_000,
                 custom_conns: false,
+                live: LivePlan {
+                    sync_runs: 10,
+                    incremental_runs: 200,
+                    writes_per_sync: 10,
+                    idle_streams: 10_000,
+                    fanout_streams: live::STREAMS_PER_USER,
+                    fanout_writes: 200,
+                    reminders: 10_000,
+                },
             }
         }
     }
@@ -242,6 +318,55 @@ impl Plan {
             warmup: self.closed.warmup.min(Duration::from_secs(1)),
             measure: self.closed.measure / PAIRED_ROUNDS,
         }
+    }
+
+    /// The sizes of the `live.rs` parts that run, as a sentence (empty when none does).
+    fn describe_live(&self, o: &Options) -> String {
+        let l = &self.live;
+        let mut parts = Vec::new();
+        if o.wants("sync") {
+            parts.push(format!(
+                "sync: {} initial syncs of the heavy user, {} incremental syncs after {} patches \
+                 each, `POST /batch` of 100 creates at 1 and {} connections",
+                l.sync_runs,
+                l.incremental_runs,
+                l.writes_per_sync,
+                self.sync_conns()
+            ));
+        }
+        if o.wants("recurring") {
+            parts.push(format!(
+                "recurring: one task in {RECURRING_EVERY} made recurring, toggle at {} \
+                 connections",
+                self.sync_conns()
+            ));
+        }
+        if o.wants("events") {
+            parts.push(format!(
+                "events: {} idle streams, then {} writes fanned out to one user's {} streams",
+                l.idle_streams, l.fanout_writes, l.fanout_streams
+            ));
+        }
+        if o.wants("reminders") && o.backends.iter().any(|b| b == "postgres") {
+            parts.push(format!(
+                "reminders (PostgreSQL): {} due in the same second on two instances",
+                l.reminders
+            ));
+        }
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " Parts about keeping clients in step: {}.",
+                parts.join("; ")
+            )
+        }
+    }
+
+    /// The concurrency of the batch, patch-comparison and recurring rows: the first connection
+    /// count (64 unless `--connections` says otherwise).
+    fn sync_conns(&self) -> usize {
+        self.conns.first().copied().unwrap_or(64)
     }
 
     fn describe(&self, quick: bool) -> String {
@@ -337,7 +462,7 @@ fn relaunch(root: &Path, args: &[String], build_server: bool) -> Result<(), Stri
 }
 
 /// A `/proc/<pid>/status` field in KiB (`VmHWM`, `VmRSS`).
-fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+pub(crate) fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
@@ -363,7 +488,7 @@ fn open_files_limit(pid: &str) -> String {
 }
 
 /// Resets the peak RSS (`VmHWM`) of `pid` to its current RSS (Linux 4.0+); `false` if refused.
-fn reset_peak_rss(pid: u32) -> bool {
+pub(crate) fn reset_peak_rss(pid: u32) -> bool {
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
 }
 
@@ -485,6 +610,21 @@ struct BackendReport {
     direct: Vec<Measured>,
     http: Vec<Measured>,
     open: Vec<Measured>,
+    /// The `sync` part's rows and notes.
+    sync: Vec<SyncRow>,
+    sync_notes: Vec<String>,
+    /// The `recurring` part's rows and notes.
+    recurring: Vec<Measured>,
+    recurring_notes: Vec<String>,
+    /// The `events` part.
+    idle: Option<live::IdleStreams>,
+    fanout: Option<live::FanOut>,
+    /// The `reminders` part.
+    reminders: Option<live::Reminders>,
+    /// How the instances of the events part were run.
+    instances_note: String,
+    /// How the instances of the reminders part were run.
+    reminders_note: String,
     errors: Vec<String>,
 }
 
@@ -603,7 +743,7 @@ fn run(root: &Path, o: Options) -> Result<(), String> {
         plan.seed.users = plan.seed.users.max(plan.open_conns);
         plan.custom_conns = true;
     }
-    println!("{}", plan.describe(o.quick));
+    println!("{}{}", plan.describe(o.quick), plan.describe_live(&o));
     let store_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -720,6 +860,15 @@ fn run_backend(
         direct: Vec::new(),
         http: Vec::new(),
         open: Vec::new(),
+        sync: Vec::new(),
+        sync_notes: Vec::new(),
+        recurring: Vec::new(),
+        recurring_notes: Vec::new(),
+        idle: None,
+        fanout: None,
+        reminders: None,
+        instances_note: String::new(),
+        reminders_note: String::new(),
         errors: Vec::new(),
     };
 
@@ -759,13 +908,13 @@ fn run_backend(
             peak_reset: false,
         }
     };
-    let measure = |mode: Mode, conns: usize, timing: Timing| {
+    let measure_users = |users: &[Arc<User>], mode: Mode, timing: Timing| {
         let pid = server.pid();
         let peak_reset = reset_peak_rss(pid);
         let server0 = cpu_time(&pid.to_string());
         let db0 = store_rt.block_on(backend_cpu(url));
         let (own0, t0) = (cpu_time("self"), Instant::now());
-        let rec = loader_rt.block_on(load::run(server.addr, &users[..conns], mode, timing));
+        let rec = loader_rt.block_on(load::run(server.addr, users, mode, timing));
         let wall = t0.elapsed();
         let db_cpu = db0.and_then(|before| {
             let after = store_rt.block_on(backend_cpu(url))?;
@@ -786,6 +935,8 @@ fn run_backend(
             peak_reset,
         }
     };
+    let measure =
+        |mode: Mode, conns: usize, timing: Timing| measure_users(&users[..conns], mode, timing);
     let http_row = |what: String, conns: usize, rate: Option<f64>, s: Sample| {
         let m = s.into_measured(what, conns, rate);
         print_row("http", &m);
@@ -887,15 +1038,454 @@ fn run_backend(
                 .push(http_row(scenario.name().into(), conns, None, s));
         }
     }
-    for m in report.http.iter().chain(&report.open) {
+    if o.wants("sync") {
+        let (rows, notes, errors) = sync_part(
+            plan,
+            backend,
+            server.addr,
+            &users,
+            loader_rt,
+            &measure,
+            &report.http,
+        );
+        report.sync = rows;
+        report.sync_notes = notes;
+        // The patch row, when this part measured it, goes with the other closed-loop rows.
+        for e in errors {
+            match e {
+                SyncOutcome::Patch(m) => report.http.push(m),
+                SyncOutcome::Error(e) => report.errors.push(e),
+            }
+        }
+    }
+    if o.wants("recurring") {
+        match recurring_part(plan, url, &users, store_rt, &measure_users) {
+            Ok((rows, notes)) => {
+                let plain = report
+                    .http
+                    .iter()
+                    .find(|m| {
+                        m.what == Scenario::Only(Op::Toggle).name() && m.conns == rows[0].conns
+                    })
+                    .map(|m| m.stats.rps);
+                report.recurring_notes = notes;
+                if let Some(plain) = plain {
+                    report.recurring_notes.push(format!(
+                        "The closed-loop `toggle` row above ({plain:.0} req/s at {} connections) \
+                         ran earlier in the run, before any task was recurring.",
+                        rows[0].conns
+                    ));
+                }
+                report.recurring = rows;
+            }
+            Err(e) => report.errors.push(format!("recurring: {e}")),
+        }
+    }
+    for m in report
+        .http
+        .iter()
+        .chain(&report.open)
+        .chain(&report.recurring)
+    {
         for (kind, n) in &m.stats.error_kinds {
             report
                 .errors
                 .push(format!("{} @ {} conns: {n} x {kind}", m.what, m.conns));
         }
     }
+    // The events and reminders parts run on fresh instances of their own.
     drop(server);
+    let events = o.wants("events");
+    let reminders = o.wants("reminders") && backend == "postgres";
+    if events || reminders {
+        instances_part(
+            o,
+            plan,
+            backend,
+            url,
+            secret,
+            logs,
+            &binary,
+            &users,
+            store_rt,
+            loader_rt,
+            &mut report,
+        );
+    }
     Ok(report)
+}
+
+/// What the sync part hands back besides its rows.
+enum SyncOutcome {
+    /// The `patch` row it measured (no such row had run).
+    Patch(Measured),
+    /// Something that failed.
+    Error(String),
+}
+
+/// The `sync` part: the heavy user's initial and incremental syncs, `POST /batch` at 1 and
+/// [`Plan::sync_conns`] connections, and `patch` at that concurrency against the run before the
+/// change log (measured here unless the `patch` part already did).
+#[allow(clippy::too_many_arguments)]
+fn sync_part(
+    plan: &Plan,
+    backend: &str,
+    addr: std::net::SocketAddr,
+    users: &[Arc<User>],
+    loader_rt: &tokio::runtime::Runtime,
+    measure: &dyn Fn(Mode, usize, Timing) -> Sample,
+    http: &[Measured],
+) -> (Vec<SyncRow>, Vec<String>, Vec<SyncOutcome>) {
+    let (mut rows, mut notes, mut out) = (Vec::new(), Vec::new(), Vec::new());
+    let l = &plan.live;
+    // The heavy user (the first with a skewed seed).
+    let heavy = &users[0];
+    match loader_rt.block_on(live::initial_sync(addr, heavy, l.sync_runs)) {
+        Ok(init) => {
+            live::print_sync_row(&init.row);
+            rows.push(init.row);
+            match loader_rt.block_on(live::incremental_sync(
+                addr,
+                heavy,
+                init.token,
+                l.incremental_runs,
+                l.writes_per_sync,
+            )) {
+                Ok(row) => {
+                    live::print_sync_row(&row);
+                    rows.push(row);
+                }
+                Err(e) => out.push(SyncOutcome::Error(format!("incremental sync: {e}"))),
+            }
+        }
+        Err(e) => out.push(SyncOutcome::Error(format!("initial sync: {e}"))),
+    }
+    let conns = plan.sync_conns().min(users.len());
+    let mut batch_conns = vec![1, conns];
+    batch_conns.dedup();
+    for c in batch_conns {
+        let m = measure(
+            Mode::Closed(Scenario::Only(Op::BatchCreate)),
+            c,
+            plan.closed,
+        )
+        .into_measured(Scenario::Only(Op::BatchCreate).name().into(), c, None);
+        for (kind, n) in &m.stats.error_kinds {
+            out.push(SyncOutcome::Error(format!(
+                "{} @ {c} conns: {n} x {kind}",
+                m.what
+            )));
+        }
+        let row = SyncRow {
+            what: "`POST /batch` of 100 creates, per request".into(),
+            conns: c,
+            lat: live::Series {
+                n: m.stats.count,
+                p50: m.stats.p50,
+                p95: m.stats.p95,
+                p99: m.stats.p99,
+                max: m.stats.max,
+            },
+            throughput: format!(
+                "{:.0} ops/s ({:.1} batches/s)",
+                m.stats.rps * load::BATCH_CREATES as f64,
+                m.stats.rps
+            ),
+            errors: m.stats.errors,
+        };
+        live::print_sync_row(&row);
+        rows.push(row);
+    }
+    // Writes with the change log against the run before it.
+    let patch_name = Scenario::Only(Op::Patch).name();
+    let patch = match http
+        .iter()
+        .find(|m| m.what == patch_name && m.conns == conns)
+    {
+        Some(m) => Some((m.stats.rps, m.stats.p50, "the `patch` row above")),
+        None => {
+            let m = measure(Mode::Closed(Scenario::Only(Op::Patch)), conns, plan.closed)
+                .into_measured(patch_name.into(), conns, None);
+            print_row("http", &m);
+            let found = (
+                m.stats.rps,
+                m.stats.p50,
+                "the `patch` row above, measured for this part",
+            );
+            out.push(SyncOutcome::Patch(m));
+            Some(found)
+        }
+    };
+    if let Some((rps, p50, which)) = patch {
+        let before = if backend == "postgres" {
+            PATCH_BEFORE_CHANGE_LOG.0
+        } else {
+            PATCH_BEFORE_CHANGE_LOG.1
+        };
+        let note = format!(
+            "**Writes with the change log.** Every write now also appends to the change log in \
+             its transaction. `patch` at {conns} connections ({which}): {rps:.0} req/s, p50 {} \
+             ms. The previous full run recorded in BENCHMARKS.md (commit \
+             `{PATCH_BEFORE_COMMIT}`, before the change log existed) measured {before:.0} req/s \
+             at 64 connections, on 2 CPUs of an {PATCH_BEFORE_CPU}: this run reaches {:.0} % \
+             of it ({:+.0} %).{} The two are comparable only when both ran on the same kind of \
+             machine (see the CPU model above) and had it to themselves (compare the load \
+             averages in their headers).",
+            ms(p50),
+            100.0 * rps / before,
+            100.0 * (rps / before - 1.0),
+            if conns == 64 {
+                String::new()
+            } else {
+                format!(" (Not the same concurrency: {conns} connections here.)")
+            }
+        );
+        println!("  {note}");
+        notes.push(note);
+    }
+    (rows, notes, out)
+}
+
+/// Measures a mode over the connections of the given users.
+type MeasureUsers<'a> = dyn Fn(&[Arc<User>], Mode, Timing) -> Sample + 'a;
+
+/// The `recurring` part: makes one task in [`RECURRING_EVERY`] of every user recurring
+/// (directly in the database, as `seed` writes), then measures toggle at
+/// [`Plan::sync_conns`] connections on the one-off tasks, on all tasks and on the recurring
+/// ones, in alternating slices so the three see the machine at the same times.
+fn recurring_part(
+    plan: &Plan,
+    url: &str,
+    users: &[Arc<User>],
+    store_rt: &tokio::runtime::Runtime,
+    measure_users: &MeasureUsers<'_>,
+) -> Result<(Vec<Measured>, Vec<String>), String> {
+    let conns = plan.sync_conns().min(users.len());
+    let users = &users[..conns];
+    let ids: Vec<&[uuid::Uuid]> = users.iter().map(|u| &u.task_ids[..]).collect();
+    let started = Instant::now();
+    let chosen = store_rt.block_on(seed::make_recurring(url, &ids, RECURRING_EVERY))?;
+    let made = started.elapsed();
+    let recurring: usize = chosen.iter().map(Vec::len).sum();
+    let total: usize = ids.iter().map(|i| i.len()).sum();
+    println!(
+        "made {recurring} of {total} tasks of {conns} users recurring in {:.1} s",
+        made.as_secs_f64()
+    );
+    let only = |want_recurring: bool| -> Vec<Arc<User>> {
+        users
+            .iter()
+            .zip(&chosen)
+            .map(|(u, c)| {
+                let set: std::collections::HashSet<uuid::Uuid> = c.iter().copied().collect();
+                Arc::new(User {
+                    task_ids: u
+                        .task_ids
+                        .iter()
+                        .filter(|id| set.contains(id) == want_recurring)
+                        .copied()
+                        .collect(),
+                    ..(**u).clone()
+                })
+            })
+            .collect()
+    };
+    let (one_off, recurring_only) = (only(false), only(true));
+    let variants: [(&str, &[Arc<User>]); 3] = [
+        ("toggle, one-off tasks only", &one_off),
+        ("toggle, all tasks (1 in 5 recurring)", users),
+        ("toggle, recurring tasks only", &recurring_only),
+    ];
+    let slice = plan.paired_slice();
+    let mut acc: [Option<Sample>; 3] = [None, None, None];
+    for _ in 0..PAIRED_ROUNDS {
+        for (i, (_, u)) in variants.iter().enumerate() {
+            let s = measure_users(u, Mode::Closed(Scenario::Only(Op::Toggle)), slice);
+            Sample::add_to(&mut acc[i], s);
+        }
+    }
+    let mut rows = Vec::new();
+    for ((what, _), s) in variants.iter().zip(acc) {
+        let s = s.ok_or("nothing measured")?;
+        let m = s.into_measured((*what).to_owned(), conns, None);
+        print_row("http", &m);
+        rows.push(m);
+    }
+    let (plain, mixed, rec) = (rows[0].stats.rps, rows[1].stats.rps, rows[2].stats.rps);
+    let share = |x: f64| 100.0 * x / plain.max(1e-9);
+    let verdict = if share(mixed) >= 85.0 { "✓" } else { "✗" };
+    let note = format!(
+        "With one task in {RECURRING_EVERY} recurring (`{}` in `{}`, with a due date), toggle \
+         over all tasks ran at {mixed:.0} req/s, {:.0} % of toggle on one-off tasks only \
+         ({plain:.0} req/s, measured in the same alternating slices): target within 15 % {verdict}. \
+         Completing only recurring tasks (each advances its due date by a day and stays open): \
+         {rec:.0} req/s, {:.0} %.",
+        seed::RECURRENCE_RULE,
+        seed::RECURRENCE_TIMEZONE,
+        share(mixed),
+        share(rec)
+    );
+    println!("  {note}");
+    let setup = format!(
+        "{recurring} of the {total} tasks of the {conns} users measured were made recurring \
+         directly in the database ({:.1} s; rule, zone and start written as the store writes \
+         them, a due date tomorrow for those without one, all open). Toggle (`PATCH \
+         /tasks/{{id}}/complete`, no body) at {conns} connections, one per user, each picking \
+         its task at random among the tasks of the row: the three rows are measured in \
+         {PAIRED_ROUNDS} alternating slices of {:.1} s after {:.1} s of warm-up each, and add \
+         up their slices.",
+        made.as_secs_f64(),
+        slice.measure.as_secs_f64(),
+        slice.warmup.as_secs_f64()
+    );
+    Ok((rows, vec![setup, note]))
+}
+
+/// The `events` and `reminders` parts, on fresh instances: two sharing the database on
+/// PostgreSQL, one on SQLite.
+#[allow(clippy::too_many_arguments)]
+fn instances_part(
+    o: &Options,
+    plan: &Plan,
+    backend: &str,
+    url: &str,
+    secret: &str,
+    logs: &Path,
+    binary: &Path,
+    users: &[Arc<User>],
+    store_rt: &tokio::runtime::Runtime,
+    loader_rt: &tokio::runtime::Runtime,
+    report: &mut BackendReport,
+) {
+    let l = &plan.live;
+    let k = l.idle_streams;
+    // The default cap of 10,000 connections would leave none for reading the metrics beside
+    // 10,000 streams.
+    let max_conns = k + 1_000;
+    let mut env = vec![
+        ("TODO_DB_MAX_CONNECTIONS", o.db_max_connections.to_string()),
+        ("TODO_MAX_CONNECTIONS", max_conns.to_string()),
+    ];
+    let sse_cap = todo_http::events::DEFAULT_MAX_STREAMS;
+    if k > sse_cap {
+        env.push(("TODO_SSE_MAX_STREAMS", k.to_string()));
+    }
+    let count = if backend == "postgres" { 2 } else { 1 };
+    let mut servers = Vec::new();
+    for i in 0..count {
+        let log = logs.join(format!("server-{backend}-{}.log", ["a", "b"][i]));
+        match ServeProcess::start(binary, url, secret, &env, &log) {
+            Ok(s) => servers.push(s),
+            Err(e) => {
+                report
+                    .errors
+                    .push(format!("events/reminders: start instance {i}: {e}"));
+                return;
+            }
+        }
+    }
+    let addrs: Vec<std::net::SocketAddr> = servers.iter().map(|s| s.addr).collect();
+    let instances = if count > 1 {
+        "two fresh instances of the same server binary, sharing the database"
+    } else {
+        "one fresh instance of the same server binary (SQLite serves one process)"
+    };
+    report.instances_note = format!(
+        "Served by {instances}, started for this part after the other rows' server stopped, \
+         with the settings above except `TODO_MAX_CONNECTIONS={max_conns}`: the default \
+         (10,000) would leave no connection for reading the server's metrics beside {k} \
+         streams{}.",
+        if k > sse_cap {
+            format!("; and `TODO_SSE_MAX_STREAMS={k}`")
+        } else {
+            format!(" (`TODO_SSE_MAX_STREAMS` is at its default, {sse_cap})")
+        }
+    );
+    report.reminders_note = format!(
+        "Served by {instances}, each running its reminder scheduler, started after the other \
+         rows' server stopped (the settings above; `TODO_MAX_CONNECTIONS={max_conns}` for the \
+         event streams, no matter here)."
+    );
+    if o.wants("events") {
+        // At most 16 streams per user: mint tokens for more users when the seeded ones are
+        // too few (ids that own no tasks; a stream needs none).
+        let need = k.div_ceil(live::STREAMS_PER_USER);
+        // The fan-out user (the last seeded one, not the heavy user) is kept out of the idle
+        // streams: it needs all of its 16.
+        let (fan_user, others) = users.split_last().unwrap_or((&users[0], &[]));
+        let mut stream_users: Vec<Arc<User>> = others.to_vec();
+        let ttl = Duration::from_secs(6 * 3600);
+        for i in stream_users.len()..need {
+            let id = format!("stream-user-{i:05}");
+            match todo_http::auth::mint_hs256(secret, &id, ttl) {
+                Ok(token) => stream_users.push(Arc::new(User {
+                    id,
+                    authorization: format!("Bearer {token}"),
+                    task_ids: Vec::new().into(),
+                    list_ids: Vec::new().into(),
+                    parent_ids: Vec::new().into(),
+                })),
+                Err(e) => report.errors.push(format!("events: token: {e}")),
+            }
+        }
+        let first = &servers[0];
+        let idle = loader_rt.block_on(live::idle_streams(
+            first.addr,
+            first.pid(),
+            &stream_users,
+            k,
+        ));
+        let fan = loader_rt.block_on(live::fan_out(
+            &addrs,
+            fan_user,
+            l.fanout_streams,
+            l.fanout_writes,
+        ));
+        let fan = match fan {
+            Ok(f) => Some(f),
+            Err(e) => {
+                report.errors.push(format!("events fan-out: {e}"));
+                None
+            }
+        };
+        live::print_events(Some(&idle), fan.as_ref());
+        for (kind, n) in &idle.failures {
+            report
+                .errors
+                .push(format!("idle event streams: {n} x {kind} (not opened)"));
+        }
+        if idle.ended_early > 0 {
+            report.errors.push(format!(
+                "idle event streams: {} ended before they were closed",
+                idle.ended_early
+            ));
+        }
+        if let Some(f) = &fan
+            && f.missed > 0
+        {
+            report.errors.push(format!(
+                "event fan-out: {} deliveries missing after 5 s",
+                f.missed
+            ));
+        }
+        report.idle = Some(idle);
+        report.fanout = fan;
+    }
+    if o.wants("reminders") && backend == "postgres" {
+        match store_rt.block_on(live::reminders(url, users, l.reminders, &addrs)) {
+            Ok(r) => {
+                live::print_reminders(&r);
+                if !r.exactly_once() {
+                    report
+                        .errors
+                        .push("reminders: not every reminder fired exactly once".into());
+                }
+                report.reminders = Some(r);
+            }
+            Err(e) => report.errors.push(format!("reminders: {e}")),
+        }
+    }
+    drop(servers);
 }
 
 /// The cells every closed-loop row starts with: `| what | conns | req/s | p50 | p95 | p99 | max |
@@ -1021,7 +1611,7 @@ async fn direct(store: &Store, users: &[Arc<User>], op: Op, timing: Timing) -> l
 // ---------------------------------------------------------------------------------------------
 // Output.
 
-fn ms(ns: u64) -> String {
+pub(crate) fn ms(ns: u64) -> String {
     let v = ns as f64 / 1e6;
     if v >= 100.0 {
         format!("{v:.0}")
@@ -1072,9 +1662,10 @@ fn render(
     let _ = writeln!(w, "# Benchmarks\n");
     let _ = writeln!(
         w,
-        "Generated by `{command}` on {date} (the measuring part took {:.0} s). {}\n",
+        "Generated by `{command}` on {date} (the measuring part took {:.0} s). {}{}\n",
         elapsed.as_secs_f64(),
-        plan.describe(o.quick)
+        plan.describe(o.quick),
+        plan.describe_live(o)
     );
     let commit = git(root, &["rev-parse", "--short", "HEAD"]);
     let dirty = git(root, &["status", "--porcelain"]);
@@ -1248,6 +1839,37 @@ fn render(
                 stats_cells(&d.what, d.conns, &d.stats),
                 pct(d.own_cpu),
             );
+        }
+        if !r.sync.is_empty() || !r.sync_notes.is_empty() {
+            live::render_sync(w, &r.sync, &r.sync_notes);
+        }
+        if !r.recurring.is_empty() {
+            let _ = writeln!(w, "\n### Recurring completions\n");
+            let _ = writeln!(
+                w,
+                "| scenario | conns | req/s | p50 ms | p95 ms | p99 ms | max ms | errors | heavy p50 ms | server CPU | db CPU | loader CPU | peak RSS MiB |"
+            );
+            let _ = writeln!(w, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+            for m in &r.recurring {
+                let _ = writeln!(
+                    w,
+                    "{} {} | {} | {} | {} |",
+                    stats_cells(&m.what, m.conns, &m.stats),
+                    pct(m.server_cpu),
+                    pct(m.db_cpu),
+                    pct(m.own_cpu),
+                    rss(m),
+                );
+            }
+            for n in &r.recurring_notes {
+                let _ = writeln!(w, "\n{n}");
+            }
+        }
+        if r.idle.is_some() || r.fanout.is_some() {
+            live::render_events(w, r.idle.as_ref(), r.fanout.as_ref(), &r.instances_note);
+        }
+        if let Some(rem) = &r.reminders {
+            live::render_reminders(w, rem, &r.reminders_note);
         }
         if r.errors.is_empty() {
             let _ = writeln!(w, "\nNo errors.\n");

@@ -76,7 +76,12 @@ pub enum Op {
     /// `POST /tasks/{id}/move` within its list and parent: `{"after": null}` (first) or `{}`
     /// (last), half each.
     Move,
+    /// `POST /batch` of [`BATCH_CREATES`] `create` operations, each a body like [`Op::Create`]'s.
+    BatchCreate,
 }
+
+/// Operations in one [`Op::BatchCreate`] request (the API's most).
+pub const BATCH_CREATES: usize = 100;
 
 /// What every connection sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +106,7 @@ impl Scenario {
             Scenario::Only(Op::ListByPosition) => "list a list's top level by position",
             Scenario::Only(Op::Subtasks) => "list a task's subtasks",
             Scenario::Only(Op::Move) => "move within a list",
+            Scenario::Only(Op::BatchCreate) => "POST /batch of 100 creates",
             Scenario::Mix => "mix (70% reads)",
         }
     }
@@ -181,29 +187,58 @@ fn request(addr: SocketAddr, op: Op, user: &User, rng: &mut Gen) -> Request<Full
                 Some(("application/merge-patch+json", body.to_string())),
             )
         }
-        Op::Create => {
-            let priority = ["low", "medium", "high"][rng.priority_rank() as usize];
-            let mut body = serde_json::json!({
-                "title": rng.title(),
-                "priority": priority,
-                "tags": rng.tags(),
-            });
-            if let Some(d) = rng.description() {
-                body["description"] = d.into();
-            }
-            let now = chrono::Utc::now().timestamp_millis();
-            if let Some(due) = rng.due(now) {
-                body["due_at"] = chrono::DateTime::from_timestamp_millis(due)
-                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-                    .into();
-            }
+        Op::Create => (
+            Method::POST,
+            base,
+            Some(("application/json", create_body(rng).to_string())),
+        ),
+        Op::BatchCreate => {
+            let operations: Vec<serde_json::Value> = (0..BATCH_CREATES)
+                .map(|_| serde_json::json!({ "op": "create", "task": create_body(rng) }))
+                .collect();
             (
                 Method::POST,
-                base,
-                Some(("application/json", body.to_string())),
+                format!("/api/{}/batch", user.id),
+                Some((
+                    "application/json",
+                    serde_json::json!({ "operations": operations }).to_string(),
+                )),
             )
         }
     };
+    user_request(addr, user, method, &path, body)
+}
+
+/// A realistic `POST /tasks` body: a title, priority and tags, often a description and a due
+/// date.
+fn create_body(rng: &mut Gen) -> serde_json::Value {
+    let priority = ["low", "medium", "high"][rng.priority_rank() as usize];
+    let mut body = serde_json::json!({
+        "title": rng.title(),
+        "priority": priority,
+        "tags": rng.tags(),
+    });
+    if let Some(d) = rng.description() {
+        body["description"] = d.into();
+    }
+    let now = chrono::Utc::now().timestamp_millis();
+    if let Some(due) = rng.due(now) {
+        body["due_at"] = chrono::DateTime::from_timestamp_millis(due)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            .into();
+    }
+    body
+}
+
+/// A request by `user` to `addr` (its `Authorization`), with a JSON body of `content_type` when
+/// `body` is given.
+pub fn user_request(
+    addr: SocketAddr,
+    user: &User,
+    method: Method,
+    path: &str,
+    body: Option<(&str, String)>,
+) -> Request<Full<Bytes>> {
     let mut b = Request::builder()
         .method(method)
         .uri(path)
@@ -281,6 +316,7 @@ impl Recorded {
         let n = self.latencies.len();
         let secs = self.elapsed().as_secs_f64().max(1e-9);
         Stats {
+            count: n,
             rps: n as f64 / secs,
             p50: percentile(&self.latencies, 50.0),
             p95: percentile(&self.latencies, 95.0),
@@ -306,6 +342,8 @@ pub fn percentile(sorted: &[u64], p: f64) -> u64 {
 /// Summary of one run; latencies in nanoseconds.
 #[derive(Debug, Clone, Default)]
 pub struct Stats {
+    /// Responses in the window.
+    pub count: usize,
     /// Responses per second in the window.
     pub rps: f64,
     /// Median latency.
@@ -335,9 +373,11 @@ pub struct Timing {
     pub measure: Duration,
 }
 
-type Sender = SendRequest<Full<Bytes>>;
+/// One HTTP/1.1 connection's request half.
+pub type Sender = SendRequest<Full<Bytes>>;
 
-async fn connect(addr: SocketAddr) -> Result<Sender, String> {
+/// Opens one keep-alive HTTP/1.1 connection to `addr`.
+pub async fn connect(addr: SocketAddr) -> Result<Sender, String> {
     let stream = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect: {}", e.kind()))?;
@@ -353,6 +393,14 @@ async fn connect(addr: SocketAddr) -> Result<Sender, String> {
 
 /// Sends one request and reads the whole response; the status code.
 async fn send(sender: &mut Sender, req: Request<Full<Bytes>>) -> Result<u16, String> {
+    exchange(sender, req).await.map(|(status, _)| status)
+}
+
+/// Sends one request and reads the whole response: its status code and body.
+pub async fn exchange(
+    sender: &mut Sender,
+    req: Request<Full<Bytes>>,
+) -> Result<(u16, Bytes), String> {
     let exchange = async {
         sender.ready().await.map_err(|e| format!("closed: {e}"))?;
         let resp = sender
@@ -360,11 +408,13 @@ async fn send(sender: &mut Sender, req: Request<Full<Bytes>>) -> Result<u16, Str
             .await
             .map_err(|e| format!("send: {e}"))?;
         let status = resp.status().as_u16();
-        resp.into_body()
+        let body = resp
+            .into_body()
             .collect()
             .await
-            .map_err(|e| format!("body: {e}"))?;
-        Ok(status)
+            .map_err(|e| format!("body: {e}"))?
+            .to_bytes();
+        Ok((status, body))
     };
     tokio::time::timeout(REQUEST_TIMEOUT, exchange)
         .await
@@ -590,6 +640,41 @@ mod tests {
             })
             .count();
         assert!((6_700..7_300).contains(&reads), "{reads}");
+    }
+
+    #[test]
+    fn a_batch_request_carries_a_hundred_creates() {
+        let user = User {
+            id: "u".into(),
+            authorization: "Bearer t".into(),
+            task_ids: Vec::new().into(),
+            list_ids: Vec::new().into(),
+            parent_ids: Vec::new().into(),
+        };
+        let addr: SocketAddr = ([127, 0, 0, 1], 1).into();
+        let r = request(addr, Op::BatchCreate, &user, &mut Gen::new(1));
+        assert_eq!(
+            (r.method(), r.uri().to_string()),
+            (&Method::POST, "/api/u/batch".to_owned())
+        );
+        let body = futures_body(r);
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+        let ops = v["operations"].as_array().expect("operations");
+        assert_eq!(ops.len(), BATCH_CREATES);
+        assert!(
+            ops.iter()
+                .all(|o| o["op"] == "create" && o["task"]["title"].is_string())
+        );
+    }
+
+    /// The bytes of a request's full body.
+    fn futures_body(r: Request<Full<Bytes>>) -> Bytes {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+            .block_on(r.into_body().collect())
+            .map(|c| c.to_bytes())
+            .unwrap_or_default()
     }
 
     #[test]

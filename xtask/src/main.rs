@@ -17,6 +17,7 @@
 
 mod bench;
 mod e2e;
+mod live;
 mod load;
 mod seed;
 mod serve;
