@@ -59,8 +59,10 @@ pub const RETRY_SCHEDULE: [Duration; 7] = [
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most bytes of a receiver's answer that are read.
 pub const RESPONSE_BODY_MAX: usize = 64 * 1024;
-/// A claimed delivery is due again after this if its sender never reports back.
-pub const CLAIM_LEASE: Duration = Duration::from_secs(60);
+/// A claimed delivery is due again after this if its sender never reports back: an attempt
+/// ends within [`ATTEMPT_TIMEOUT`], so a live sender has reported by then, and a crashed one's
+/// deliveries wait no longer than this.
+pub const CLAIM_LEASE: Duration = Duration::from_secs(15);
 /// Most attempts one sender runs at once.
 pub const SENDER_CONCURRENCY: usize = 128;
 /// Most attempts one sender runs at once to one webhook: a slow receiver holds no more.
