@@ -173,6 +173,21 @@ fn check_config(cfg: &ServerConfig, s: &Settings) {
             .statement_timeout
             .map_or("off".to_owned(), |t| format!("{} ms", t.as_millis()))
     );
+    let hooks = &cfg.webhooks;
+    println!(
+        "webhooks: {} URLs to {} addresses; retry waits x{}",
+        if hooks.allow_http {
+            "http:// and https://"
+        } else {
+            "https://"
+        },
+        if hooks.allow_private {
+            "any (private ones included)"
+        } else {
+            "public"
+        },
+        hooks.retry_scale
+    );
     println!("the configuration is valid");
 }
 

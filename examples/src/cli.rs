@@ -22,6 +22,14 @@ macro_rules! settings {
             #[arg(long, env = "TODO_CREATE_DATABASE", global = true, hide_env_values = true,
                   help_heading = "Settings")]
             pub create_database: bool,
+            /// Accept `http://` webhook URLs (default: `https://` only). For development and private networks: deliveries then travel unencrypted.
+            #[arg(long, env = "TODO_WEBHOOK_ALLOW_HTTP", global = true, hide_env_values = true,
+                  help_heading = "Settings")]
+            pub webhook_allow_http: bool,
+            /// Accept webhook URLs whose host is or resolves to a loopback, private, link-local or unspecified address (default: refused when set and before every delivery, so webhooks cannot reach internal services). For development and private networks only.
+            #[arg(long, env = "TODO_WEBHOOK_ALLOW_PRIVATE", global = true, hide_env_values = true,
+                  help_heading = "Settings")]
+            pub webhook_allow_private: bool,
             /// Log format: `text` for people, `json` (one object per line) for log shippers. Colours only when stderr is a terminal.
             #[arg(long, env = "TODO_LOG_FORMAT", global = true, hide_env_values = true,
                   help_heading = "Settings", value_enum, default_value_t = LogFormat::Text)]
@@ -35,6 +43,8 @@ macro_rules! settings {
                 match name {
                     $( $env => self.$field.clone(), )*
                     "TODO_CREATE_DATABASE" => Some(self.create_database.to_string()),
+                    "TODO_WEBHOOK_ALLOW_HTTP" => Some(self.webhook_allow_http.to_string()),
+                    "TODO_WEBHOOK_ALLOW_PRIVATE" => Some(self.webhook_allow_private.to_string()),
                     _ => None,
                 }
             }
@@ -87,6 +97,8 @@ settings! {
     sse_max_streams: "TODO_SSE_MAX_STREAMS" = "10000";
     /// Days deletions are kept for `/changes`; older sync tokens get 410 and the client syncs again from scratch.
     tombstone_days: "TODO_TOMBSTONE_DAYS" = "30";
+    /// Multiplies the waits between webhook delivery attempts (5 s, 30 s, 2 min, 10 min, 1 h, 6 h, 12 h; then the delivery fails): a number greater than 0, e.g. `0.01` for tests.
+    webhook_retry_scale: "TODO_WEBHOOK_RETRY_SCALE" = "1";
     /// Log filter in `tracing` env-filter syntax, e.g. `info` or `todo_http=debug`.
     log: "TODO_LOG" = "info";
 }
@@ -274,6 +286,44 @@ mod tests {
         assert_eq!(cli.settings.server_config().unwrap().addr, "0.0.0.0:9000");
         let cli = Cli::try_parse_from(["serve", "--create-database"]).unwrap();
         assert!(cli.settings.server_config().unwrap().create_database);
+    }
+
+    /// The webhook settings reach the store's policy; the defaults are the internet's.
+    #[test]
+    fn webhook_settings_reach_the_policy() {
+        let cli = Cli::try_parse_from(["serve"]).unwrap();
+        assert_eq!(
+            cli.settings.server_config().unwrap().webhooks,
+            todo_store::WebhookPolicy::default()
+        );
+        let cli = Cli::try_parse_from([
+            "serve",
+            "--webhook-allow-http",
+            "--webhook-allow-private",
+            "--webhook-retry-scale",
+            "0.001",
+        ])
+        .unwrap();
+        let policy = cli.settings.server_config().unwrap().webhooks;
+        assert!(policy.allow_http && policy.allow_private);
+        assert_eq!(policy.retry_scale, 0.001);
+        let cli = Cli::try_parse_from(["serve", "--webhook-allow-private"]).unwrap();
+        let policy = cli.settings.server_config().unwrap().webhooks;
+        assert!(!policy.allow_http && policy.allow_private);
+    }
+
+    /// A retry scale that is not a positive number is a configuration error naming the setting.
+    #[test]
+    fn a_retry_scale_must_be_positive() {
+        for bad in ["0", "-1", "NaN", "inf", "fast"] {
+            let flag = format!("--webhook-retry-scale={bad}");
+            let cli = Cli::try_parse_from(["serve", flag.as_str()]).unwrap();
+            let err = cli.settings.server_config().unwrap_err();
+            assert!(
+                err.contains("TODO_WEBHOOK_RETRY_SCALE") && err.contains("greater than 0"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -219,12 +219,12 @@ fn list_response(l: todo_store::List) -> ListResponse {
 /// The URL of a resource just created under the collection this request was sent to. Under a
 /// host's prefix (`Route::nest`) the original URI carries it; it is used when it is the full
 /// form of the path the handler saw.
-fn location(req: &Request, id: uuid::Uuid) -> String {
+pub(crate) fn location(req: &Request, id: uuid::Uuid) -> String {
     format!("{}/{}", collection(req), id)
 }
 
 /// The URL of the collection this request was sent to (see [`location`]).
-fn collection(req: &Request) -> String {
+pub(crate) fn collection(req: &Request) -> String {
     let (path, full) = (req.uri().path(), req.original_uri().path());
     let base = if full.ends_with(path) { full } else { path };
     base.trim_end_matches('/').to_owned()

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use todo_store::batch::BATCH_MAX;
 use todo_store::{
     BatchMove, BatchOp, ListInput, ListPatch, MoveTask, Patch, Recurrence, ReminderInput,
-    TaskInput, TaskPatch, TaskRef,
+    TaskInput, TaskPatch, TaskRef, WebhookInput, WebhookPatch,
 };
 use uuid::Uuid;
 
@@ -294,7 +294,8 @@ impl Fields {
         })
     }
 
-    fn tags(&mut self, name: &str) -> Slot<Vec<String>> {
+    /// An array of strings; a non-string item is named `name[i]`.
+    fn strings(&mut self, name: &str) -> Slot<Vec<String>> {
         let mut bad_items = Vec::new();
         let slot = self.get(name, "an array of strings", |v| match v {
             Value::Array(items) => {
@@ -458,7 +459,7 @@ fn task_input(v: Option<Value>, placed: bool) -> Result<TaskInput, Vec<FieldProb
     let completed = f.not_null("completed", completed);
     let priority = f.priority("priority");
     let priority = f.not_null("priority", priority);
-    let tags = f.tags("tags");
+    let tags = f.strings("tags");
     let due_at = f.timestamp("due_at");
     let recurrence = f.recurrence("recurrence");
     let reminders = f.reminders("reminders");
@@ -536,7 +537,7 @@ impl BodyKind for UpdateBody {
         let completed = f.not_null("completed", completed);
         let priority = f.priority("priority");
         let priority = f.not_null("priority", priority);
-        let tags = f.tags("tags");
+        let tags = f.strings("tags");
         let due_at = f.timestamp("due_at");
         let recurrence = f.recurrence("recurrence");
         let reminders = f.reminders("reminders");
@@ -637,6 +638,51 @@ impl BodyKind for ListMoveBody {
         let after = f.uuid("after");
         let after = maybe(after);
         f.finish(after)
+    }
+}
+
+/// `createWebhook` body: `url` (required), `events` (absent or null: every type) and
+/// `description`. Which URLs and event names are allowed is the store's to check.
+pub struct WebhookCreateBody;
+impl BodyKind for WebhookCreateBody {
+    type Output = WebhookInput;
+    type Schema = crate::webhooks::WebhookCreateSchema;
+    fn from_json(v: Option<Value>) -> Result<WebhookInput, Vec<FieldProblem>> {
+        let mut f = Fields::new(v)?;
+        let url = f.required_string("url");
+        let events = f.strings("events");
+        let description = f.string("description");
+        let input = WebhookInput {
+            url,
+            events: slot_opt(events),
+            description: slot_opt(description),
+        };
+        f.finish(input)
+    }
+}
+
+/// `updateWebhook` body (JSON merge patch): `url` and `enabled` (not null), `events` (`null`:
+/// every type) and `description` (`null` clears it).
+pub struct WebhookUpdateBody;
+impl BodyKind for WebhookUpdateBody {
+    type Output = WebhookPatch;
+    type Schema = crate::webhooks::WebhookUpdateSchema;
+    const MERGE_PATCH: bool = true;
+    fn from_json(v: Option<Value>) -> Result<WebhookPatch, Vec<FieldProblem>> {
+        let mut f = Fields::new(v)?;
+        let url = f.string("url");
+        let url = f.not_null("url", url);
+        let events = f.strings("events");
+        let description = f.string("description");
+        let enabled = f.bool("enabled");
+        let enabled = f.not_null("enabled", enabled);
+        let patch = WebhookPatch {
+            url,
+            events: patch_of(events),
+            description: patch_of(description),
+            enabled,
+        };
+        f.finish(patch)
     }
 }
 

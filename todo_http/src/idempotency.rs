@@ -29,6 +29,7 @@ use crate::auth::Authenticator;
 use crate::payload::JsonOut;
 use crate::problem::Problem;
 use crate::types::{ListEnvelope, TaskEnvelope};
+use crate::webhooks::{CreatedWebhookEnvelope, WebhookEnvelope};
 
 /// The request header.
 pub const HEADER: &str = "Idempotency-Key";
@@ -183,6 +184,30 @@ fn response_of(outcome: Outcome<'_>, location: Option<&str>) -> StoredResponse {
         }
         Outcome::Batch(results) => {
             return json(200, crate::sync::batch_body(results).to_bytes());
+        }
+        Outcome::Webhook(w) => {
+            return json(
+                200,
+                JsonOut(WebhookEnvelope {
+                    data: w.clone().into(),
+                })
+                .to_bytes(),
+            );
+        }
+        Outcome::WebhookCreated(c) => {
+            // 201 with `Location` and no `ETag`: a webhook has no version.
+            let mut r = json(
+                201,
+                JsonOut(CreatedWebhookEnvelope {
+                    data: c.clone().into(),
+                })
+                .to_bytes(),
+            );
+            if let Some(base) = location {
+                r.headers
+                    .push(("location".into(), format!("{base}/{}", c.webhook.id)));
+            }
+            return r;
         }
     };
     if let Some(base) = location {

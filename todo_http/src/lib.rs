@@ -34,6 +34,7 @@ pub mod reminders;
 pub mod server;
 pub mod sync;
 pub mod types;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -107,7 +108,16 @@ fn spec_service(
     readiness_timeout: Duration,
     limits: Arc<Limits>,
     events: EventOptions,
-) -> OpenApiService<(TasksApi, sync::SyncApi, OpsApi, events::EventsApi), ()> {
+) -> OpenApiService<
+    (
+        TasksApi,
+        sync::SyncApi,
+        OpsApi,
+        events::EventsApi,
+        webhooks::WebhooksApi,
+    ),
+    (),
+> {
     let server = if mount_path.is_empty() {
         "/".to_owned()
     } else {
@@ -122,7 +132,14 @@ fn spec_service(
         store: store.clone(),
     };
     let events = events::EventsApi::new(store.clone(), events);
-    OpenApiService::new((TasksApi { store }, sync, ops, events), "Todo API", API_VERSION)
+    let webhooks = webhooks::WebhooksApi {
+        store: store.clone(),
+    };
+    OpenApiService::new(
+        (TasksApi { store }, sync, ops, events, webhooks),
+        "Todo API",
+        API_VERSION,
+    )
         .description(
             "Multi-user task API. Every `/api/{user_id}/…` route needs `Authorization: Bearer <JWT>` \
              whose `sub` equals `{user_id}`. Success bodies are `{\"data\": …}` envelopes; errors are \
@@ -496,6 +513,13 @@ fn route_of(path: &str) -> &'static str {
         (Some("api"), Some(_), Some("changes"), None, ..) => "/api/{user_id}/changes",
         (Some("api"), Some(_), Some("batch"), None, ..) => "/api/{user_id}/batch",
         (Some("api"), Some(_), Some("events"), None, ..) => "/api/{user_id}/events",
+        (Some("api"), Some(_), Some("webhooks"), None, ..) => "/api/{user_id}/webhooks",
+        (Some("api"), Some(_), Some("webhooks"), Some(_), None, _) => {
+            "/api/{user_id}/webhooks/{webhook_id}"
+        }
+        (Some("api"), Some(_), Some("webhooks"), Some(_), Some("deliveries"), None) => {
+            "/api/{user_id}/webhooks/{webhook_id}/deliveries"
+        }
         (Some("healthz"), None, ..) => "/healthz",
         (Some("readyz"), None, ..) => "/readyz",
         (Some("metrics"), None, ..) => "/metrics",
@@ -517,13 +541,20 @@ fn path_params(route: &'static str) -> Vec<&'static str> {
 /// The methods a route template answers, for `Allow` on 405 responses.
 pub(crate) fn allowed_methods(route: &str) -> Option<&'static str> {
     match route.strip_prefix("/api/{user_id}").unwrap_or(route) {
-        "/tasks" | "/lists" => Some("GET, POST"),
+        "/tasks" | "/lists" | "/webhooks" => Some("GET, POST"),
         "/tasks/{task_id}" => Some("GET, PUT, PATCH, DELETE"),
         "/tasks/{task_id}/complete" => Some("PATCH"),
         "/tasks/{task_id}/move" | "/lists/{list_id}/move" | "/batch" => Some("POST"),
-        "/lists/{list_id}" => Some("GET, PATCH, DELETE"),
-        "/tags" | "/changes" | "/events" | "/healthz" | "/readyz" | "/metrics"
-        | "/openapi.json" | "/openapi.yaml" => Some("GET"),
+        "/lists/{list_id}" | "/webhooks/{webhook_id}" => Some("GET, PATCH, DELETE"),
+        "/tags"
+        | "/changes"
+        | "/events"
+        | "/webhooks/{webhook_id}/deliveries"
+        | "/healthz"
+        | "/readyz"
+        | "/metrics"
+        | "/openapi.json"
+        | "/openapi.yaml" => Some("GET"),
         _ => None,
     }
 }
@@ -604,6 +635,31 @@ mod tests {
             "/api/{user_id}/lists/{list_id}/move"
         );
         assert_eq!(super::route_of("/api/bob/lists/x/complete"), "unmatched");
+        assert_eq!(
+            super::route_of("/api/bob/webhooks"),
+            "/api/{user_id}/webhooks"
+        );
+        assert_eq!(
+            super::route_of("/api/bob/webhooks/x"),
+            "/api/{user_id}/webhooks/{webhook_id}"
+        );
+        assert_eq!(
+            super::route_of("/api/bob/webhooks/x/deliveries"),
+            "/api/{user_id}/webhooks/{webhook_id}/deliveries"
+        );
+        assert_eq!(super::route_of("/api/bob/webhooks/x/y"), "unmatched");
+        assert_eq!(
+            super::allowed_methods("/api/{user_id}/webhooks"),
+            Some("GET, POST")
+        );
+        assert_eq!(
+            super::allowed_methods("/api/{user_id}/webhooks/{webhook_id}"),
+            Some("GET, PATCH, DELETE")
+        );
+        assert_eq!(
+            super::allowed_methods("/api/{user_id}/webhooks/{webhook_id}/deliveries"),
+            Some("GET")
+        );
         assert_eq!(
             super::allowed_methods("/api/{user_id}/lists/{list_id}"),
             Some("GET, PATCH, DELETE")

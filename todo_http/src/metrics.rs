@@ -84,6 +84,10 @@ fn describe() {
         crate::reminders::FIRED_METRIC,
         "Reminders fired by this process's reminder scheduler."
     );
+    metrics::describe_counter!(
+        crate::webhooks::DELIVERIES_METRIC,
+        "Webhook delivery attempts by this process's sender, by outcome: `delivered` (2xx), `retry` (failed, retried later), `failed` (failed, no attempt left)."
+    );
     metrics::describe_gauge!(
         "todo_http_event_streams_open",
         "Event streams (`/events`) open on this server."

@@ -202,6 +202,15 @@ impl Problem {
         }
     }
 
+    /// [`from_store`](Self::from_store) for an operation on a webhook in the path: its 404
+    /// says so.
+    pub fn from_webhook_store(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => Self::new(StatusCode::NOT_FOUND, "no such webhook"),
+            e => Self::from_store(e),
+        }
+    }
+
     /// Maps a store error, with `invalid` as the status of field-rule errors (400 for query
     /// parameters, 422 for bodies). The one place store errors become HTTP statuses.
     pub fn from_store_as(e: StoreError, invalid: StatusCode) -> Self {
@@ -342,7 +351,7 @@ fn describe(status: u16) -> &'static str {
         400 => "Malformed request: unparsable JSON, or a bad path, query or header value.",
         401 => "Missing, expired or invalid bearer token.",
         403 => "The token belongs to another user than the one in the path.",
-        404 => "No such task or list for this user (another user's is the same as none).",
+        404 => "No such task, list or webhook for this user (another user's is the same as none).",
         409 => {
             "The data's state forbids it (deleting the inbox, or a list that still has tasks without `cascade=true`), or the `Idempotency-Key`'s first request is still running (`type` ends in `/idempotency-key-in-use`, `Retry-After` set)."
         }
@@ -524,4 +533,8 @@ statuses! {
     SyncErrors = [400, 401, 403, 410, 503];
     /// runBatch.
     BatchErrors = [400, 401, 403, 404, 409, 412, 413, 415, 422, 503];
+    /// updateWebhook.
+    WebhookWriteErrors = [400, 401, 403, 404, 409, 413, 415, 422, 503];
+    /// deleteWebhook.
+    WebhookDeleteErrors = [400, 401, 403, 404, 409, 422, 503];
 }

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use todo_store::{Store, StoreOptions};
+use todo_store::{Store, StoreOptions, WebhookPolicy};
 
 mod http;
 mod io;
@@ -53,6 +53,10 @@ pub struct ServerConfig {
     /// `TODO_TOMBSTONE_DAYS`: days deletions are kept for `/changes` (older tokens get 410);
     /// default 30.
     pub tombstone_days: u32,
+    /// Which webhook URLs are accepted and how retries are spaced:
+    /// `TODO_WEBHOOK_ALLOW_HTTP` (false), `TODO_WEBHOOK_ALLOW_PRIVATE` (false) and
+    /// `TODO_WEBHOOK_RETRY_SCALE` (1; a number greater than 0).
+    pub webhooks: WebhookPolicy,
 }
 
 /// The command-line flag of a setting: `TODO_MAX_ACTIVE` is `--max-active`, `DATABASE_URL` is
@@ -93,6 +97,31 @@ fn parse_bool(lookup: &impl Fn(&str) -> Option<String>, name: &str) -> Result<bo
         None | Some("" | "0" | "false" | "no" | "off") => Ok(false),
         Some("1" | "true" | "yes" | "on") => Ok(true),
         Some(v) => Err(invalid(name, v, "true or false")),
+    }
+}
+
+/// A positive, finite number (`TODO_WEBHOOK_RETRY_SCALE`).
+fn parse_scale(
+    lookup: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    default: f64,
+) -> Result<f64, String> {
+    match lookup(name)
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+    {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<f64>()
+            .ok()
+            .filter(|x| x.is_finite() && *x > 0.0)
+            .ok_or_else(|| {
+                invalid(
+                    name,
+                    &v,
+                    "a number greater than 0, such as 1 (the documented schedule) or 0.01 (100 times faster)",
+                )
+            }),
     }
 }
 
@@ -190,6 +219,15 @@ impl ServerConfig {
                 "TODO_TOMBSTONE_DAYS",
                 todo_store::sync::TOMBSTONE_DAYS_DEFAULT,
             )?,
+            webhooks: WebhookPolicy {
+                allow_http: parse_bool(&lookup, "TODO_WEBHOOK_ALLOW_HTTP")?,
+                allow_private: parse_bool(&lookup, "TODO_WEBHOOK_ALLOW_PRIVATE")?,
+                retry_scale: parse_scale(
+                    &lookup,
+                    "TODO_WEBHOOK_RETRY_SCALE",
+                    WebhookPolicy::default().retry_scale,
+                )?,
+            },
         })
     }
 }
@@ -375,21 +413,21 @@ pub async fn bind(addr: &str) -> Result<tokio::net::TcpListener, String> {
 
 /// Longest the server waits, after the drain, for a reminder scheduler round in progress at
 /// shutdown to finish before abandoning it (its transaction then rolls back, and its reminders
-/// stay pending for the next start or another instance).
+/// stay pending for the next start or another instance). The webhook sender gets as long.
 const SCHEDULER_STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// How often the standalone server prunes expired tombstones and idempotency records.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Runs the server until SIGTERM / Ctrl-C: connects, migrates, serves (with the reminder
-/// scheduler and tombstone pruning beside it), then closes the pool.
+/// scheduler, the webhook sender and tombstone pruning beside it), then closes the pool.
 pub async fn run(cfg: ServerConfig) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     run_until(cfg, shutdown_signal()).await
 }
 
 /// [`run`] until `shutdown` resolves instead of a signal. At `shutdown` the reminder scheduler
-/// stops at once (it does not wait for the drain of open connections, nor hold it), and the
-/// server drains.
+/// and the webhook sender stop at once (they do not wait for the drain of open connections,
+/// nor hold it), and the server drains.
 pub async fn run_until(
     cfg: ServerConfig,
     shutdown: impl std::future::Future<Output = ()>,
@@ -403,6 +441,8 @@ pub async fn run_until(
     if !applied.is_empty() {
         tracing::info!(?applied, "applied migrations");
     }
+    // Before anything is served or sent: URLs are checked, and the sender retries, by it.
+    store.set_webhook_policy(cfg.webhooks.clone());
     let listener = bind(&cfg.addr).await?;
     let local = listener.local_addr()?.to_string();
     let auth = match cfg.jwt.clone() {
@@ -448,13 +488,17 @@ pub async fn run_until(
         })
         .build();
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let stops = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        // An error means the sender is gone: stop too.
+        let _ = stopped.wait_for(|s| *s).await;
+    };
     let scheduler = tokio::spawn(crate::reminders::run_reminder_scheduler(
         store.clone(),
-        async move {
-            let mut stopped = stopped;
-            // An error means the sender is gone: stop too.
-            let _ = stopped.wait_for(|s| *s).await;
-        },
+        stops(stopped.clone()),
+    ));
+    let sender = tokio::spawn(crate::webhooks::run_webhook_sender(
+        store.clone(),
+        stops(stopped),
     ));
     let pruning = tokio::spawn(store.clone().run_pruning(PRUNE_EVERY, cfg.tombstone_days));
     let shutdown = async {
@@ -474,6 +518,15 @@ pub async fn run_until(
         .is_err()
     {
         tracing::warn!("reminder scheduler did not stop in time: abandoning its round");
+        abort.abort();
+    }
+    let abort = sender.abort_handle();
+    if tokio::time::timeout(SCHEDULER_STOP_GRACE, sender)
+        .await
+        .is_err()
+    {
+        // Its claims expire and the deliveries are sent again, here or by another instance.
+        tracing::warn!("webhook sender did not stop in time: abandoning its attempts");
         abort.abort();
     }
     served?;

@@ -241,6 +241,14 @@ uuid_param!(
     None
 );
 
+uuid_param!(
+    /// A webhook id in the path.
+    WebhookIdParam,
+    "WebhookId",
+    "The webhook's id (a UUID).",
+    "0190c3a9-2c4d-7e5f-8a6b-7c8d9e0f1a2b"
+);
+
 /// The `parent_id` listing parameter: a task id (its direct subtasks) or `none` (top-level
 /// tasks only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,6 +5,12 @@ import type { components, paths } from "./schema.js";
 export type Task = components["schemas"]["Task"];
 /** A list, as every endpoint returns it. */
 export type List = components["schemas"]["List"];
+/** A webhook, as every endpoint returns it (without its secret). */
+export type Webhook = components["schemas"]["Webhook"];
+/** A webhook as `createWebhook` returns it: with its signing `secret`, shown only then. */
+export type CreatedWebhook = components["schemas"]["CreatedWebhook"];
+/** One event's delivery to a webhook, as `listWebhookDeliveries` returns it. */
+export type WebhookDelivery = components["schemas"]["WebhookDelivery"];
 /** The typed client of the whole API (openapi-fetch over the generated `paths`). */
 export type TodoClient = Client<paths>;
 

@@ -8,6 +8,10 @@ export type Task = components["schemas"]["Task"];
 export type List = components["schemas"]["List"];
 export type Problem = components["schemas"]["ProblemBody"];
 export type Priority = components["schemas"]["Priority"];
+export type Webhook = components["schemas"]["Webhook"];
+/** A webhook as `createWebhook` returns it: with its signing secret, shown only then. */
+export type CreatedWebhook = components["schemas"]["CreatedWebhook"];
+export type WebhookDelivery = components["schemas"]["WebhookDelivery"];
 /** The query parameters of `listTasks` (filters, sort, paging). */
 export type ListTasksQuery = NonNullable<operations["listTasks"]["parameters"]["query"]>;
 export type TodoClient = ReturnType<typeof createTodoClient>;

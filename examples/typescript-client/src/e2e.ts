@@ -7,26 +7,38 @@
 // against the same database. Exits non-zero if any check fails.
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { createTodoClient, type List, type ListTasksQuery, type Priority, type Problem, type Task, type TodoClient } from "./client";
+import {
+  createTodoClient,
+  type CreatedWebhook,
+  type List,
+  type ListTasksQuery,
+  type Priority,
+  type Problem,
+  type Task,
+  type TodoClient,
+  type Webhook,
+} from "./client";
 import { Checks, config, mintToken, uniqueUserId } from "./support";
 
 const { baseUrl, secret } = config();
 const t = new Checks();
 
-// Five users: A does the single-task lifecycle, B (an id with `@`, `:` and `.`, as auth
+// Six users: A does the single-task lifecycle, B (an id with `@`, `:` and `.`, as auth
 // libraries produce) checks isolation, C owns a fixed set of tasks for listing and paging, D
-// arranges lists, subtasks and their order, E has recurring tasks with reminders.
+// arranges lists, subtasks and their order, E has recurring tasks with reminders, F webhooks.
 const A = uniqueUserId("e2e-a-");
 const B = uniqueUserId("e2e.b@example:");
 const C = uniqueUserId("e2e_c_");
 const D = uniqueUserId("e2e-d-");
 const E = uniqueUserId("e2e-e-");
+const F = uniqueUserId("e2e-f-");
 const tokenA = mintToken(secret, A);
 const apiA = createTodoClient(baseUrl, tokenA);
 const apiB = createTodoClient(baseUrl, mintToken(secret, B));
 const apiC = createTodoClient(baseUrl, mintToken(secret, C));
 const apiD = createTodoClient(baseUrl, mintToken(secret, D));
 const apiE = createTodoClient(baseUrl, mintToken(secret, E));
+const apiF = createTodoClient(baseUrl, mintToken(secret, F));
 const anonymous = createTodoClient(baseUrl);
 
 // ---------------------------------------------------------------------------------------------
@@ -736,6 +748,126 @@ async function recurrence() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// F: webhooks (the server runs with its default policy: public https URLs only)
+
+/** A public https URL that needs no DNS (TEST-NET-2, RFC 5737): accepted, never reached. */
+const HOOK_URL = "https://198.51.100.7/todo-e2e";
+const WHSEC = /^whsec_[A-Za-z0-9+/]{43}=$/; // whsec_ + base64 of 32 bytes
+
+async function webhooks() {
+  t.section(`createWebhook / listWebhooks / getWebhook / updateWebhook / listWebhookDeliveries / deleteWebhook (user ${F})`);
+  const hooks = { params: { path: { user_id: F } } };
+  const hookPath = (webhook_id: string) => ({ params: { path: { user_id: F, webhook_id } } });
+  let created!: CreatedWebhook;
+  let hook!: Webhook;
+
+  await t.check("listWebhooks: a new user has none; a change made before a webhook exists is never delivered", async () => {
+    assert.deepEqual(expectOk(await apiF.GET("/api/{user_id}/webhooks", hooks), 200).data, []);
+    expectOk(await apiF.POST("/api/{user_id}/tasks", { ...hooks, body: { title: "before any webhook" } }), 201);
+  });
+
+  await t.check("createWebhook: 201, Location, the webhook and its secret (whsec_ + 32 bytes)", async () => {
+    const result = await apiF.POST("/api/{user_id}/webhooks", {
+      ...hooks,
+      body: { url: HOOK_URL, events: ["task.created", "task.deleted"], description: "  e2e receiver  " },
+    });
+    created = expectOk(result, 201).data;
+    assert.match(created.id, UUID_V7);
+    assert.equal(created.url, HOOK_URL);
+    assert.deepEqual(created.events, ["task.created", "task.deleted"]);
+    assert.equal(created.description, "e2e receiver", "description is trimmed");
+    assert.equal(created.enabled, true);
+    assert.match(created.created_at, ISO_MS_UTC);
+    assert.equal(created.updated_at, created.created_at);
+    assert.match(created.secret, WHSEC);
+    assert.equal(Buffer.from(created.secret.slice("whsec_".length), "base64").length, 32);
+    const location = result.response.headers.get("location") ?? "";
+    assert.ok(decodeURIComponent(new URL(location, baseUrl).pathname).endsWith(`/api/${F}/webhooks/${created.id}`), `Location ${location}`);
+    const { secret: _secret, ...rest } = created;
+    hook = rest;
+  });
+
+  await t.check("getWebhook and listWebhooks: the webhook, never its secret", async () => {
+    const one = expectOk(await apiF.GET("/api/{user_id}/webhooks/{webhook_id}", hookPath(hook.id)), 200).data;
+    assert.deepEqual(one, hook);
+    assert.ok(!("secret" in one), "no secret after create");
+    const all = expectOk(await apiF.GET("/api/{user_id}/webhooks", hooks), 200).data;
+    assert.deepEqual(all, [hook]);
+  });
+
+  await t.check("updateWebhook: a merge patch; null events means every type, null description clears", async () => {
+    const cleared = expectOk(
+      await apiF.PATCH("/api/{user_id}/webhooks/{webhook_id}", {
+        ...hookPath(hook.id),
+        headers: { "Content-Type": "application/merge-patch+json" },
+        body: { events: null, description: null },
+      }),
+      200,
+    ).data;
+    assert.equal(cleared.events, null);
+    assert.equal(cleared.description, null);
+    assert.equal(cleared.url, hook.url);
+    assert.ok(cleared.updated_at > hook.updated_at, "updated_at moves forward");
+    assert.ok(!("secret" in cleared));
+    hook = expectOk(
+      await apiF.PATCH("/api/{user_id}/webhooks/{webhook_id}", { ...hookPath(hook.id), body: { events: ["task.created"], enabled: true } }),
+      200,
+    ).data;
+    assert.deepEqual(hook.events, ["task.created"]);
+  });
+
+  await t.check("422 naming the field: a refused URL, an unknown event type, the 11th webhook", async () => {
+    const create = (body: Record<string, unknown>) => apiF.POST("/api/{user_id}/webhooks", { ...hooks, body: body as never });
+    for (const url of ["http://example.com/hook", "ftp://example.com/", "https://127.0.0.1/hook", "https://localhost/hook", "https://10.0.0.1/hook"]) {
+      expectProblem(await create({ url }), 422, ["url"]);
+    }
+    expectProblem(await create({ url: HOOK_URL, events: ["task.exploded"] }), 422, ["events[0]"]);
+    expectProblem(
+      await apiF.PATCH("/api/{user_id}/webhooks/{webhook_id}", { ...hookPath(hook.id), body: { url: "https://192.168.0.1/" } }),
+      422,
+      ["url"],
+    );
+    const extra: string[] = [];
+    for (let i = 1; i < 10; i++) extra.push(expectOk(await create({ url: HOOK_URL, events: ["list.deleted"] }), 201).data.id);
+    expectProblem(await create({ url: HOOK_URL }), 422, ["webhooks"]);
+    for (const id of extra) expectOk(await apiF.DELETE("/api/{user_id}/webhooks/{webhook_id}", hookPath(id)), 204);
+  });
+
+  await t.check("400 for a malformed webhook id, 404 for an unknown one and for another user's", async () => {
+    expectProblem(await apiF.GET("/api/{user_id}/webhooks/{webhook_id}", hookPath("not-a-uuid")), 400, ["webhook_id"]);
+    expectProblem(await apiF.GET("/api/{user_id}/webhooks/{webhook_id}", hookPath(randomUUID())), 404);
+    const theirs = { params: { path: { user_id: B, webhook_id: hook.id } } };
+    expectProblem(await apiB.GET("/api/{user_id}/webhooks/{webhook_id}", theirs), 404);
+    expectProblem(await apiB.GET("/api/{user_id}/webhooks/{webhook_id}/deliveries", theirs), 404);
+    expectProblem(await apiB.DELETE("/api/{user_id}/webhooks/{webhook_id}", theirs), 404);
+    expectProblem(await apiB.GET("/api/{user_id}/webhooks", hooks), 403);
+  });
+
+  await t.check("listWebhookDeliveries: a write after the webhook was created is queued (newest first)", async () => {
+    expectOk(await apiF.POST("/api/{user_id}/tasks", { ...hooks, body: { title: "after the webhook" } }), 201);
+    const log = expectOk(await apiF.GET("/api/{user_id}/webhooks/{webhook_id}/deliveries", hookPath(hook.id)), 200).data;
+    assert.equal(log.length, 1, JSON.stringify(log));
+    const [delivery] = log;
+    assert.match(delivery!.id, UUID_V7, "the delivery id (its webhook-id header)");
+    assert.equal(delivery!.event_type, "task.created");
+    // Never reachable (a documentation address): pending, retried on the schedule.
+    assert.equal(delivery!.status, "pending");
+    assert.ok(delivery!.attempts <= 1, `attempts ${delivery!.attempts}`);
+    assert.match(delivery!.created_at, ISO_MS_UTC);
+    assert.match(delivery!.next_attempt_at ?? "", ISO_MS_UTC);
+  });
+
+  await t.check("deleteWebhook: 204, then 404 for get, update, deliveries and delete", async () => {
+    expectOk(await apiF.DELETE("/api/{user_id}/webhooks/{webhook_id}", hookPath(hook.id)), 204);
+    expectProblem(await apiF.GET("/api/{user_id}/webhooks/{webhook_id}", hookPath(hook.id)), 404);
+    expectProblem(await apiF.PATCH("/api/{user_id}/webhooks/{webhook_id}", { ...hookPath(hook.id), body: { enabled: false } }), 404);
+    expectProblem(await apiF.GET("/api/{user_id}/webhooks/{webhook_id}/deliveries", hookPath(hook.id)), 404);
+    expectProblem(await apiF.DELETE("/api/{user_id}/webhooks/{webhook_id}", hookPath(hook.id)), 404);
+    assert.deepEqual(expectOk(await apiF.GET("/api/{user_id}/webhooks", hooks), 200).data, []);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
 // The request examples in the served spec: Swagger UI pre-fills them, so they must be valid
 
 type Json = Record<string, any>; // parsed JSON, deliberately untyped
@@ -782,6 +914,14 @@ async function specExamples() {
     const path = { params: { path: { user_id: A, list_id: list.id } } };
     expectOk(await apiA.PATCH("/api/{user_id}/lists/{list_id}", { ...path, body: requestExample(spec, "updateList") as never }), 200);
     expectOk(await apiA.POST("/api/{user_id}/lists/{list_id}/move", { ...path, body: requestExample(spec, "moveList") as never }), 200);
+  });
+  await t.check("createWebhook's and updateWebhook's example bodies are accepted", async () => {
+    const hooks = { params: { path: { user_id: F } } };
+    const body = requestExample(spec, "createWebhook") as never;
+    const hook = expectOk(await apiF.POST("/api/{user_id}/webhooks", { ...hooks, body }), 201).data;
+    const path = { params: { path: { user_id: F, webhook_id: hook.id } } };
+    expectOk(await apiF.PATCH("/api/{user_id}/webhooks/{webhook_id}", { ...path, body: requestExample(spec, "updateWebhook") as never }), 200);
+    expectOk(await apiF.DELETE("/api/{user_id}/webhooks/{webhook_id}", path), 204);
   });
   await t.check("toggleTaskCompletion's example body is accepted", async () => {
     const body = requestExample(spec, "toggleTaskCompletion") as never;
@@ -890,6 +1030,7 @@ try {
   await listing();
   await listsAndSubtasks();
   await recurrence();
+  await webhooks();
   await specExamples();
   await errors();
 } catch (err) {
