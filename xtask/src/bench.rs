@@ -3,7 +3,8 @@
 //! of the release server, with a direct-store baseline, written as Markdown. `--server` measures
 //! another build of the server (to compare two under the same conditions); `--only` runs only
 //! some parts (`direct`, `list`, `filtered`, `get`, `position`, `subtasks`, `heavy`, `open`,
-//! `create`, `patch`, `toggle`, `move`, `mix`, `sync`, `recurring`, `events`, `reminders`).
+//! `create`, `patch`, `toggle`, `move`, `mix`, `sync`, `recurring`, `events`, `reminders`,
+//! `webhooks`).
 //!
 //! 1. Builds the server (`--example serve`) and xtask itself in release, then re-runs itself from
 //!    the release binary under `sh -c 'ulimit -n 65536; exec …'` (the loader holds 1,000 sockets;
@@ -37,6 +38,11 @@
 //!    write to one user's 16 streams) and `reminders` (PostgreSQL only: 10,000 reminders due in the same
 //!    second, fired by both instances, timed and checked to fire exactly once). `--quick` runs
 //!    them at small sizes (500 streams, 1,000 reminders, fewer repetitions).
+//! 6. Last, `webhooks` (`webhooks.rs`): 50 users each with a webhook to a receiver in this
+//!    process; 10,000 deliveries (`--quick`: 2,000) queued through the store, then drained by
+//!    `Store::run_webhook_sender` run here (the same code `serve` runs), timed and checked to
+//!    arrive exactly once; then creates at 500/s with the sender running, and each delivery's
+//!    lag from the write's timestamp to its receipt.
 //!
 //! The full run writes `BENCHMARKS.md` at the repository root; `--quick` writes
 //! `target/bench/BENCHMARKS-quick.md` (so a development run never replaces the recorded numbers)
@@ -56,6 +62,7 @@ use crate::live::{self, SyncRow};
 use crate::load::{self, Mode, Op, Scenario, Stats, Timing, User};
 use crate::seed::{self, Spec};
 use crate::serve::{RAISE_NOFILE_AND_EXEC, ServeProcess};
+use crate::webhooks;
 
 /// Set in the environment of the re-executed release binary.
 const CHILD_ENV: &str = "XTASK_BENCH_CHILD";
@@ -89,7 +96,7 @@ pub struct Options {
 }
 
 /// The parts of a run `--only` can pick.
-pub const PARTS: [&str; 17] = [
+pub const PARTS: [&str; 18] = [
     "direct",
     "list",
     "filtered",
@@ -107,6 +114,7 @@ pub const PARTS: [&str; 17] = [
     "recurring",
     "events",
     "reminders",
+    "webhooks",
 ];
 
 /// `patch` at 64 connections in the previous full run (BENCHMARKS.md at commit `5724834`,
@@ -233,6 +241,8 @@ struct LivePlan {
     fanout_writes: usize,
     /// Reminders due in the same second.
     reminders: usize,
+    /// The webhooks part.
+    webhooks: webhooks::Sizes,
 }
 
 /// The closed-loop read scenarios, in the order they run.
@@ -275,6 +285,7 @@ impl Plan {
                     fanout_streams: live::STREAMS_PER_USER,
                     fanout_writes: 20,
                     reminders: 1_000,
+                    webhooks: webhooks::Sizes::new(true),
                 },
             }
         } else {
@@ -306,6 +317,7 @@ impl Plan {
                     fanout_streams: live::STREAMS_PER_USER,
                     fanout_writes: 200,
                     reminders: 10_000,
+                    webhooks: webhooks::Sizes::new(false),
                 },
             }
         }
@@ -351,6 +363,17 @@ impl Plan {
             parts.push(format!(
                 "reminders (PostgreSQL): {} due in the same second on two instances",
                 l.reminders
+            ));
+        }
+        if o.wants("webhooks") {
+            let h = &l.webhooks;
+            parts.push(format!(
+                "webhooks: {} deliveries queued for {} webhooks and drained, then creates at \
+                 {:.0}/s for {} s with the sender running",
+                h.queued,
+                h.users,
+                h.rate,
+                h.live_for.as_secs()
             ));
         }
         if parts.is_empty() {
@@ -492,8 +515,9 @@ pub(crate) fn reset_peak_rss(pid: u32) -> bool {
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
 }
 
-/// User + system CPU time of `pid` ("self" for this process), from `/proc/<pid>/stat`.
-fn cpu_time(pid: &str) -> Option<Duration> {
+/// User + system CPU time of `pid` ("self" for this process, "self/task/<tid>" for one of its
+/// threads), from `/proc/<pid>/stat`.
+pub(crate) fn cpu_time(pid: &str) -> Option<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
     let rest = &stat[stat.rfind(')')? + 2..];
@@ -505,7 +529,7 @@ fn cpu_time(pid: &str) -> Option<Duration> {
 
 /// CPU time of each PostgreSQL backend connected to the database at `url` (the server's pool),
 /// read from `/proc` (PostgreSQL runs on this machine); `None` for SQLite or when unreadable.
-async fn backend_cpu(url: &str) -> Option<std::collections::HashMap<i32, Duration>> {
+pub(crate) async fn backend_cpu(url: &str) -> Option<std::collections::HashMap<i32, Duration>> {
     if !url.starts_with("postgres") {
         return None;
     }
@@ -625,6 +649,8 @@ struct BackendReport {
     instances_note: String,
     /// How the instances of the reminders part were run.
     reminders_note: String,
+    /// The `webhooks` part.
+    webhooks: Option<webhooks::Report>,
     errors: Vec<String>,
 }
 
@@ -869,6 +895,7 @@ fn run_backend(
         reminders: None,
         instances_note: String::new(),
         reminders_note: String::new(),
+        webhooks: None,
         errors: Vec::new(),
     };
 
@@ -1112,7 +1139,76 @@ fn run_backend(
             &mut report,
         );
     }
+    // Last: its webhooks would queue deliveries for every later write of their users.
+    if o.wants("webhooks") {
+        report.webhooks = Some(webhooks_part(
+            o,
+            plan,
+            url,
+            &users,
+            store_rt,
+            &mut report.errors,
+        ));
+    }
     Ok(report)
+}
+
+/// The `webhooks` part: a receiver here, a webhook to it for some seeded users (not the heavy
+/// one), the queued drain and the live variant with the sender running in this process, then
+/// the webhooks deleted.
+fn webhooks_part(
+    o: &Options,
+    plan: &Plan,
+    url: &str,
+    users: &[Arc<User>],
+    store_rt: &tokio::runtime::Runtime,
+    errors: &mut Vec<String>,
+) -> webhooks::Report {
+    let sizes = &plan.live.webhooks;
+    let mut report = webhooks::Report {
+        pool: o.db_max_connections,
+        ..Default::default()
+    };
+    let receiver = match webhooks::Receiver::start() {
+        Ok(r) => r,
+        Err(e) => {
+            errors.push(format!("webhooks: {e}"));
+            return report;
+        }
+    };
+    let hook_users = &users[1.min(users.len())..];
+    let hook_users = &hook_users[..sizes.users.min(hook_users.len())];
+    let run = async {
+        let store = Store::connect_with(
+            url,
+            &StoreOptions {
+                max_connections: o.db_max_connections,
+                ..StoreOptions::default()
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        store.set_webhook_policy(webhooks::policy());
+        let hooks = webhooks::create_webhooks(&store, hook_users, &receiver.url()).await?;
+        report.webhooks = hooks.len();
+        match webhooks::drain(&store, url, &receiver, &hooks, sizes.queued).await {
+            Ok(d) => report.drain = Some(d),
+            Err(e) => errors.push(format!("webhooks drain: {e}")),
+        }
+        match webhooks::live(&store, url, &receiver, &hooks, sizes.rate, sizes.live_for).await {
+            Ok(l) => report.live = Some(l),
+            Err(e) => errors.push(format!("webhooks live: {e}")),
+        }
+        let deleted = webhooks::delete_webhooks(&store, &hooks).await;
+        store.close().await;
+        deleted
+    };
+    if let Err(e) = store_rt.block_on(run) {
+        errors.push(format!("webhooks: {e}"));
+    }
+    webhooks::print(&report);
+    errors.extend(webhooks::problems(&report));
+    report
 }
 
 /// What the sync part hands back besides its rows.
@@ -1870,6 +1966,9 @@ fn render(
         }
         if let Some(rem) = &r.reminders {
             live::render_reminders(w, rem, &r.reminders_note);
+        }
+        if let Some(h) = &r.webhooks {
+            webhooks::render(w, h);
         }
         if r.errors.is_empty() {
             let _ = writeln!(w, "\nNo errors.\n");

@@ -21,6 +21,7 @@ mod live;
 mod load;
 mod seed;
 mod serve;
+mod webhooks;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
