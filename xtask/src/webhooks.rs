@@ -396,6 +396,19 @@ impl RunningSender {
         }
     }
 
+    /// Waits (up to `limit`) until `n` attempts have ended for good: an attempt leaves the
+    /// outbox's pending count before it trims the delivery log and reports its outcome, and
+    /// stopping the sender drops attempts still doing so.
+    async fn settle(&self, n: u64, limit: Duration) {
+        let until = Instant::now() + limit;
+        let c = &self.counters;
+        while c.delivered.load(Ordering::Relaxed) + c.failed.load(Ordering::Relaxed) < n
+            && Instant::now() < until
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     async fn stop(self) -> Outcomes {
         let _ = self.stop.send(());
         let _ = self.task.await;
@@ -656,6 +669,7 @@ pub async fn drain(
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    sender.settle(n as u64, Duration::from_secs(5)).await;
     out.outcomes = sender.stop().await;
     out.cpu = cpu.since(url).await;
     let r = receiver.take();
@@ -775,6 +789,7 @@ pub async fn live(
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    sender.settle(expected as u64, Duration::from_secs(5)).await;
     out.outcomes = sender.stop().await;
     out.cpu = cpu.since(url).await;
     let r = receiver.take();
@@ -896,6 +911,12 @@ pub fn problems(r: &Report) -> Vec<String> {
                 d.check.missing,
                 d.check.unknown,
                 d.check.unsigned
+            ));
+        }
+        if d.outcomes.delivered != d.n as u64 {
+            out.push(format!(
+                "webhooks drain: the sender reported {} of {} delivered",
+                d.outcomes.delivered, d.n
             ));
         }
         if d.drained.is_none() {
