@@ -1120,11 +1120,12 @@ fn events_cross_instances_on_postgres() {
     rt.block_on(db.cleanup());
 }
 
+/// What a webhook receiver got: each request's `webhook-id` and body.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>>;
+
 /// A webhook receiver on loopback for `serve`'s sender: answers every request 204 after
 /// `delay`, and records each request's `webhook-id` and body.
-fn webhook_receiver(
-    delay: Duration,
-) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>>) {
+fn webhook_receiver(delay: Duration) -> (u16, Received) {
     use std::sync::{Arc, Mutex};
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind receiver");
     let port = listener.local_addr().expect("addr").port();

@@ -1,7 +1,7 @@
 //! Webhooks: a user's subscriptions to their own events, and the outbox that delivers them.
 //!
 //! Every write appends its records to the user's change log (see [`crate::sync`]); in the same
-//! transaction, [`enqueue`] writes one `webhook_deliveries` row per (enabled webhook, event it
+//! transaction, `enqueue` writes one `webhook_deliveries` row per (enabled webhook, event it
 //! asked for), holding the event as it was at that commit. A process that dies after the
 //! commit loses nothing: the rows wait for a sender.
 //!
@@ -69,7 +69,7 @@ pub const SENDER_CONCURRENCY: usize = 128;
 pub const PER_WEBHOOK_CONCURRENCY: usize = 8;
 /// Longest the sender sleeps between rounds: a delivery queued on another instance is sent
 /// within about this.
-pub const SENDER_POLL: Duration = Duration::from_millis(250);
+pub const SENDER_POLL: Duration = Duration::from_millis(100);
 /// Deliveries claimed per round.
 const CLAIM_BATCH: i64 = 500;
 /// Outbox rows per insert statement.

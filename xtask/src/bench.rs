@@ -515,7 +515,7 @@ pub(crate) fn reset_peak_rss(pid: u32) -> bool {
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
 }
 
-/// User + system CPU time of `pid` ("self" for this process, "self/task/<tid>" for one of its
+/// User + system CPU time of `pid` ("self" for this process, "self/task/`<tid>`" for one of its
 /// threads), from `/proc/<pid>/stat`.
 pub(crate) fn cpu_time(pid: &str) -> Option<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
