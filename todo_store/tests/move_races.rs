@@ -355,3 +355,59 @@ async fn concurrent_moves_keep_depth_and_no_cycles() {
     );
     assert!(faults.is_empty(), "invalid tree: {faults:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs PostgreSQL: cargo test --workspace -- --include-ignored"]
+async fn a_create_under_a_parent_and_a_move_keep_depth() {
+    let (db, s1, s2, u1, u2) = two_instances().await;
+    let inbox = u1.inbox().await.expect("inbox").id;
+    let mut both_won = Vec::new();
+    for round in 0..40 {
+        // Q > R and X > X1. X under R (level 2 + height 2 = 4) is fine, and so is a task
+        // under X1 (level 3); together Q > R > X > X1 > new is five levels. The move locks X
+        // and R, the create X1.
+        let q = task(&u1, &format!("q{round}"), inbox, None).await;
+        let r = task(&u1, &format!("r{round}"), inbox, Some(q)).await;
+        let x = task(&u1, &format!("x{round}"), inbox, None).await;
+        let x1 = task(&u1, &format!("x1{round}"), inbox, Some(x)).await;
+        let gate = Arc::new(tokio::sync::Barrier::new(2));
+        let moving = {
+            let (u, gate) = (u1.clone(), gate.clone());
+            tokio::spawn(async move {
+                gate.wait().await;
+                u.move_task(x, under(r), None).await.map(|_| ())
+            })
+        };
+        let creating = {
+            let (u, gate) = (u2.clone(), gate.clone());
+            tokio::spawn(async move {
+                gate.wait().await;
+                let input = TaskInput {
+                    parent_id: Some(x1),
+                    ..TaskInput::titled("new")
+                };
+                u.create(input).await.map(|_| ())
+            })
+        };
+        let results = [moving.await.expect("join"), creating.await.expect("join")];
+        for r in &results {
+            match r {
+                Ok(()) => {}
+                Err(StoreError::Invalid(f)) if f[0].field == "parent_id" => {}
+                Err(e) => panic!("round {round}: unexpected {e:?}"),
+            }
+        }
+        if results.iter().all(Result::is_ok) {
+            both_won.push(round);
+        }
+    }
+    let faults = tree_faults(&db.url).await;
+    s1.close().await;
+    s2.close().await;
+    db.cleanup().await;
+    assert!(
+        both_won.is_empty(),
+        "both committed in rounds {both_won:?}; the tree: {faults:#?}"
+    );
+    assert!(faults.is_empty(), "invalid tree: {faults:#?}");
+}
