@@ -80,6 +80,57 @@ impl Touched {
     }
 }
 
+/// Most runs of one write transaction: the first, and retries after PostgreSQL failed it to
+/// break a deadlock (see [`UserTasks::retrying`]).
+const TX_TRIES: u32 = 3;
+
+/// An error a write transaction can end with: a [`StoreError`], or one that carries one.
+pub(crate) trait TxError {
+    /// Whether the transaction may run again (see [`StoreError::is_retryable`]).
+    fn is_retryable(&self) -> bool;
+}
+
+impl TxError for StoreError {
+    fn is_retryable(&self) -> bool {
+        StoreError::is_retryable(self)
+    }
+}
+
+impl UserTasks {
+    /// Runs a write transaction (`run` begins, writes and commits it), again when PostgreSQL
+    /// failed it to break a deadlock or for serialization, up to [`TX_TRIES`] runs in all.
+    ///
+    /// Writes take their row locks in one order where they can (lists, then tasks in id
+    /// order, then the user's change-log row at the commit; see `lock_tree`), but not all
+    /// can: a batch locks rows in the order of its operations, and two moves that both
+    /// re-space one sibling group each hold their own row first. PostgreSQL breaks such a
+    /// deadlock by failing one transaction, which it rolls back whole; that one runs again
+    /// here (behind the other, which now has its locks) instead of reaching the client as
+    /// [`StoreError::Unavailable`] (an HTTP 503) for a valid request. Not when the write
+    /// already built its idempotent response, which can be built only once.
+    pub(crate) async fn retrying<T, E: TxError, F>(
+        &self,
+        mut run: impl FnMut() -> F,
+    ) -> Result<T, E>
+    where
+        F: Future<Output = Result<T, E>>,
+    {
+        let mut tries = 1;
+        loop {
+            match run().await {
+                Err(e) if e.is_retryable() && tries < TX_TRIES && self.can_respond() => {
+                    tries += 1;
+                    tracing::debug!(
+                        tries,
+                        "a write transaction failed to break a deadlock; again"
+                    );
+                }
+                r => return r,
+            }
+        }
+    }
+}
+
 /// Where a task or list goes among its siblings: after `Some(id)`, first (`None`), or last
 /// (the `after` field absent).
 type After = Option<Option<Uuid>>;
@@ -374,6 +425,17 @@ impl UserTasks {
                 }
             }
         }
+        self.retrying(|| self.create_once(t.clone(), list_id, parent_id))
+            .await
+    }
+
+    /// One run of a create's transaction.
+    async fn create_once(
+        &self,
+        t: Task,
+        list_id: Option<Uuid>,
+        parent_id: Option<Uuid>,
+    ) -> Result<Task, StoreError> {
         let mut touched = Touched::default();
         let mut writer = self.pool.writer().await?;
         let mut tx = writer.begin().await?;
@@ -462,6 +524,17 @@ impl UserTasks {
     /// reach [`position::KEY_MAX`] bytes: then its new siblings are re-spaced in the same
     /// transaction (positions and `updated_at` change, versions do not).
     pub async fn move_task(
+        &self,
+        id: Uuid,
+        to: MoveTask,
+        expected_version: Option<i64>,
+    ) -> Result<Task, StoreError> {
+        self.retrying(|| self.move_once(id, to.clone(), expected_version))
+            .await
+    }
+
+    /// One run of a move's transaction.
+    async fn move_once(
         &self,
         id: Uuid,
         to: MoveTask,
@@ -615,6 +688,17 @@ impl UserTasks {
     pub async fn create_list(&self, input: ListInput) -> Result<List, StoreError> {
         let (name, color) = input.validate()?;
         let inbox = self.inbox_id().await?;
+        self.retrying(|| self.create_list_once(inbox, &name, &color))
+            .await
+    }
+
+    /// One run of a list creation's transaction.
+    async fn create_list_once(
+        &self,
+        inbox: Uuid,
+        name: &str,
+        color: &Option<String>,
+    ) -> Result<List, StoreError> {
         let scope = self.scope();
         let now = task::now_ms();
         let mut touched = Touched::default();
@@ -635,8 +719,8 @@ impl UserTasks {
         let list = List {
             id: Uuid::now_v7(),
             user_id: self.user_id.clone(),
-            name,
-            color,
+            name: name.to_owned(),
+            color: color.clone(),
             is_inbox: false,
             position,
             open_count: 0,
@@ -679,11 +763,11 @@ impl UserTasks {
     ) -> Result<List, StoreError> {
         let (name, color) = patch.validate()?;
         self.write_list(id, expected_version, None, move |l| {
-            if let Some(n) = name {
-                l.name = n;
+            if let Some(n) = &name {
+                l.name.clone_from(n);
             }
-            if let Some(c) = color {
-                l.color = c;
+            if let Some(c) = &color {
+                l.color.clone_from(c);
             }
         })
         .await
@@ -703,6 +787,18 @@ impl UserTasks {
     }
 
     async fn write_list(
+        &self,
+        id: Uuid,
+        expected_version: Option<i64>,
+        moved_after: Option<After>,
+        change: impl Fn(&mut List),
+    ) -> Result<List, StoreError> {
+        self.retrying(|| self.write_list_once(id, expected_version, moved_after, &change))
+            .await
+    }
+
+    /// One run of a list write's transaction.
+    async fn write_list_once(
         &self,
         id: Uuid,
         expected_version: Option<i64>,
@@ -737,6 +833,17 @@ impl UserTasks {
     /// Deletes a list. The inbox cannot be deleted, nor a list with tasks unless `cascade`,
     /// which deletes its tasks with it in the same transaction ([`StoreError::Refused`]).
     pub async fn delete_list(
+        &self,
+        id: Uuid,
+        cascade: bool,
+        expected_version: Option<i64>,
+    ) -> Result<(), StoreError> {
+        self.retrying(|| self.delete_list_once(id, cascade, expected_version))
+            .await
+    }
+
+    /// One run of a list delete's transaction.
+    async fn delete_list_once(
         &self,
         id: Uuid,
         cascade: bool,

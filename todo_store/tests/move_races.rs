@@ -19,7 +19,9 @@ use std::sync::Arc;
 use sqlx::Connection;
 use test_support::TestDb;
 use todo_store::task::DEPTH_MAX;
-use todo_store::{ListInput, MoveTask, Store, StoreError, TaskInput, UserTasks};
+use todo_store::{
+    BatchMove, BatchOp, ListInput, MoveTask, Store, StoreError, TaskInput, TaskPatch, UserTasks,
+};
 use uuid::Uuid;
 
 const USER: &str = "alice";
@@ -408,6 +410,74 @@ async fn a_create_under_a_parent_and_a_move_keep_depth() {
     assert!(
         both_won.is_empty(),
         "both committed in rounds {both_won:?}; the tree: {faults:#?}"
+    );
+    assert!(faults.is_empty(), "invalid tree: {faults:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs PostgreSQL: cargo test --workspace -- --include-ignored"]
+async fn opposite_order_batches_never_fail_as_unavailable() {
+    // A batch locks rows in the order of its operations, so two batches naming the same
+    // tasks in opposite orders can deadlock whatever each operation does; PostgreSQL then
+    // fails one of them, and the store runs that one again.
+    let (db, s1, s2, u1, u2) = two_instances().await;
+    let inbox = u1.inbox().await.expect("inbox").id;
+    let a = task(&u1, "a", inbox, None).await;
+    let b = task(&u1, "b", inbox, None).await;
+    let ops = |first: Uuid, second: Uuid, round: usize| {
+        vec![
+            BatchOp::Update {
+                id: first.into(),
+                patch: TaskPatch {
+                    title: Some(format!("round {round}")),
+                    ..TaskPatch::default()
+                },
+                if_match: None,
+            },
+            // Among its siblings: locks only the task.
+            BatchOp::Move {
+                id: second.into(),
+                to: BatchMove {
+                    after: Some(None),
+                    ..BatchMove::default()
+                },
+                if_match: None,
+            },
+            BatchOp::Update {
+                id: second.into(),
+                patch: TaskPatch {
+                    title: Some(format!("round {round}")),
+                    ..TaskPatch::default()
+                },
+                if_match: None,
+            },
+        ]
+    };
+    let mut failed = Vec::new();
+    for round in 0..30 {
+        let gate = Arc::new(tokio::sync::Barrier::new(2));
+        let run = |u: &UserTasks, ops: Vec<BatchOp>| {
+            let (u, gate) = (u.clone(), gate.clone());
+            tokio::spawn(async move {
+                gate.wait().await;
+                u.batch(ops).await
+            })
+        };
+        let (x, y) = (run(&u1, ops(a, b, round)), run(&u2, ops(b, a, round)));
+        for r in [x.await.expect("join"), y.await.expect("join")] {
+            if let Err(e) = r {
+                failed.push(format!("round {round}: {e}"));
+            }
+        }
+    }
+    let faults = tree_faults(&db.url).await;
+    s1.close().await;
+    s2.close().await;
+    db.cleanup().await;
+    assert!(
+        failed.is_empty(),
+        "{} batches failed: {failed:#?}",
+        failed.len()
     );
     assert!(faults.is_empty(), "invalid tree: {faults:#?}");
 }
