@@ -810,6 +810,11 @@ impl UserTasks {
         expected_version: Option<i64>,
     ) -> Result<(), StoreError> {
         let scope = self.scope();
+        // The tree lock first: a move into the subtree either commits before the delete's
+        // walk starts (and its task is deleted with the subtree) or waits and finds its new
+        // parent gone; without it, the walk could miss a task moved in meanwhile and leave
+        // it under a deleted parent.
+        self.lock_tree(tx, &[id], &[]).await?;
         let deleted: Vec<backend::IdId> = tx
             .fetch_all_as(&scope.delete_subtree(id, expected_version))
             .await?;

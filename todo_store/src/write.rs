@@ -346,7 +346,7 @@ impl UserTasks {
     /// A task that changed list between the two statements (a move that committed in
     /// between) has its new list locked too; that list cannot change again while its row is
     /// locked.
-    async fn lock_tree(
+    pub(crate) async fn lock_tree(
         &self,
         tx: &mut Tx<'_>,
         tasks: &[Uuid],

@@ -481,3 +481,52 @@ async fn opposite_order_batches_never_fail_as_unavailable() {
     );
     assert!(faults.is_empty(), "invalid tree: {faults:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs PostgreSQL: cargo test --workspace -- --include-ignored"]
+async fn a_delete_and_a_move_into_its_subtree_leave_no_orphan() {
+    // A > P; X moves under P while A (with its subtree) is deleted. Either the move comes
+    // first and X is deleted with the subtree, or the delete does and the move is refused:
+    // X must never stay behind under a deleted parent.
+    let (db, s1, s2, u1, u2) = two_instances().await;
+    let inbox = u1.inbox().await.expect("inbox").id;
+    let mut orphaned = Vec::new();
+    for round in 0..40 {
+        let a = task(&u1, &format!("a{round}"), inbox, None).await;
+        let p = task(&u1, &format!("p{round}"), inbox, Some(a)).await;
+        let x = task(&u1, &format!("x{round}"), inbox, None).await;
+        let gate = Arc::new(tokio::sync::Barrier::new(2));
+        let moving = {
+            let (u, gate) = (u1.clone(), gate.clone());
+            tokio::spawn(async move {
+                gate.wait().await;
+                u.move_task(x, under(p), None).await.map(|_| ())
+            })
+        };
+        let deleting = {
+            let (u, gate) = (u2.clone(), gate.clone());
+            tokio::spawn(async move {
+                gate.wait().await;
+                u.delete(a, None).await
+            })
+        };
+        match moving.await.expect("join") {
+            Ok(()) => {}
+            Err(StoreError::Invalid(f)) if f[0].field == "parent_id" => {}
+            Err(e) => panic!("round {round}: unexpected {e:?}"),
+        }
+        deleting.await.expect("join").expect("delete");
+        if u1.get(x).await.is_ok_and(|t| t.parent_id == Some(p)) {
+            orphaned.push(round);
+        }
+    }
+    let faults = tree_faults(&db.url).await;
+    s1.close().await;
+    s2.close().await;
+    db.cleanup().await;
+    assert!(
+        orphaned.is_empty(),
+        "a moved task outlived its deleted parent in rounds {orphaned:?}"
+    );
+    assert!(faults.is_empty(), "invalid tree: {faults:#?}");
+}
