@@ -150,6 +150,12 @@ pub struct BatchError {
     pub error: StoreError,
 }
 
+impl write::TxError for BatchError {
+    fn is_retryable(&self) -> bool {
+        self.error.is_retryable()
+    }
+}
+
 /// Prefixes the field paths of a field error.
 fn prefixed(e: StoreError, prefix: &str) -> StoreError {
     match e {
@@ -203,14 +209,26 @@ impl UserTasks {
         } else {
             None
         };
+        self.retrying(|| self.batch_once(&ops, inbox)).await
+    }
+
+    /// One run of a batch's transaction. The operations are cloned: a run that PostgreSQL
+    /// failed to break a deadlock (a batch locks rows in the order of its operations) runs
+    /// again from the first.
+    async fn batch_once(
+        &self,
+        ops: &[BatchOp],
+        inbox: Option<Uuid>,
+    ) -> Result<Vec<BatchResult>, BatchError> {
+        let whole = |error| BatchError { index: None, error };
         let mut touched = write::Touched::default();
         let mut writer = self.pool.writer().await.map_err(whole)?;
         let mut tx = writer.begin().await.map_err(whole)?;
         let mut refs: HashMap<String, Uuid> = HashMap::new();
         let mut results = Vec::with_capacity(ops.len());
-        for (index, op) in ops.into_iter().enumerate() {
+        for (index, op) in ops.iter().enumerate() {
             let r = self
-                .batch_op(&mut tx, &mut touched, &mut refs, inbox, op)
+                .batch_op(&mut tx, &mut touched, &mut refs, inbox, op.clone())
                 .await
                 .map_err(|error| BatchError {
                     index: Some(index),

@@ -94,6 +94,17 @@ impl StoreError {
         }])
     }
 
+    /// Whether PostgreSQL aborted the transaction to break a deadlock (40P01) or as a
+    /// serialization failure (40001): it was rolled back whole, so running it again is safe.
+    pub(crate) fn is_retryable(&self) -> bool {
+        match self {
+            StoreError::Unavailable(sqlx::Error::Database(db)) => {
+                matches!(db.code().as_deref(), Some("40P01" | "40001"))
+            }
+            _ => false,
+        }
+    }
+
     /// The broken field rules, when this is an [`Invalid`](StoreError::Invalid) error.
     pub fn field_errors(&self) -> &[FieldError] {
         match self {

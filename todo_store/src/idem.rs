@@ -296,6 +296,18 @@ impl UserTasks {
         self.pool.execute(&del).await.map(drop)
     }
 
+    /// Whether a write can still complete this handle's idempotency record: it has none, or
+    /// its responder was not used yet (a write whose transaction failed after building the
+    /// response cannot build it again, so it is not run again).
+    pub(crate) fn can_respond(&self) -> bool {
+        self.idem.as_ref().is_none_or(|slot| {
+            slot.responder
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some()
+        })
+    }
+
     /// Hands `outcome` to this handle's responder (if any, once) and keeps the response for
     /// the commit.
     pub(crate) fn respond(&self, touched: &mut crate::write::Touched, outcome: Outcome<'_>) {

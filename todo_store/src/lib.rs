@@ -614,6 +614,12 @@ impl UserTasks {
     /// Deletes a task, its tags and its whole subtree, in one transaction with their
     /// tombstones.
     pub async fn delete(&self, id: Uuid, expected_version: Option<i64>) -> Result<(), StoreError> {
+        self.retrying(|| self.delete_once(id, expected_version))
+            .await
+    }
+
+    /// One run of a delete's transaction.
+    async fn delete_once(&self, id: Uuid, expected_version: Option<i64>) -> Result<(), StoreError> {
         let mut touched = write::Touched::default();
         let mut writer = self.pool.writer().await?;
         let mut tx = writer.begin().await?;
@@ -654,7 +660,7 @@ impl UserTasks {
         id: Uuid,
         expected_version: Option<i64>,
         cascade: bool,
-        mut change: impl FnMut(&mut Task, chrono::DateTime<chrono::Utc>),
+        change: impl Fn(&mut Task, chrono::DateTime<chrono::Utc>),
     ) -> Result<Task, StoreError> {
         let scope = self.scope();
         if self.pool.dialect() == Dialect::Postgres && self.idem.is_none() {
@@ -715,6 +721,18 @@ impl UserTasks {
                 }
             }
         }
+        self.retrying(|| self.write_once(id, expected_version, cascade, &change))
+            .await
+    }
+
+    /// One run of a write's transaction (see [`Self::write_in`]).
+    async fn write_once(
+        &self,
+        id: Uuid,
+        expected_version: Option<i64>,
+        cascade: bool,
+        change: impl FnOnce(&mut Task, chrono::DateTime<chrono::Utc>),
+    ) -> Result<Task, StoreError> {
         let mut touched = write::Touched::default();
         let mut writer = self.pool.writer().await?;
         let mut tx = writer.begin().await?;
@@ -792,6 +810,11 @@ impl UserTasks {
         expected_version: Option<i64>,
     ) -> Result<(), StoreError> {
         let scope = self.scope();
+        // The tree lock first: a move into the subtree either commits before the delete's
+        // walk starts (and its task is deleted with the subtree) or waits and finds its new
+        // parent gone; without it, the walk could miss a task moved in meanwhile and leave
+        // it under a deleted parent.
+        self.lock_tree(tx, &[id], &[]).await?;
         let deleted: Vec<backend::IdId> = tx
             .fetch_all_as(&scope.delete_subtree(id, expected_version))
             .await?;
@@ -865,6 +888,29 @@ mod future_size_tests {
         for (name, size) in sizes {
             assert!(size <= 4096, "{name}: {size} bytes");
         }
+    }
+
+    /// Write futures are `Send` (a server spawns them on a multi-threaded runtime), including
+    /// those that run their transaction again after a deadlock.
+    #[tokio::test]
+    async fn write_futures_are_send() {
+        fn send<T: Send>(_: T) {}
+        let store = crate::Store::connect("sqlite::memory:")
+            .await
+            .expect("store");
+        let u = store.for_user("a").expect("user");
+        let id = Uuid::nil();
+        send(u.create(Default::default()));
+        send(u.replace(id, Default::default(), None));
+        send(u.patch(id, Default::default(), None));
+        send(u.set_completed(id, None, None));
+        send(u.delete(id, None));
+        send(u.move_task(id, Default::default(), None));
+        send(u.batch(Vec::new()));
+        send(u.create_list(crate::ListInput::named("l")));
+        send(u.update_list(id, Default::default(), None));
+        send(u.move_list(id, None, None));
+        send(u.delete_list(id, false, None));
     }
 }
 

@@ -514,6 +514,15 @@ impl<'a> Scope<'a> {
         s
     }
 
+    /// Tasks by id, locked for update in id order (PostgreSQL), so that two writes locking
+    /// the same tasks queue instead of deadlocking.
+    pub(crate) fn get_many_for_update(&self, ids: &[Uuid]) -> SelectStatement {
+        let mut s = self.get_many(ids);
+        s.order_by((TASKS, "id"), SqlOrder::Asc)
+            .lock(LockType::Update);
+        s
+    }
+
     /// The version of one task.
     pub(crate) fn version_of(&self, id: Uuid) -> SelectStatement {
         let mut s = self.tasks();
@@ -1071,6 +1080,10 @@ pub(crate) mod tests {
         both!("get_lists", scope.get_lists(&[t.id]));
         both!("lists_after", scope.lists_after(t.id, 10));
         both!("get_for_update", scope.get_for_update(t.id));
+        both!(
+            "get_many_for_update",
+            scope.get_many_for_update(&[t.id, t.list_id])
+        );
         both!("version_of", scope.version_of(t.id));
         both!("tag_counts", scope.tag_counts());
         both!("insert", scope.insert(&t));
@@ -1121,6 +1134,8 @@ pub(crate) mod tests {
         both!("all_lists", scope.all_lists());
         both!("get_list", scope.get_list(t.id));
         both!("get_list_for_update", scope.get_list_for_update(t.id));
+        both!("lock_lists", scope.lock_lists(&[t.id], &[t.list_id]));
+        both!("lock_lists_of_tasks", scope.lock_lists(&[t.id], &[]));
         both!("inbox_id", scope.inbox_id());
         both!("list_count", scope.list_count());
         both!("list_positions", scope.list_positions());

@@ -7,9 +7,9 @@
 
 use chrono::{DateTime, Utc};
 use sea_query::{
-    Asterisk, CommonTableExpression, Expr, ExprTrait, Func, InsertStatement, LockType, OnConflict,
-    Order as SqlOrder, Query, SelectStatement, SimpleExpr, UnionType, UpdateStatement, WithClause,
-    WithQuery,
+    Asterisk, CommonTableExpression, Cond, Expr, ExprTrait, Func, InsertStatement, LockType,
+    OnConflict, Order as SqlOrder, Query, SelectStatement, SimpleExpr, UnionType, UpdateStatement,
+    WithClause, WithQuery,
 };
 use uuid::Uuid;
 
@@ -122,6 +122,33 @@ impl Scope<'_> {
             .expr_as(Expr::val(0i64), "open_count")
             .and_where(lcol("id").eq(id))
             .lock(LockType::Update);
+        s
+    }
+
+    /// Locks the lists a write reshapes the trees of: the lists of the tasks `tasks` and the
+    /// lists `lists` (those that are the user's), in id order, `FOR NO KEY UPDATE`; returns
+    /// their ids. The tree lock of [`crate::UserTasks`]' moves and creates under a parent:
+    /// taken before any task row, so two such writes never hold rows in opposite orders and
+    /// never check depth or cycles on a tree the other is changing. (`FOR NO KEY UPDATE`
+    /// keeps out other tree writers, renames and deletes of the list, but not the `FOR KEY
+    /// SHARE` of the foreign-key checks of plain creates into it.)
+    pub(crate) fn lock_lists(&self, tasks: &[Uuid], lists: &[Uuid]) -> SelectStatement {
+        let mut any = Cond::any();
+        if !tasks.is_empty() {
+            let mut of_tasks = self.tasks_from();
+            of_tasks
+                .column((TASKS, "list_id"))
+                .and_where(col("id").is_in(tasks.iter().copied()));
+            any = any.add(lcol("id").in_subquery(of_tasks));
+        }
+        if !lists.is_empty() {
+            any = any.add(lcol("id").is_in(lists.iter().copied()));
+        }
+        let mut s = self.lists();
+        s.column((LISTS, "id"))
+            .cond_where(any)
+            .order_by((LISTS, "id"), SqlOrder::Asc)
+            .lock(LockType::NoKeyUpdate);
         s
     }
 

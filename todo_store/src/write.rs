@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::backend::{Id, IdInt, IdPos, Int, Tx};
+use crate::backend::{Id, IdInt, IdPos, Int, TaskRow, Tx};
 use crate::error::{Refusal, StoreError};
 use crate::list::{INBOX_NAME, LISTS_MAX, List, ListInput, ListPatch};
 use crate::query::Dialect;
@@ -77,6 +77,57 @@ impl Touched {
             u.hub.wake(&u.user_id);
         }
         Ok(seq)
+    }
+}
+
+/// Most runs of one write transaction: the first, and retries after PostgreSQL failed it to
+/// break a deadlock (see [`UserTasks::retrying`]).
+const TX_TRIES: u32 = 3;
+
+/// An error a write transaction can end with: a [`StoreError`], or one that carries one.
+pub(crate) trait TxError {
+    /// Whether the transaction may run again (see [`StoreError::is_retryable`]).
+    fn is_retryable(&self) -> bool;
+}
+
+impl TxError for StoreError {
+    fn is_retryable(&self) -> bool {
+        StoreError::is_retryable(self)
+    }
+}
+
+impl UserTasks {
+    /// Runs a write transaction (`run` begins, writes and commits it), again when PostgreSQL
+    /// failed it to break a deadlock or for serialization, up to [`TX_TRIES`] runs in all.
+    ///
+    /// Writes take their row locks in one order where they can (lists, then tasks in id
+    /// order, then the user's change-log row at the commit; see `lock_tree`), but not all
+    /// can: a batch locks rows in the order of its operations, and two moves that both
+    /// re-space one sibling group each hold their own row first. PostgreSQL breaks such a
+    /// deadlock by failing one transaction, which it rolls back whole; that one runs again
+    /// here (behind the other, which now has its locks) instead of reaching the client as
+    /// [`StoreError::Unavailable`] (an HTTP 503) for a valid request. Not when the write
+    /// already built its idempotent response, which can be built only once.
+    pub(crate) async fn retrying<T, E: TxError, F>(
+        &self,
+        mut run: impl FnMut() -> F,
+    ) -> Result<T, E>
+    where
+        F: Future<Output = Result<T, E>>,
+    {
+        let mut tries = 1;
+        loop {
+            match run().await {
+                Err(e) if e.is_retryable() && tries < TX_TRIES && self.can_respond() => {
+                    tries += 1;
+                    tracing::debug!(
+                        tries,
+                        "a write transaction failed to break a deadlock; again"
+                    );
+                }
+                r => return r,
+            }
+        }
     }
 }
 
@@ -278,6 +329,47 @@ impl UserTasks {
         }
     }
 
+    /// Takes the tree lock of a write that reshapes a list's trees or checks their shape (a
+    /// move to another parent or list, a create under a parent): first the lists involved
+    /// (those of `tasks`, and `lists`), in id order, then the tasks `tasks`, in id order.
+    /// Returns the ids of the lists locked (of `lists`, only those that are the user's) and
+    /// the tasks found, in id order.
+    ///
+    /// Every such write takes its locks in this one order (lists, then tasks; the user's
+    /// change-log row comes last, at the commit), so two of them never wait for each other
+    /// in opposite orders (a deadlock, which PostgreSQL would break by failing one of them).
+    /// And two of them that involve one list run one after the other: the depth and cycle
+    /// checks that follow read a tree that no other write is changing, in statements that
+    /// start after the locks were granted (at READ COMMITTED each statement sees what
+    /// committed before it began).
+    ///
+    /// A task that changed list between the two statements (a move that committed in
+    /// between) has its new list locked too; that list cannot change again while its row is
+    /// locked.
+    pub(crate) async fn lock_tree(
+        &self,
+        tx: &mut Tx<'_>,
+        tasks: &[Uuid],
+        lists: &[Uuid],
+    ) -> Result<(Vec<Uuid>, Vec<Task>), StoreError> {
+        let scope = self.scope();
+        let locked: Vec<Id> = tx.fetch_all_as(&scope.lock_lists(tasks, lists)).await?;
+        let mut locked: Vec<Uuid> = locked.into_iter().map(|l| l.0).collect();
+        let rows: Vec<TaskRow> = tx.fetch_all_as(&scope.get_many_for_update(tasks)).await?;
+        let rows: Vec<Task> = rows.into_iter().map(|r| r.0).collect();
+        let mut moved: Vec<Uuid> = rows
+            .iter()
+            .map(|t| t.list_id)
+            .filter(|l| !locked.contains(l))
+            .collect();
+        if !moved.is_empty() {
+            moved.dedup();
+            let more: Vec<Id> = tx.fetch_all_as(&scope.lock_lists(&[], &moved)).await?;
+            locked.extend(more.into_iter().map(|l| l.0));
+        }
+        Ok((locked, rows))
+    }
+
     /// Inserts a new task (content already applied) at the end of its sibling group.
     pub(crate) async fn create_placed(
         &self,
@@ -333,6 +425,17 @@ impl UserTasks {
                 }
             }
         }
+        self.retrying(|| self.create_once(t.clone(), list_id, parent_id))
+            .await
+    }
+
+    /// One run of a create's transaction.
+    async fn create_once(
+        &self,
+        t: Task,
+        list_id: Option<Uuid>,
+        parent_id: Option<Uuid>,
+    ) -> Result<Task, StoreError> {
         let mut touched = Touched::default();
         let mut writer = self.pool.writer().await?;
         let mut tx = writer.begin().await?;
@@ -357,12 +460,12 @@ impl UserTasks {
     ) -> Result<Task, StoreError> {
         let scope = self.scope();
         if let Some(p) = parent_id {
-            let parent = tx
-                .fetch_task(&scope.get_for_update(p))
-                .await?
-                .ok_or_else(|| {
-                    StoreError::invalid("parent_id", "must be one of the user's tasks")
-                })?;
+            // The tree lock: a concurrent move cannot deepen the parent's branch between the
+            // depth check and the commit.
+            let (_, found) = self.lock_tree(tx, &[p], &[]).await?;
+            let parent = found.into_iter().next().ok_or_else(|| {
+                StoreError::invalid("parent_id", "must be one of the user's tasks")
+            })?;
             if list_id.is_some_and(|l| l != parent.list_id) {
                 return Err(StoreError::invalid(
                     "list_id",
@@ -426,6 +529,17 @@ impl UserTasks {
         to: MoveTask,
         expected_version: Option<i64>,
     ) -> Result<Task, StoreError> {
+        self.retrying(|| self.move_once(id, to.clone(), expected_version))
+            .await
+    }
+
+    /// One run of a move's transaction.
+    async fn move_once(
+        &self,
+        id: Uuid,
+        to: MoveTask,
+        expected_version: Option<i64>,
+    ) -> Result<Task, StoreError> {
         let mut touched = Touched::default();
         let mut writer = self.pool.writer().await?;
         let mut tx = writer.begin().await?;
@@ -448,10 +562,30 @@ impl UserTasks {
         expected_version: Option<i64>,
     ) -> Result<Task, StoreError> {
         let scope = self.scope();
-        let mut t = at_version(
-            tx.fetch_task(&scope.get_for_update(id)).await?,
-            expected_version,
-        )?;
+        // A move to another parent or list takes the tree lock: the lists of the task and of
+        // its new parent (or its new list), then both tasks. A move among its siblings only
+        // locks the task: it changes no tree.
+        let parent = to.parent_id.flatten().filter(|&p| p != id);
+        let (lists, mut found) = if to.parent_id.is_some() || to.list_id.is_some() {
+            let tasks: Vec<Uuid> = [Some(id), parent].into_iter().flatten().collect();
+            // With a parent, the destination is the parent's list (another `list_id` is
+            // refused below).
+            let lists: Vec<Uuid> = to
+                .list_id
+                .filter(|_| parent.is_none())
+                .into_iter()
+                .collect();
+            self.lock_tree(tx, &tasks, &lists).await?
+        } else {
+            let t = tx.fetch_task(&scope.get_for_update(id)).await?;
+            (Vec::new(), t.into_iter().collect())
+        };
+        let mut take = |id: Uuid| {
+            let i = found.iter().position(|t| t.id == id)?;
+            Some(found.swap_remove(i))
+        };
+        let mut t = at_version(take(id), expected_version)?;
+        let parent = parent.and_then(&mut take);
         let now = task::now_ms();
         let dest = match to.parent_id {
             Some(Some(p)) => {
@@ -463,10 +597,7 @@ impl UserTasks {
                         "a task cannot be its own subtask",
                     ));
                 }
-                let parent = tx
-                    .fetch_task(&scope.get_for_update(p))
-                    .await?
-                    .ok_or_else(not_a_parent)?;
+                let parent = parent.ok_or_else(not_a_parent)?;
                 if to.list_id.is_some_and(|l| l != parent.list_id) {
                     return Err(StoreError::invalid(
                         "list_id",
@@ -494,8 +625,13 @@ impl UserTasks {
             }
             Some(None) | None if to.list_id.is_some() || to.parent_id.is_some() => {
                 let list_id = to.list_id.unwrap_or(t.list_id);
-                if list_id != t.list_id {
-                    self.own_list(tx, list_id).await?;
+                // Another list must be one of the user's (then it is locked, against a
+                // concurrent delete too).
+                if list_id != t.list_id && !lists.contains(&list_id) {
+                    return Err(StoreError::invalid(
+                        "list_id",
+                        "must be one of the user's lists",
+                    ));
                 }
                 Group {
                     list_id,
@@ -552,6 +688,17 @@ impl UserTasks {
     pub async fn create_list(&self, input: ListInput) -> Result<List, StoreError> {
         let (name, color) = input.validate()?;
         let inbox = self.inbox_id().await?;
+        self.retrying(|| self.create_list_once(inbox, &name, &color))
+            .await
+    }
+
+    /// One run of a list creation's transaction.
+    async fn create_list_once(
+        &self,
+        inbox: Uuid,
+        name: &str,
+        color: &Option<String>,
+    ) -> Result<List, StoreError> {
         let scope = self.scope();
         let now = task::now_ms();
         let mut touched = Touched::default();
@@ -572,8 +719,8 @@ impl UserTasks {
         let list = List {
             id: Uuid::now_v7(),
             user_id: self.user_id.clone(),
-            name,
-            color,
+            name: name.to_owned(),
+            color: color.clone(),
             is_inbox: false,
             position,
             open_count: 0,
@@ -616,11 +763,11 @@ impl UserTasks {
     ) -> Result<List, StoreError> {
         let (name, color) = patch.validate()?;
         self.write_list(id, expected_version, None, move |l| {
-            if let Some(n) = name {
-                l.name = n;
+            if let Some(n) = &name {
+                l.name.clone_from(n);
             }
-            if let Some(c) = color {
-                l.color = c;
+            if let Some(c) = &color {
+                l.color.clone_from(c);
             }
         })
         .await
@@ -640,6 +787,18 @@ impl UserTasks {
     }
 
     async fn write_list(
+        &self,
+        id: Uuid,
+        expected_version: Option<i64>,
+        moved_after: Option<After>,
+        change: impl Fn(&mut List),
+    ) -> Result<List, StoreError> {
+        self.retrying(|| self.write_list_once(id, expected_version, moved_after, &change))
+            .await
+    }
+
+    /// One run of a list write's transaction.
+    async fn write_list_once(
         &self,
         id: Uuid,
         expected_version: Option<i64>,
@@ -674,6 +833,17 @@ impl UserTasks {
     /// Deletes a list. The inbox cannot be deleted, nor a list with tasks unless `cascade`,
     /// which deletes its tasks with it in the same transaction ([`StoreError::Refused`]).
     pub async fn delete_list(
+        &self,
+        id: Uuid,
+        cascade: bool,
+        expected_version: Option<i64>,
+    ) -> Result<(), StoreError> {
+        self.retrying(|| self.delete_list_once(id, cascade, expected_version))
+            .await
+    }
+
+    /// One run of a list delete's transaction.
+    async fn delete_list_once(
         &self,
         id: Uuid,
         cascade: bool,
