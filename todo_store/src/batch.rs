@@ -225,10 +225,18 @@ impl UserTasks {
         let mut writer = self.pool.writer().await.map_err(whole)?;
         let mut tx = writer.begin().await.map_err(whole)?;
         let mut refs: HashMap<String, Uuid> = HashMap::new();
+        let mut pending = write::Pending::default();
         let mut results = Vec::with_capacity(ops.len());
         for (index, op) in ops.iter().enumerate() {
             let r = self
-                .batch_op(&mut tx, &mut touched, &mut refs, inbox, op.clone())
+                .batch_op(
+                    &mut tx,
+                    &mut touched,
+                    &mut refs,
+                    &mut pending,
+                    inbox,
+                    op.clone(),
+                )
                 .await
                 .map_err(|error| BatchError {
                     index: Some(index),
@@ -236,6 +244,7 @@ impl UserTasks {
                 })?;
             results.push(r);
         }
+        self.flush(&mut tx, &mut pending).await.map_err(whole)?;
         self.respond(&mut touched, idem::Outcome::Batch(&results));
         touched.commit(self, tx).await.map_err(whole)?;
         writer.done();
@@ -247,9 +256,17 @@ impl UserTasks {
         tx: &mut crate::backend::Tx<'_>,
         touched: &mut write::Touched,
         refs: &mut HashMap<String, Uuid>,
+        pending: &mut write::Pending,
         inbox: Option<Uuid>,
         op: BatchOp,
     ) -> Result<BatchResult, StoreError> {
+        // Only creates appended last in a list are buffered; every other operation reads or
+        // writes rows that buffered creates may be, so the buffer goes to the database first.
+        let appends = matches!(&op, BatchOp::Create { task, parent: None, .. }
+            if task.parent_id.is_none() && task.reminders.is_empty());
+        if !appends {
+            self.flush(tx, pending).await?;
+        }
         match op {
             BatchOp::Create {
                 reference,
@@ -276,10 +293,13 @@ impl UserTasks {
                 if list_id.is_none() && parent_id.is_none() {
                     t.list_id = inbox.ok_or(StoreError::NotFound)?;
                 }
-                let t = self
-                    .create_in(tx, touched, t, list_id, parent_id)
-                    .await
-                    .map_err(|e| prefixed(e, "task."))?;
+                let t = if parent_id.is_none() && t.reminders.is_empty() {
+                    self.create_buffered(tx, touched, t, list_id, pending).await
+                } else {
+                    self.flush(tx, pending).await?;
+                    self.create_in(tx, touched, t, list_id, parent_id).await
+                }
+                .map_err(|e| prefixed(e, "task."))?;
                 if let Some(name) = reference {
                     refs.insert(name, t.id);
                 }

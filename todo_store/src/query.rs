@@ -775,43 +775,56 @@ impl<'a> Scope<'a> {
 
     /// Inserts a task row; `user_id` is this scope's, whatever `t.user_id` says.
     pub(crate) fn insert(&self, t: &Task) -> InsertStatement {
-        let d = self.dialect;
-        let (title_lc, description_lc) = lowercased(t);
-        let bits = search_signature(&title_lc, description_lc.as_deref());
-        Query::insert()
+        self.insert_many(std::slice::from_ref(t))
+    }
+
+    /// Inserts the tasks `ts` in one statement (the rows of a batch's consecutive creates).
+    pub(crate) fn insert_many(&self, ts: &[Task]) -> InsertStatement {
+        let mut s = Query::insert()
             .into_table(TASKS)
             .columns(COLUMNS.into_iter().chain([
                 "description_lc",
                 "search_bits_lo",
                 "search_bits_hi",
             ]))
-            .values_panic([
-                t.id.into(),
-                self.user_id.into(),
-                t.title.as_str().into(),
-                t.description.clone().into(),
-                t.completed.into(),
-                d.ts_opt(t.completed_at).into(),
-                t.priority.rank().into(),
-                tags_json(&t.tags).into(),
-                d.ts_opt(t.due_at).into(),
-                d.ts(t.created_at).into(),
-                d.ts(t.updated_at).into(),
-                t.version.into(),
-                title_lc.into(),
-                t.list_id.into(),
-                t.parent_id.into(),
-                t.position.as_str().into(),
-                t.recurrence.as_ref().map(|r| r.rule.clone()).into(),
-                t.recurrence.as_ref().map(|r| r.timezone.clone()).into(),
-                d.ts_opt(t.recurrence_start).into(),
-                d.ts_opt(t.last_completed_at).into(),
-                crate::reminder::to_json(&t.reminders).into(),
-                description_lc.into(),
-                bits[0].into(),
-                bits[1].into(),
-            ])
-            .to_owned()
+            .to_owned();
+        for t in ts {
+            s.values_panic(self.row_values(t));
+        }
+        s
+    }
+
+    /// The values of a task's row, in the order of [`Self::insert_many`]'s columns.
+    fn row_values(&self, t: &Task) -> [sea_query::SimpleExpr; 24] {
+        let d = self.dialect;
+        let (title_lc, description_lc) = lowercased(t);
+        let bits = search_signature(&title_lc, description_lc.as_deref());
+        [
+            t.id.into(),
+            self.user_id.into(),
+            t.title.as_str().into(),
+            t.description.clone().into(),
+            t.completed.into(),
+            d.ts_opt(t.completed_at).into(),
+            t.priority.rank().into(),
+            tags_json(&t.tags).into(),
+            d.ts_opt(t.due_at).into(),
+            d.ts(t.created_at).into(),
+            d.ts(t.updated_at).into(),
+            t.version.into(),
+            title_lc.into(),
+            t.list_id.into(),
+            t.parent_id.into(),
+            t.position.as_str().into(),
+            t.recurrence.as_ref().map(|r| r.rule.clone()).into(),
+            t.recurrence.as_ref().map(|r| r.timezone.clone()).into(),
+            d.ts_opt(t.recurrence_start).into(),
+            d.ts_opt(t.last_completed_at).into(),
+            crate::reminder::to_json(&t.reminders).into(),
+            description_lc.into(),
+            bits[0].into(),
+            bits[1].into(),
+        ]
     }
 
     /// Writes every mutable column of `t` to its row.
@@ -871,12 +884,19 @@ impl<'a> Scope<'a> {
 
     /// Inserts a task's tag rows (`tags` must not be empty).
     pub(crate) fn insert_tags(&self, id: Uuid, tags: &[String]) -> InsertStatement {
+        self.insert_tags_of(&[(id, tags)])
+    }
+
+    /// The tag rows of several tasks in one statement; at least one tag in all.
+    pub(crate) fn insert_tags_of(&self, tasks: &[(Uuid, &[String])]) -> InsertStatement {
         let mut s = Query::insert()
             .into_table(TASK_TAGS)
             .columns(["user_id", "tag", "task_id"])
             .to_owned();
-        for tag in tags {
-            s.values_panic([self.user_id.into(), tag.as_str().into(), id.into()]);
+        for (id, tags) in tasks {
+            for tag in tags.iter() {
+                s.values_panic([self.user_id.into(), tag.as_str().into(), (*id).into()]);
+            }
         }
         s
     }

@@ -131,6 +131,18 @@ impl UserTasks {
     }
 }
 
+/// Creates of a batch not yet sent to the database: consecutive creates appended last in a
+/// list (no parent, no reminders) are buffered and inserted in one statement (with their tags
+/// in another) when the batch reaches any other operation, or its end. A batch of 100 such
+/// creates costs a handful of statements instead of 200–300.
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    tasks: Vec<Task>,
+    /// The key of the last task buffered into each list's top level, which no row in the
+    /// database follows while the buffer holds it.
+    last: HashMap<Uuid, String>,
+}
+
 /// Where a task or list goes among its siblings: after `Some(id)`, first (`None`), or last
 /// (the `after` field absent).
 type After = Option<Option<Uuid>>;
@@ -446,6 +458,74 @@ impl UserTasks {
         touched.commit(self, tx).await?;
         writer.done();
         Ok(t)
+    }
+
+    /// A batch's create appended last at the top level of `list_id` (or of `t.list_id`, the
+    /// inbox, when `None`), buffered in `pending`: its key follows the list's last task, or
+    /// the task the batch buffered into the list just before it. When no key fits, the buffer
+    /// is flushed and the create takes the ordinary path (which re-spaces the list).
+    pub(crate) async fn create_buffered(
+        &self,
+        tx: &mut Tx<'_>,
+        touched: &mut Touched,
+        mut t: Task,
+        list_id: Option<Uuid>,
+        pending: &mut Pending,
+    ) -> Result<Task, StoreError> {
+        if let Some(l) = list_id {
+            self.own_list(tx, l).await?;
+            t.list_id = l;
+        }
+        let key = match pending.last.get(&t.list_id) {
+            Some(last) => position::between(Some(last), None),
+            None => {
+                let g = Group {
+                    list_id: t.list_id,
+                    parent_id: None,
+                };
+                let last: Option<IdPos> = tx
+                    .fetch_one_as(&self.scope().group_end(g, true, None))
+                    .await?;
+                position::between(last.map(|l| l.1).as_deref(), None)
+            }
+        };
+        let Some(key) = key else {
+            self.flush(tx, pending).await?;
+            return self.create_in(tx, touched, t, list_id, None).await;
+        };
+        t.position = key.clone();
+        pending.last.insert(t.list_id, key);
+        touched.task(t.id);
+        touched.created.push(t.id);
+        if !t.completed {
+            touched.lists.push(t.list_id);
+        }
+        pending.tasks.push(t.clone());
+        Ok(t)
+    }
+
+    /// Inserts the buffered creates (and their tags); the buffer is empty afterwards.
+    pub(crate) async fn flush(
+        &self,
+        tx: &mut Tx<'_>,
+        pending: &mut Pending,
+    ) -> Result<(), StoreError> {
+        pending.last.clear();
+        if pending.tasks.is_empty() {
+            return Ok(());
+        }
+        let scope = self.scope();
+        let tasks = std::mem::take(&mut pending.tasks);
+        tx.execute(&scope.insert_many(&tasks)).await?;
+        let tags: Vec<(Uuid, &[String])> = tasks
+            .iter()
+            .filter(|t| !t.tags.is_empty())
+            .map(|t| (t.id, t.tags.as_slice()))
+            .collect();
+        if !tags.is_empty() {
+            tx.execute(&scope.insert_tags_of(&tags)).await?;
+        }
+        Ok(())
     }
 
     /// The transaction part of a create (`t.list_id` already the inbox when neither a list
