@@ -34,10 +34,15 @@
 //!    daily-recurring, then toggle at 64 connections on one-off tasks, on all tasks and on the
 //!    recurring ones, in alternating slices); then, on fresh server instances (two sharing the
 //!    database on PostgreSQL, one on SQLite), `events` (10,000 idle `GET /events` streams spread
-//!    over the seeded users and the server's RSS with them open, then the delivery latency of a
-//!    write to one user's 16 streams) and `reminders` (PostgreSQL only: 10,000 reminders due in the same
-//!    second, fired by both instances, timed and checked to fire exactly once). `--quick` runs
-//!    them at small sizes (500 streams, 1,000 reminders, fewer repetitions).
+//!    over the seeded users and the server's RSS with them open; then the fan-out: 1,000 users
+//!    each holding one stream, alternating over the instances, while an open-loop writer sends
+//!    1,000 creates and patches a second for 10 s, for random ones of those users, to the
+//!    instances in turn; commit-to-receipt latency from each write's `updated_at` to its
+//!    event on the user's stream, the achieved rate and the events missed) and `reminders`
+//!    (PostgreSQL only: 10,000 reminders due in the same second, fired by both instances,
+//!    timed and checked to fire exactly once). `--quick` runs them at small sizes (500 idle
+//!    streams, a fan-out of 200 users at 200 writes/s for 3 s, 1,000 reminders, fewer
+//!    repetitions).
 //! 6. Last, `webhooks` (`webhooks.rs`): 50 users each with a webhook to a receiver in this
 //!    process; 10,000 deliveries (`--quick`: 2,000) queued through the store, then drained by
 //!    `Store::run_webhook_sender` run here (the same code `serve` runs), timed and checked to
@@ -235,10 +240,8 @@ struct LivePlan {
     writes_per_sync: usize,
     /// Idle event streams.
     idle_streams: usize,
-    /// Streams of the fan-out user.
-    fanout_streams: usize,
-    /// Measured fan-out writes.
-    fanout_writes: usize,
+    /// The fan-out: users with one stream each, write rate, duration.
+    fanout: live::FanOutSizes,
     /// Reminders due in the same second.
     reminders: usize,
     /// The webhooks part.
@@ -282,8 +285,11 @@ impl Plan {
                     incremental_runs: 20,
                     writes_per_sync: 10,
                     idle_streams: 500,
-                    fanout_streams: live::STREAMS_PER_USER,
-                    fanout_writes: 20,
+                    fanout: live::FanOutSizes {
+                        users: 200,
+                        rate: 200.0,
+                        run_for: Duration::from_secs(3),
+                    },
                     reminders: 1_000,
                     webhooks: webhooks::Sizes::new(true),
                 },
@@ -314,8 +320,11 @@ impl Plan {
                     incremental_runs: 200,
                     writes_per_sync: 10,
                     idle_streams: 10_000,
-                    fanout_streams: live::STREAMS_PER_USER,
-                    fanout_writes: 200,
+                    fanout: live::FanOutSizes {
+                        users: 1_000,
+                        rate: 1_000.0,
+                        run_for: Duration::from_secs(10),
+                    },
                     reminders: 10_000,
                     webhooks: webhooks::Sizes::new(false),
                 },
@@ -355,8 +364,12 @@ impl Plan {
         }
         if o.wants("events") {
             parts.push(format!(
-                "events: {} idle streams, then {} writes fanned out to one user's {} streams",
-                l.idle_streams, l.fanout_writes, l.fanout_streams
+                "events: {} idle streams, then {} users with one stream each and writes at \
+                 {:.0}/s for {} s",
+                l.idle_streams,
+                l.fanout.users,
+                l.fanout.rate,
+                l.fanout.run_for.as_secs()
             ));
         }
         if o.wants("reminders") && o.backends.iter().any(|b| b == "postgres") {
@@ -1456,8 +1469,8 @@ fn instances_part(
     let l = &plan.live;
     let k = l.idle_streams;
     // The default cap of 10,000 connections would leave none for reading the metrics beside
-    // 10,000 streams.
-    let max_conns = k + 1_000;
+    // 10,000 streams; the fan-out needs its streams and its writer's connections.
+    let max_conns = k.max(l.fanout.users + live::FANOUT_CONNECTIONS) + 1_000;
     let mut env = vec![
         ("TODO_DB_MAX_CONNECTIONS", o.db_max_connections.to_string()),
         ("TODO_MAX_CONNECTIONS", max_conns.to_string()),
@@ -1490,7 +1503,8 @@ fn instances_part(
         "Served by {instances}, started for this part after the other rows' server stopped, \
          with the settings above except `TODO_MAX_CONNECTIONS={max_conns}`: the default \
          (10,000) would leave no connection for reading the server's metrics beside {k} \
-         streams{}.",
+         streams{}. The idle streams are opened first, on the first instance, and closed \
+         before the fan-out opens its own.",
         if k > sse_cap {
             format!("; and `TODO_SSE_MAX_STREAMS={k}`")
         } else {
@@ -1503,13 +1517,11 @@ fn instances_part(
          event streams, no matter here)."
     );
     if o.wants("events") {
-        // At most 16 streams per user: mint tokens for more users when the seeded ones are
-        // too few (ids that own no tasks; a stream needs none).
-        let need = k.div_ceil(live::STREAMS_PER_USER);
-        // The fan-out user (the last seeded one, not the heavy user) is kept out of the idle
-        // streams: it needs all of its 16.
-        let (fan_user, others) = users.split_last().unwrap_or((&users[0], &[]));
-        let mut stream_users: Vec<Arc<User>> = others.to_vec();
+        // At most 16 streams per user: the idle streams need k / 16 users, the fan-out its
+        // own count; tokens are minted for more users when the seeded ones are too few (ids
+        // that own no tasks; a stream needs none).
+        let need = k.div_ceil(live::STREAMS_PER_USER).max(l.fanout.users);
+        let mut stream_users: Vec<Arc<User>> = users.to_vec();
         let ttl = Duration::from_secs(6 * 3600);
         for i in stream_users.len()..need {
             let id = format!("stream-user-{i:05}");
@@ -1524,19 +1536,15 @@ fn instances_part(
                 Err(e) => report.errors.push(format!("events: token: {e}")),
             }
         }
+        // The idle streams over the seeded users and as many minted ones as they need.
+        let idle_users = &stream_users[..stream_users
+            .len()
+            .min(users.len().max(k.div_ceil(live::STREAMS_PER_USER)))];
         let first = &servers[0];
-        let idle = loader_rt.block_on(live::idle_streams(
-            first.addr,
-            first.pid(),
-            &stream_users,
-            k,
-        ));
-        let fan = loader_rt.block_on(live::fan_out(
-            &addrs,
-            fan_user,
-            l.fanout_streams,
-            l.fanout_writes,
-        ));
+        let idle = loader_rt.block_on(live::idle_streams(first.addr, first.pid(), idle_users, k));
+        let pids: Vec<u32> = servers.iter().map(ServeProcess::pid).collect();
+        let fan_users = &stream_users[..l.fanout.users.min(stream_users.len())];
+        let fan = loader_rt.block_on(live::fan_out(&addrs, &pids, url, fan_users, l.fanout));
         let fan = match fan {
             Ok(f) => Some(f),
             Err(e) => {
@@ -1556,13 +1564,25 @@ fn instances_part(
                 idle.ended_early
             ));
         }
-        if let Some(f) = &fan
-            && f.missed > 0
-        {
-            report.errors.push(format!(
-                "event fan-out: {} deliveries missing after 5 s",
-                f.missed
-            ));
+        if let Some(f) = &fan {
+            if f.missed > 0 {
+                report.errors.push(format!(
+                    "event fan-out: {} writes' events missing {} s after the response",
+                    f.missed,
+                    live::FANOUT_WAIT.as_secs()
+                ));
+            }
+            for (kind, n) in &f.errors {
+                report
+                    .errors
+                    .push(format!("event fan-out writes: {n} x {kind}"));
+            }
+            if f.ended_early > 0 {
+                report.errors.push(format!(
+                    "event fan-out: {} streams ended before the run was over",
+                    f.ended_early
+                ));
+            }
         }
         report.idle = Some(idle);
         report.fanout = fan;

@@ -5,8 +5,11 @@
 //!   paged at 1,000 records until `has_more` is false), an incremental sync after a few writes,
 //!   and `POST /batch` of 100 creates (run by `bench.rs` through the load generator);
 //! - **events** (`--only events`): thousands of idle `GET /events` streams spread over many
-//!   users (the server's memory with them open), then the fan-out of a write to one user's 16
-//!   streams, on two server instances sharing a PostgreSQL database (one on SQLite);
+//!   users (the server's memory with them open), then the fan-out: many users each holding one
+//!   stream while an open-loop writer sends creates and patches for random ones of them at a
+//!   fixed rate, and each write's commit-to-receipt latency on its user's stream; on two server
+//!   instances sharing a PostgreSQL database (streams and writes alternating over them, so
+//!   about half the events cross through `NOTIFY`), on one on SQLite;
 //! - **reminders** (`--only reminders`, PostgreSQL): thousands of reminders due in the same
 //!   second, fired by two instances' schedulers, timed and counted through the database and the
 //!   instances' metrics.
@@ -38,12 +41,15 @@ pub const SYNC_LIMIT: u32 = 1000;
 pub const STREAMS_PER_USER: usize = 16;
 /// How long a request or the opening of a stream may take.
 const TIMEOUT: Duration = Duration::from_secs(30);
-/// Unmeasured writes before the fan-out is measured: the other instance's listener is started
-/// by its first stream, and a write it has not heard of would only show after the streams'
-/// 15-second fallback read.
-const FANOUT_WARMUP: usize = 3;
-/// How long the fan-out waits for a write's event on every stream before counting it missed.
-const FANOUT_WAIT: Duration = Duration::from_secs(5);
+/// How long the fan-out waits for a write's event after its response before counting it
+/// missed.
+pub const FANOUT_WAIT: Duration = Duration::from_secs(5);
+/// Keep-alive connections of the fan-out's writer, alternating over the instances: at 1,000
+/// writes/s each sends one write every 128 ms, so a write may take that long before its
+/// connection falls behind schedule.
+pub const FANOUT_CONNECTIONS: usize = 128;
+/// A fan-out write sent later than this after its scheduled time counts as late.
+pub const FANOUT_LATE: Duration = Duration::from_millis(10);
 
 /// A series of latencies (nanoseconds), summarised by nearest rank.
 #[derive(Debug, Clone, Default)]
@@ -295,6 +301,21 @@ async fn open_stream(addr: SocketAddr, user: &User) -> Result<OpenStream, String
         .unwrap_or_else(|_| Err("timeout".to_owned()))
 }
 
+/// [`open_stream`], tried up to 3 times 200 ms apart; the last failure.
+async fn open_retrying(addr: SocketAddr, user: &User) -> Result<OpenStream, String> {
+    let mut last = String::new();
+    for attempt in 0..3 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        match open_stream(addr, user).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
 /// One Server-Sent Event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SseEvent {
@@ -399,19 +420,7 @@ pub async fn idle_streams(
             .iter()
             .map(|&i| {
                 let user = Arc::clone(&users[i % users.len()]);
-                tokio::spawn(async move {
-                    let mut last = String::new();
-                    for attempt in 0..3 {
-                        if attempt > 0 {
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                        }
-                        match open_stream(addr, &user).await {
-                            Ok(s) => return Ok(s),
-                            Err(e) => last = e,
-                        }
-                    }
-                    Err(last)
-                })
+                tokio::spawn(async move { open_retrying(addr, &user).await })
             })
             .collect();
         for o in opening {
@@ -473,157 +482,533 @@ pub async fn idle_streams(
     out
 }
 
+/// The sizes of [`fan_out`].
+#[derive(Debug, Clone, Copy)]
+pub struct FanOutSizes {
+    /// Users, each holding one stream.
+    pub users: usize,
+    /// Writes per second, all instances together.
+    pub rate: f64,
+    /// How long the writes arrive.
+    pub run_for: Duration,
+}
+
 /// What [`fan_out`] saw.
 #[derive(Debug, Default)]
 pub struct FanOut {
-    /// Server instances the streams were spread over (the writes go to the first).
+    /// Server instances the streams and the writes alternate over.
     pub instances: usize,
-    /// Streams of the one user.
-    pub streams: usize,
-    /// Measured writes.
-    pub writes: usize,
-    /// Delivery after the write's response, streams on the writing instance.
+    /// Users with one stream each.
+    pub users: usize,
+    /// Of them, users with no seeded task (minted for the run), whose writes are all creates.
+    pub minted: usize,
+    /// Target arrival rate, writes per second.
+    pub rate: f64,
+    /// The window the writes were scheduled over.
+    pub window: Duration,
+    /// Keep-alive connections of the writer, alternating over the instances.
+    pub connections: usize,
+    /// Writes scheduled in the window.
+    pub scheduled: usize,
+    /// Writes answered 2xx (each with the task's id, version and `updated_at`).
+    pub written: usize,
+    /// Of them, creates (the rest patches).
+    pub creates: usize,
+    /// Writes answered per second: `written` over the time from the first scheduled send to
+    /// the last response.
+    pub achieved: f64,
+    /// Writes sent more than [`FANOUT_LATE`] after their scheduled time (the writer's pool
+    /// was behind).
+    pub late: u64,
+    /// Failed writes by kind.
+    pub errors: BTreeMap<String, u64>,
+    /// From the write's `updated_at` (the server's clock when it began the write) to the
+    /// receipt of its event on the user's stream (this machine's clock), every delivery.
+    pub commit: Series,
+    /// The same for the streams on the instance that took the write.
     pub same: Series,
-    /// The same on the other instance (PostgreSQL with two instances).
+    /// The same for the streams on the other instance (PostgreSQL `NOTIFY`); `None` with one
+    /// instance.
     pub other: Option<Series>,
-    /// Delivery after the write was sent (its whole round trip included), writing instance.
-    pub same_from_send: Series,
-    /// The same on the other instance.
-    pub other_from_send: Option<Series>,
-    /// The writes' own latency (request sent to response read).
-    pub write: Series,
-    /// Deliveries that arrived before the writer had read its response (counted as 0).
+    /// From the moment the writer read the response to the receipt (0 when the event came
+    /// first).
+    pub from_response: Series,
+    /// Deliveries that arrived before the writer had read the response.
     pub early: u64,
-    /// Deliveries that did not arrive within 5 s.
+    /// Writes whose event did not arrive within [`FANOUT_WAIT`] of the response.
     pub missed: u64,
+    /// The writes' own latency, from the scheduled send time to the response read (the open
+    /// loop's: a writer behind schedule charges its delay to the write).
+    pub write: Series,
+    /// Streams that ended before the run was over.
+    pub ended_early: usize,
+    /// Time to open every stream (100 at a time).
+    pub open_time: Duration,
+    /// CPU use of each instance over the window, % of one core.
+    pub server_cpu: Vec<Option<f64>>,
+    /// CPU use of the PostgreSQL backends of the database over the window, % of one core.
+    pub db_cpu: Option<f64>,
+    /// CPU use of this process (the writer and the stream readers), % of one core.
+    pub loader_cpu: Option<f64>,
 }
 
-/// One `task.updated` event seen by stream `stream`: the task's id and version, and when.
-type Seen = (usize, Uuid, i64, Instant);
+/// An event of a task seen on a user's stream.
+#[derive(Debug, Clone, Copy)]
+struct Receipt {
+    /// Index of the user (of the stream).
+    user: usize,
+    id: Uuid,
+    version: i64,
+    /// Wall clock at receipt, microseconds since the epoch.
+    wall_us: i64,
+    at: Instant,
+}
 
-/// Opens `streams` event streams of `user`, stream `j` on `addrs[j % addrs.len()]`, then makes
-/// `writes` merge patches of one task of `user` through `addrs[0]`, one at a time, each after
-/// every stream received the last. For each write and stream: the time from the write's
-/// response to the stream's receipt of the `task.updated` event with the version the response
-/// gave.
+/// A write the server answered.
+#[derive(Debug, Clone, Copy)]
+struct Written {
+    user: usize,
+    /// The instance that took it.
+    instance: usize,
+    id: Uuid,
+    version: i64,
+    /// The task's `updated_at`, microseconds since the epoch.
+    updated_us: i64,
+    /// When it was scheduled to be sent.
+    intended: Instant,
+    /// When the writer read the response.
+    responded: Instant,
+}
+
+/// The deliveries of `writes` among `receipts`: for each write, the first event on its user's
+/// stream with its task and its version or a later one (an event carries the task as it was
+/// when the stream read it, so a later write may stand in for an earlier one).
+#[derive(Debug, Default)]
+struct Deliveries {
+    commit: Vec<u64>,
+    same: Vec<u64>,
+    other: Vec<u64>,
+    from_response: Vec<u64>,
+    early: u64,
+    missed: u64,
+}
+
+fn match_deliveries(
+    writes: &[Written],
+    receipts: &mut [Receipt],
+    instances: usize,
+    wait: Duration,
+) -> Deliveries {
+    receipts.sort_by_key(|r| r.at);
+    let mut by_task: std::collections::HashMap<(usize, Uuid), Vec<&Receipt>> =
+        std::collections::HashMap::new();
+    for r in receipts.iter() {
+        by_task.entry((r.user, r.id)).or_default().push(r);
+    }
+    let mut out = Deliveries::default();
+    for w in writes {
+        let got = by_task
+            .get(&(w.user, w.id))
+            .and_then(|rs| rs.iter().find(|r| r.version >= w.version))
+            .filter(|r| r.at <= w.responded + wait);
+        let Some(r) = got else {
+            out.missed += 1;
+            continue;
+        };
+        let commit = (r.wall_us - w.updated_us).max(0) as u64 * 1_000;
+        out.commit.push(commit);
+        if w.instance == w.user % instances.max(1) {
+            out.same.push(commit);
+        } else {
+            out.other.push(commit);
+        }
+        if r.at < w.responded {
+            out.early += 1;
+        }
+        out.from_response
+            .push(r.at.saturating_duration_since(w.responded).as_nanos() as u64);
+    }
+    out
+}
+
+/// A write of the fan-out: a create (`create`) or a merge patch of a random seeded task of
+/// `user`. Its id, version and `updated_at` (µs) from the response; `Ok(Err(status))` when
+/// the server answered other than 2xx.
+async fn fan_write(
+    sender: &mut Sender,
+    addr: SocketAddr,
+    user: &User,
+    create: bool,
+    rng: &mut Gen,
+) -> Result<Result<(Uuid, i64, i64), u16>, String> {
+    let body = serde_json::json!({ "title": rng.title() }).to_string();
+    let req = if create {
+        load::user_request(
+            addr,
+            user,
+            Method::POST,
+            &format!("/api/{}/tasks", user.id),
+            Some(("application/json", body)),
+        )
+    } else {
+        let id = user.task_ids[rng.below(user.task_ids.len())];
+        load::user_request(
+            addr,
+            user,
+            Method::PATCH,
+            &format!("/api/{}/tasks/{id}", user.id),
+            Some(("application/merge-patch+json", body)),
+        )
+    };
+    let (status, body) = load::exchange(sender, req).await?;
+    if !(200..300).contains(&status) {
+        return Ok(Err(status));
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| format!("write body: {e}"))?;
+    let t = if v["data"].is_object() {
+        &v["data"]
+    } else {
+        &v
+    };
+    let id = t["id"].as_str().and_then(|s| s.parse().ok());
+    let updated = t["updated_at"]
+        .as_str()
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok());
+    match (id, t["version"].as_i64(), updated) {
+        (Some(id), Some(version), Some(at)) => Ok(Ok((id, version, at.timestamp_micros()))),
+        _ => Err("write body without id, version or updated_at".into()),
+    }
+}
+
+/// What one connection of the fan-out writer did.
+#[derive(Debug, Default)]
+struct WriterOut {
+    scheduled: usize,
+    creates: usize,
+    late: u64,
+    written: Vec<Written>,
+    errors: BTreeMap<String, u64>,
+}
+
+/// One keep-alive connection of the open-loop writer: of the writes scheduled every
+/// `1 / rate` s from `start` until `end`, it sends those numbered `c`, `c + pool`,
+/// `c + 2 pool`, … to `addr` (instance `instance`), each for a random one of `users`, at its
+/// scheduled time or as soon as the last is answered when behind.
+#[allow(clippy::too_many_arguments)]
+async fn fan_writer(
+    c: usize,
+    pool: usize,
+    addr: SocketAddr,
+    instance: usize,
+    users: Arc<[Arc<User>]>,
+    mut sender: Option<Sender>,
+    rate: f64,
+    (start, end): (Instant, Instant),
+) -> WriterOut {
+    let mut rng = Gen::new(0xfa_0000 + c as u64);
+    let mut out = WriterOut::default();
+    let give_up = end + end.saturating_duration_since(start);
+    let mut i = c;
+    loop {
+        let intended = start + Duration::from_secs_f64(i as f64 / rate);
+        if intended >= end {
+            break;
+        }
+        i += pool;
+        tokio::time::sleep_until(intended.into()).await;
+        out.scheduled += 1;
+        let now = Instant::now();
+        // Far behind schedule (the server slower than the arrival rate), the rest would take
+        // ever longer to drain: past twice the window it is counted as not sent.
+        if now > give_up {
+            *out.errors
+                .entry("not sent: over 1 window behind schedule".into())
+                .or_default() += 1;
+            continue;
+        }
+        if now > intended + FANOUT_LATE {
+            out.late += 1;
+        }
+        if sender.is_none() {
+            match load::connect(addr).await {
+                Ok(s) => sender = Some(s),
+                Err(e) => {
+                    *out.errors.entry(e).or_default() += 1;
+                    continue;
+                }
+            }
+        }
+        let Some(s) = sender.as_mut() else { continue };
+        let u = rng.below(users.len());
+        let user = &users[u];
+        let create = user.task_ids.is_empty() || rng.chance(0.5);
+        match fan_write(s, addr, user, create, &mut rng).await {
+            Ok(Ok((id, version, updated_us))) => {
+                out.creates += usize::from(create);
+                out.written.push(Written {
+                    user: u,
+                    instance,
+                    id,
+                    version,
+                    updated_us,
+                    intended,
+                    responded: Instant::now(),
+                });
+            }
+            Ok(Err(status)) => *out.errors.entry(format!("HTTP {status}")).or_default() += 1,
+            Err(e) => {
+                sender = None;
+                *out.errors.entry(e).or_default() += 1;
+            }
+        }
+    }
+    out
+}
+
+/// The fan-out: each of `users` opens one `GET /events` stream, user `u`'s on
+/// `addrs[u % addrs.len()]` (100 opened at a time); after one unmeasured write through each
+/// instance to a stream on another (so every instance's listener is up), an open-loop writer of
+/// [`FANOUT_CONNECTIONS`] keep-alive connections sends `sizes.rate` writes per second for
+/// `sizes.run_for`, write `i` to `addrs[i % addrs.len()]`, each a create or a merge patch (half
+/// each; creates only for users without seeded tasks) for a random one of `users`. Each write's
+/// delivery is timed from its `updated_at` to the receipt of its task's event, at its version
+/// or later, on its user's stream; one not received within [`FANOUT_WAIT`] of its response is
+/// missed. `pids` are the instances' processes and `url` the database (for CPU use).
 pub async fn fan_out(
     addrs: &[SocketAddr],
-    user: &User,
-    streams: usize,
-    writes: usize,
+    pids: &[u32],
+    url: &str,
+    users: &[Arc<User>],
+    sizes: FanOutSizes,
 ) -> Result<FanOut, String> {
-    let task = *user
-        .task_ids
-        .first()
-        .ok_or_else(|| format!("{} has no task to write", user.id))?;
-    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<Seen>();
-    let mut readers = Vec::new();
-    for j in 0..streams {
-        let addr = addrs[j % addrs.len()];
-        let s = open_stream(addr, user)
-            .await
-            .map_err(|e| format!("open event stream {j}: {e}"))?;
-        let tx = seen_tx.clone();
-        readers.push(tokio::spawn(async move {
-            let OpenStream { _sender, mut body } = s;
-            let mut parser = SseParser::default();
-            while let Some(Ok(frame)) = body.frame().await {
-                let Ok(data) = frame.into_data() else {
-                    continue;
-                };
-                let at = Instant::now();
-                for e in parser.push(&data) {
-                    if e.event != "task.updated" {
-                        continue;
-                    }
-                    let Ok(v) = serde_json::from_str::<serde_json::Value>(&e.data) else {
-                        continue;
-                    };
-                    let id = v["task"]["id"].as_str().and_then(|s| s.parse().ok());
-                    if let (Some(id), Some(version)) = (id, v["task"]["version"].as_i64()) {
-                        let _ = tx.send((j, id, version, at));
+    let n = addrs.len();
+    if n == 0 || users.is_empty() || sizes.rate <= 0.0 {
+        return Err("no instance, no users or no rate".into());
+    }
+    let users: Arc<[Arc<User>]> = users.iter().cloned().collect();
+    let mut out = FanOut {
+        instances: addrs.len(),
+        users: users.len(),
+        minted: users.iter().filter(|u| u.task_ids.is_empty()).count(),
+        rate: sizes.rate,
+        window: sizes.run_for,
+        connections: FANOUT_CONNECTIONS,
+        ..FanOut::default()
+    };
+    // The streams.
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<Receipt>();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut readers = Vec::with_capacity(users.len());
+    let t0 = Instant::now();
+    let mut failures: BTreeMap<String, u64> = BTreeMap::new();
+    let indexes: Vec<usize> = (0..users.len()).collect();
+    for wave in indexes.chunks(100) {
+        let opening: Vec<_> = wave
+            .iter()
+            .map(|&u| {
+                let (addr, user) = (addrs[u % n], Arc::clone(&users[u]));
+                tokio::spawn(async move { (u, open_retrying(addr, &user).await) })
+            })
+            .collect();
+        for o in opening {
+            match o.await {
+                Ok((u, Ok(s))) => {
+                    let (tx, mut stop) = (seen_tx.clone(), stop_rx.clone());
+                    readers.push(tokio::spawn(async move {
+                        let OpenStream { _sender, mut body } = s;
+                        let mut parser = SseParser::default();
+                        loop {
+                            let frame = tokio::select! {
+                                _ = stop.wait_for(|s| *s) => return false,
+                                f = body.frame() => f,
+                            };
+                            let Some(Ok(frame)) = frame else { return true };
+                            let Ok(data) = frame.into_data() else {
+                                continue;
+                            };
+                            let (at, wall_us) = (Instant::now(), Utc::now().timestamp_micros());
+                            for e in parser.push(&data) {
+                                if e.event != "task.updated" && e.event != "task.created" {
+                                    continue;
+                                }
+                                let Ok(v) = serde_json::from_str::<serde_json::Value>(&e.data)
+                                else {
+                                    continue;
+                                };
+                                let id = v["task"]["id"].as_str().and_then(|s| s.parse().ok());
+                                if let (Some(id), Some(version)) =
+                                    (id, v["task"]["version"].as_i64())
+                                {
+                                    let _ = tx.send(Receipt {
+                                        user: u,
+                                        id,
+                                        version,
+                                        wall_us,
+                                        at,
+                                    });
+                                }
+                            }
+                        }
+                    }));
+                }
+                Ok((_, Err(e))) => *failures.entry(e).or_default() += 1,
+                Err(e) => *failures.entry(format!("task: {e}")).or_default() += 1,
+            }
+        }
+    }
+    drop(seen_tx);
+    out.open_time = t0.elapsed();
+    if !failures.is_empty() {
+        stop_readers(&stop_tx, readers).await;
+        return Err(format!(
+            "{} of {} streams could not be opened: {failures:?}",
+            failures.values().sum::<u64>(),
+            users.len()
+        ));
+    }
+    // Warm-up: a create through each instance for a user whose stream is on the next one,
+    // waited for (past the streams' 15-second fallback read, so it always arrives).
+    let warm_up = async {
+        let mut rng = Gen::new(0xfa_0001);
+        for (a, &addr) in addrs.iter().enumerate() {
+            let u = (a + 1) % n % users.len();
+            let mut sender = load::connect(addr).await?;
+            let (id, version, _) = fan_write(&mut sender, addr, &users[u], true, &mut rng)
+                .await?
+                .map_err(|s| format!("warm-up write: HTTP {s}"))?;
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                match tokio::time::timeout_at(deadline.into(), seen_rx.recv()).await {
+                    Ok(Some(r)) if r.user == u && r.id == id && r.version >= version => break,
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => {
+                        return Err(format!(
+                            "the warm-up write through instance {a} did not reach the stream \
+                             on instance {} within 20 s",
+                            (a + 1) % n
+                        ));
                     }
                 }
             }
-        }));
-    }
-    drop(seen_tx);
-    let mut sender = load::connect(addrs[0]).await?;
-    let mut out = FanOut {
-        instances: addrs.len(),
-        streams,
-        writes,
-        ..FanOut::default()
+        }
+        Ok::<_, String>(())
     };
-    let (mut same, mut other, mut write) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut same_send, mut other_send) = (Vec::new(), Vec::new());
-    for w in 0..FANOUT_WARMUP + writes {
-        let measured = w >= FANOUT_WARMUP;
-        let body = serde_json::json!({ "title": format!("fan-out {w}") }).to_string();
-        let req = load::user_request(
-            addrs[0],
-            user,
-            Method::PATCH,
-            &format!("/api/{}/tasks/{task}", user.id),
-            Some(("application/merge-patch+json", body)),
-        );
-        let sent = Instant::now();
-        let (status, body) = load::exchange(&mut sender, req).await?;
-        let responded = Instant::now();
-        if status != 200 {
-            return Err(format!("fan-out write: HTTP {status}"));
+    if let Err(e) = warm_up.await {
+        stop_readers(&stop_tx, readers).await;
+        return Err(e);
+    }
+    let collector = tokio::spawn(async move {
+        let mut all = Vec::new();
+        while let Some(r) = seen_rx.recv().await {
+            all.push(r);
         }
-        let version = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["data"]["version"].as_i64())
-            .ok_or("fan-out write: no version in the response")?;
-        let wait = if measured {
-            FANOUT_WAIT
-        } else {
-            // Past the streams' fallback read (15 s), so a warm-up event always arrives.
-            Duration::from_secs(20)
-        };
-        let deadline = responded + wait;
-        let mut got: Vec<Option<Instant>> = vec![None; streams];
-        while got.iter().any(Option::is_none) {
-            match tokio::time::timeout_at(deadline.into(), seen_rx.recv()).await {
-                Ok(Some((j, id, v, at))) if id == task && v == version => got[j] = Some(at),
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => break,
-            }
-        }
-        if !measured {
-            continue;
-        }
-        write.push(responded.duration_since(sent).as_nanos() as u64);
-        for (j, at) in got.into_iter().enumerate() {
-            let Some(at) = at else {
-                out.missed += 1;
-                continue;
-            };
-            if at < responded {
-                out.early += 1;
-            }
-            let lat = at.saturating_duration_since(responded).as_nanos() as u64;
-            let from_send = at.saturating_duration_since(sent).as_nanos() as u64;
-            if j % addrs.len() == 0 {
-                same.push(lat);
-                same_send.push(from_send);
-            } else {
-                other.push(lat);
-                other_send.push(from_send);
-            }
+        all
+    });
+    // The writer's pool, connected before the window opens.
+    let pool = FANOUT_CONNECTIONS;
+    let mut senders = Vec::with_capacity(pool);
+    for c in 0..pool {
+        senders.push(load::connect(addrs[c % n]).await.ok());
+    }
+    let cpu = |pids: &[u32]| {
+        pids.iter()
+            .map(|p| crate::bench::cpu_time(&p.to_string()))
+            .collect::<Vec<_>>()
+    };
+    let (server0, db0, own0) = (
+        cpu(pids),
+        crate::bench::backend_cpu(url).await,
+        crate::bench::cpu_time("self"),
+    );
+    let start = Instant::now() + Duration::from_millis(50);
+    let end = start + sizes.run_for;
+    let writers: Vec<_> = senders
+        .into_iter()
+        .enumerate()
+        .map(|(c, sender)| {
+            let users = Arc::clone(&users);
+            tokio::spawn(fan_writer(
+                c,
+                pool,
+                addrs[c % n],
+                c % n,
+                users,
+                sender,
+                sizes.rate,
+                (start, end),
+            ))
+        })
+        .collect();
+    let mut written = Vec::new();
+    for w in writers {
+        let w = w.await.map_err(|e| format!("fan-out writer: {e}"))?;
+        out.scheduled += w.scheduled;
+        out.creates += w.creates;
+        out.late += w.late;
+        written.extend(w.written);
+        for (k, v) in w.errors {
+            *out.errors.entry(k).or_default() += v;
         }
     }
-    for r in readers {
-        r.abort();
+    let wall = start.elapsed();
+    let share = |d: Option<Duration>| d.map(|d| 100.0 * d.as_secs_f64() / wall.as_secs_f64());
+    out.server_cpu = cpu(pids)
+        .into_iter()
+        .zip(server0)
+        .map(|(a, b)| share(a?.checked_sub(b?)))
+        .collect();
+    out.loader_cpu = share(crate::bench::cpu_time("self").and_then(|a| a.checked_sub(own0?)));
+    if let Some(before) = db0
+        && let Some(after) = crate::bench::backend_cpu(url).await
+    {
+        out.db_cpu = share(Some(
+            after
+                .iter()
+                .map(|(pid, t)| t.saturating_sub(before.get(pid).copied().unwrap_or_default()))
+                .sum(),
+        ));
     }
-    out.same = Series::of(same);
-    out.other = (addrs.len() > 1).then(|| Series::of(other));
-    out.same_from_send = Series::of(same_send);
-    out.other_from_send = (addrs.len() > 1).then(|| Series::of(other_send));
-    out.write = Series::of(write);
+    let last = written.iter().map(|w| w.responded).max().unwrap_or(start);
+    out.written = written.len();
+    out.achieved = written.len() as f64
+        / last
+            .saturating_duration_since(start)
+            .as_secs_f64()
+            .max(1e-9);
+    out.write = Series::of(
+        written
+            .iter()
+            .map(|w| w.responded.saturating_duration_since(w.intended).as_nanos() as u64)
+            .collect(),
+    );
+    // Every event has had its wait.
+    tokio::time::sleep_until((last + FANOUT_WAIT).into()).await;
+    out.ended_early = stop_readers(&stop_tx, readers).await;
+    let mut receipts = collector
+        .await
+        .map_err(|e| format!("fan-out collector: {e}"))?;
+    let d = match_deliveries(&written, &mut receipts, n, FANOUT_WAIT);
+    out.commit = Series::of(d.commit);
+    out.same = Series::of(d.same);
+    out.other = (n > 1).then(|| Series::of(d.other));
+    out.from_response = Series::of(d.from_response);
+    out.early = d.early;
+    out.missed = d.missed;
     Ok(out)
+}
+
+/// Stops the fan-out's stream readers; how many had ended before.
+async fn stop_readers(
+    stop: &tokio::sync::watch::Sender<bool>,
+    readers: Vec<tokio::task::JoinHandle<bool>>,
+) -> usize {
+    let _ = stop.send(true);
+    let mut ended = 0;
+    for r in readers {
+        ended += usize::from(r.await.unwrap_or(true));
+    }
+    ended
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -929,19 +1314,38 @@ pub fn print_events(idle: Option<&IdleStreams>, fan: Option<&FanOut>) {
     }
     if let Some(f) = fan {
         println!(
-            "  events fan-out of {} writes to {} streams on {} instance(s): same instance p50 {} ms p99 {} ms{}; write p50 {} ms; missed {}, before the response {}",
-            f.writes,
-            f.streams,
+            "  events fan-out to {} users' streams on {} instance(s): {} writes scheduled at {:.0}/s over {:.1} s, {} answered ({:.0}/s), {} late, errors {:?}; commit to receipt p50 {} ms p95 {} ms p99 {} ms max {} ms{}; from the response p50 {} ms p99 {} ms ({} early); write p50 {} ms p99 {} ms; missed {}, streams ended early {}; CPU servers {:?} db {:?} loader {:?}",
+            f.users,
             f.instances,
-            ms(f.same.p50),
-            ms(f.same.p99),
+            f.scheduled,
+            f.rate,
+            f.window.as_secs_f64(),
+            f.written,
+            f.achieved,
+            f.late,
+            f.errors,
+            ms(f.commit.p50),
+            ms(f.commit.p95),
+            ms(f.commit.p99),
+            ms(f.commit.max),
             f.other
                 .as_ref()
-                .map(|o| format!("; other instance p50 {} ms p99 {} ms", ms(o.p50), ms(o.p99)))
+                .map(|o| format!(
+                    " (same instance p99 {} ms, other instance p99 {} ms)",
+                    ms(f.same.p99),
+                    ms(o.p99)
+                ))
                 .unwrap_or_default(),
+            ms(f.from_response.p50),
+            ms(f.from_response.p99),
+            f.early,
             ms(f.write.p50),
+            ms(f.write.p99),
             f.missed,
-            f.early
+            f.ended_early,
+            f.server_cpu,
+            f.db_cpu,
+            f.loader_cpu
         );
     }
 }
@@ -1001,87 +1405,180 @@ pub fn render_events(
         );
     }
     if let Some(f) = fan {
-        let _ = writeln!(
-            w,
-            "\n**Fan-out.** One user with {} open streams{}; one writer patches one of its \
-             tasks through the first instance, {} times one after another (after {FANOUT_WARMUP} \
-             unmeasured writes), each once every stream has received the last. Measured per \
-             write and stream: from the moment the writer has read the write's response to the \
-             moment the stream received the `task.updated` event carrying the version that \
-             response gave. {} of {} deliveries arrived before the writer had read its response \
-             (counted as 0 ms there); the rows \"from the request\" count from the moment the \
-             write was sent instead, its own round trip included: the two bound the delivery \
-             time. {} did not arrive within {} s.\n",
-            f.streams,
-            if f.instances > 1 {
-                format!(
-                    ", spread evenly over {} server instances sharing the database",
-                    f.instances
-                )
-            } else {
-                " on one server instance".to_owned()
-            },
-            f.writes,
-            f.early,
-            f.same.n + f.other.as_ref().map_or(0, |o| o.n),
-            f.missed,
-            FANOUT_WAIT.as_secs()
-        );
-        let _ = writeln!(
-            w,
-            "| deliveries | streams | measured | p50 ms | p95 ms | p99 ms | max ms |"
-        );
-        let _ = writeln!(w, "|---|--:|--:|--:|--:|--:|--:|");
-        let row = |w: &mut String, what: &str, streams: usize, s: &Series| {
-            let _ = writeln!(
-                w,
-                "| {what} | {streams} | {} | {} | {} | **{}** | {} |",
-                s.n,
-                ms(s.p50),
-                ms(s.p95),
-                ms(s.p99),
-                ms(s.max)
-            );
+        render_fan_out(w, f);
+    }
+}
+
+/// The fan-out's paragraph, table and target line.
+fn render_fan_out(w: &mut String, f: &FanOut) {
+    let pct = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0} %"));
+    let errors = if f.errors.is_empty() {
+        "none".to_owned()
+    } else {
+        f.errors
+            .iter()
+            .map(|(k, v)| format!("{v} x {k}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let _ = writeln!(
+        w,
+        "\n**Fan-out.** {} users{} each hold one `GET /events` stream{}. After {}, an open-loop \
+         writer of {} keep-alive connections schedules {:.0} writes/s for {:.1} s{}, each a \
+         create or a merge patch of a title (half each) for a random one of those users; a write \
+         that cannot go out at its time (its connection still waiting for the last response) \
+         goes out when it can and counts as late. **Commit to receipt**: from the task's \
+         `updated_at` in the write's response (the server's clock when it began the write, so \
+         the write's own transaction is included) to the moment this process read the event \
+         carrying that task at that version or later from the user's stream (same machine, same \
+         clock); \"from the response\" counts from the moment the writer read the response \
+         instead (0 when the event came first): the two bound the delivery time. A write whose \
+         event did not arrive within {} s of its response is missed.\n",
+        f.users,
+        if f.minted > 0 {
+            format!(
+                " ({} of them minted for this run beside the seeded ones, with no tasks: \
+                 their writes are creates)",
+                f.minted
+            )
+        } else {
+            String::new()
+        },
+        if f.instances > 1 {
+            format!(
+                ", alternating over {} server instances sharing the database",
+                f.instances
+            )
+        } else {
+            " on one server instance".to_owned()
+        },
+        if f.instances > 1 {
+            "one unmeasured write through each instance to a stream on another (so every \
+             instance's change listener is up)"
+        } else {
+            "one unmeasured write"
+        },
+        f.connections,
+        f.rate,
+        f.window.as_secs_f64(),
+        if f.instances > 1 {
+            ", sent to the instances in turn (so about half the events reach a stream on the \
+             other instance, through PostgreSQL `NOTIFY`)"
+        } else {
+            ""
+        },
+        FANOUT_WAIT.as_secs()
+    );
+    let _ = writeln!(
+        w,
+        "| writes scheduled | answered | achieved rate | creates | late (> {} ms) | missed | streams ended early | failed writes | server CPU | db CPU | loader CPU |",
+        FANOUT_LATE.as_millis()
+    );
+    let _ = writeln!(w, "|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|");
+    let _ = writeln!(
+        w,
+        "| {} | {} | {:.0}/s | {} | {} | {} | {} | {errors} | {} | {} | {} |\n",
+        f.scheduled,
+        f.written,
+        f.achieved,
+        f.creates,
+        f.late,
+        f.missed,
+        f.ended_early,
+        f.server_cpu
+            .iter()
+            .map(|c| pct(*c))
+            .collect::<Vec<_>>()
+            .join(" + "),
+        pct(f.db_cpu),
+        pct(f.loader_cpu)
+    );
+    let _ = writeln!(
+        w,
+        "| delivery | measured | p50 ms | p95 ms | p99 ms | max ms |"
+    );
+    let _ = writeln!(w, "|---|--:|--:|--:|--:|--:|");
+    let row = |w: &mut String, what: &str, s: &Series, bold: bool| {
+        let p99 = if bold {
+            format!("**{}**", ms(s.p99))
+        } else {
+            ms(s.p99)
         };
-        let on_first = f.streams.div_ceil(f.instances.max(1));
-        row(
-            w,
-            "to streams on the writing instance, from the response",
-            on_first,
-            &f.same,
-        );
-        if let Some(o) = &f.other {
-            row(
-                w,
-                "to streams on the other instance (PostgreSQL `NOTIFY`), from the response",
-                f.streams - on_first,
-                o,
-            );
-        }
-        row(
-            w,
-            "to streams on the writing instance, from the request",
-            on_first,
-            &f.same_from_send,
-        );
-        if let Some(o) = &f.other_from_send {
-            row(
-                w,
-                "to streams on the other instance, from the request",
-                f.streams - on_first,
-                o,
-            );
-        }
         let _ = writeln!(
             w,
-            "| (the write itself: request to response) | - | {} | {} | {} | {} | {} |",
-            f.write.n,
-            ms(f.write.p50),
-            ms(f.write.p95),
-            ms(f.write.p99),
-            ms(f.write.max)
+            "| {what} | {} | {} | {} | {p99} | {} |",
+            s.n,
+            ms(s.p50),
+            ms(s.p95),
+            ms(s.max)
+        );
+    };
+    row(w, "commit to receipt, every write", &f.commit, true);
+    if let Some(o) = &f.other {
+        row(
+            w,
+            "commit to receipt, stream on the instance that took the write",
+            &f.same,
+            false,
+        );
+        row(
+            w,
+            "commit to receipt, stream on the other instance (PostgreSQL `NOTIFY`)",
+            o,
+            false,
         );
     }
+    row(
+        w,
+        &format!(
+            "response to receipt, every write ({} events came first)",
+            f.early
+        ),
+        &f.from_response,
+        false,
+    );
+    row(
+        w,
+        "(the write itself: scheduled send to response)",
+        &f.write,
+        false,
+    );
+    let target = Duration::from_millis(100);
+    let verdict = if f.commit.n == 0 {
+        "✗ (nothing delivered)".to_owned()
+    } else {
+        let p99 = Duration::from_nanos(f.commit.p99);
+        let ok = p99 < target && f.missed == 0 && f.errors.is_empty();
+        format!(
+            "{} (p99 {} ms{}{})",
+            if ok { "✓" } else { "✗" },
+            ms(f.commit.p99),
+            if f.missed > 0 {
+                format!(", {} missed", f.missed)
+            } else {
+                String::new()
+            },
+            if f.errors.is_empty() {
+                String::new()
+            } else {
+                format!(", {} failed writes", f.errors.values().sum::<u64>())
+            }
+        )
+    };
+    let _ = writeln!(
+        w,
+        "\nTarget: {} users' streams, writes at {:.0}/s through {}, commit to receipt p99 under \
+         {} ms, none missed: {verdict}; the writes were answered at {:.0}/s.",
+        f.users,
+        f.rate,
+        match f.instances {
+            1 => "one instance".to_owned(),
+            2 => "two instances".to_owned(),
+            k => format!("{k} instances"),
+        },
+        target.as_millis(),
+        f.achieved
+    );
 }
 
 /// Prints what the reminders part saw.
@@ -1213,6 +1710,54 @@ mod tests {
         .unwrap();
         assert_eq!((p.records, p.next.as_str(), p.has_more), (3, "t", true));
         assert!(parse_page(b"{}").is_err());
+    }
+
+    #[test]
+    fn deliveries_match_by_user_task_and_version() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let write = |user, instance, id, version, updated_us, responded| Written {
+            user,
+            instance,
+            id,
+            version,
+            updated_us,
+            intended: t0,
+            responded,
+        };
+        let writes = [
+            // User 0's stream is on instance 0: same instance; received 30 ms after commit.
+            write(0, 0, a, 2, 1_000_000, ms(10)),
+            // Version 3 of the same task: only a later event at version 4 stands in for it.
+            write(0, 1, a, 3, 1_010_000, ms(20)),
+            // User 1's stream is on instance 1: other instance; event before the response.
+            write(1, 0, b, 1, 1_000_000, ms(50)),
+            // Never received.
+            write(1, 1, b, 2, 1_100_000, ms(100)),
+        ];
+        let receipt = |user, id, version, wall_us, at| Receipt {
+            user,
+            id,
+            version,
+            wall_us,
+            at,
+        };
+        let mut receipts = vec![
+            receipt(0, a, 4, 1_050_000, ms(60)),
+            receipt(0, a, 2, 1_030_000, ms(40)),
+            receipt(1, b, 1, 1_020_000, ms(45)),
+            // The right task on the wrong user's stream does not count.
+            receipt(0, b, 2, 1_120_000, ms(120)),
+            // Too late.
+            receipt(1, b, 2, 1_120_000, ms(100) + Duration::from_secs(6)),
+        ];
+        let d = match_deliveries(&writes, &mut receipts, 2, Duration::from_secs(5));
+        assert_eq!(d.commit, [30_000_000, 40_000_000, 20_000_000]);
+        assert_eq!(d.same, [30_000_000]);
+        assert_eq!(d.other, [40_000_000, 20_000_000]);
+        assert_eq!(d.from_response, [30_000_000, 40_000_000, 0]);
+        assert_eq!((d.early, d.missed), (1, 1));
     }
 
     #[test]
