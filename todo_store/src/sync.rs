@@ -181,6 +181,26 @@ pub enum ChangeData {
     },
 }
 
+impl ChangeData {
+    /// The firing of reminder `id` from its reminder row (`fired`: task id and the time it
+    /// fired for, by reminder id) and the tasks read with it; `None` when the task or the
+    /// reminder is gone.
+    pub(crate) fn fired(
+        id: Uuid,
+        fired: &HashMap<Uuid, (Uuid, DateTime<Utc>)>,
+        tasks: &HashMap<Uuid, Task>,
+    ) -> Option<Self> {
+        let (task_id, at) = fired.get(&id)?;
+        let task = tasks.get(task_id)?;
+        let reminder = *task.reminders.iter().find(|x| x.id == id)?;
+        Some(ChangeData::Reminder {
+            task: task.clone(),
+            reminder,
+            scheduled_for: *at,
+        })
+    }
+}
+
 /// One change of a user's data, as [`UserTasks::subscribe`] streams it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
@@ -623,15 +643,7 @@ impl UserTasks {
                 (EntityKind::List, _) => lists.remove(&r.id).map(ChangeData::List),
                 // A firing is never deleted; it is read while its task still has the reminder.
                 (EntityKind::Reminder, "delete") => None,
-                (EntityKind::Reminder, _) => fired.get(&r.id).and_then(|(task_id, at)| {
-                    let task = tasks.get(task_id)?;
-                    let reminder = task.reminders.iter().find(|x| x.id == r.id)?;
-                    Some(ChangeData::Reminder {
-                        task: task.clone(),
-                        reminder: *reminder,
-                        scheduled_for: *at,
-                    })
-                }),
+                (EntityKind::Reminder, _) => ChangeData::fired(r.id, &fired, &tasks),
             };
             out.push((rows_take(r), kind, token, data));
         }

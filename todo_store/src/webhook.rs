@@ -672,15 +672,7 @@ pub(crate) async fn enqueue(
             match r.kind {
                 EntityKind::Task => tasks.get(&r.id).cloned().map(ChangeData::Task),
                 EntityKind::List => lists.get(&r.id).cloned().map(ChangeData::List),
-                EntityKind::Reminder => fired.get(&r.id).and_then(|(task_id, at)| {
-                    let task = tasks.get(task_id)?;
-                    let reminder = *task.reminders.iter().find(|x| x.id == r.id)?;
-                    Some(ChangeData::Reminder {
-                        task: task.clone(),
-                        reminder,
-                        scheduled_for: *at,
-                    })
-                }),
+                EntityKind::Reminder => ChangeData::fired(r.id, &fired, &tasks),
             }
         };
         let Some(data) = data else { continue };
