@@ -1289,3 +1289,57 @@ fn webhook_deliveries_survive_a_kill() {
     assert_eq!(by_id.len(), 60);
     rt.block_on(db.cleanup());
 }
+
+/// API.md "Webhooks" with two `serve` processes on one PostgreSQL database: both run the
+/// sender, and every event is delivered exactly once between them.
+#[test]
+#[ignore = "needs PostgreSQL: cargo test --workspace -- --include-ignored"]
+fn two_servers_deliver_each_webhook_event_once() {
+    const SECRET: &str = "webhook-pair-secret-0123456789abcdef01234";
+    let rt = test_support::tokio::runtime::Runtime::new().expect("runtime");
+    let db = rt.block_on(test_support::TestDb::postgres());
+    let token =
+        todo_http::auth::mint_hs256(SECRET, "wes", Duration::from_secs(300)).expect("token");
+    let auth = format!("Bearer {token}");
+    let (rport, got) = webhook_receiver(Duration::from_millis(5));
+    let (pa, pb) = (free_port(), free_port());
+    let (a, b) = (
+        start_with_webhooks(&db.url, pa, SECRET),
+        start_with_webhooks(&db.url, pb, SECRET),
+    );
+    let hook = json!({"url": format!("http://127.0.0.1:{rport}/hook"), "events": ["task.created"]});
+    let (status, _, created) = http(
+        pa,
+        "POST",
+        "/api/wes/webhooks",
+        &[("Authorization", &auth)],
+        Some(&hook),
+    );
+    assert_eq!(status, 201, "{created}");
+    for (i, port) in (0..80).zip([pa, pb].into_iter().cycle()) {
+        let body = json!({"title": format!("t{i}")});
+        let (status, _, t) = http(
+            port,
+            "POST",
+            "/api/wes/tasks",
+            &[("Authorization", &auth)],
+            Some(&body),
+        );
+        assert_eq!(status, 201, "{t}");
+    }
+    let start = Instant::now();
+    while got.lock().expect("lock").len() < 80 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "not every event delivered"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Time for a second copy to arrive, were one sent.
+    std::thread::sleep(Duration::from_secs(1));
+    let got = got.lock().expect("lock").clone();
+    let ids: std::collections::BTreeSet<&str> = got.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!((got.len(), ids.len()), (80, 80), "each event sent once");
+    drop((a, b));
+    rt.block_on(db.cleanup());
+}
