@@ -240,10 +240,11 @@ impl Store {
     /// second goes back to the pool, where the host's other users get it.
     #[cfg(feature = "postgres")]
     pub fn from_pg_pool(pool: sqlx::PgPool) -> Store {
+        let hub = sync::Hub::for_postgres(&pool);
         Store {
             pool: Pool::Postgres(backend::pg::Conns::new(pool)),
             inboxes: Default::default(),
-            hub: Default::default(),
+            hub,
             webhooks: Default::default(),
         }
     }
@@ -715,8 +716,8 @@ impl UserTasks {
                     Err(e) if webhook::is_guard_refusal(&e) => break,
                     other => other?,
                 };
-                if !applied.is_empty() {
-                    self.hub.wake(&self.user_id);
+                if let Some(backend::Int(seq)) = applied.first() {
+                    self.hub.committed(&self.user_id, *seq);
                     return Ok(t);
                 }
             }

@@ -522,13 +522,13 @@ impl UserTasks {
 /// (with the time each fired for) and appends one `reminder` record per reminder to its user's
 /// change log, one append (one seq) per user, users in id order (so two schedulers' rounds
 /// take the users' log rows in the same order). A reminder's firing is thus logged exactly when
-/// it is marked fired: never lost, never twice. Returns the users whose log moved, to wake
-/// their subscribers after the commit.
+/// it is marked fired: never lost, never twice. Returns the users whose log moved, with their
+/// seq, to wake their subscribers after the commit.
 async fn record_fired(
     tx: &mut Tx<'_>,
     dialect: Dialect,
     fired: &[FiredReminder],
-) -> Result<Vec<String>, StoreError> {
+) -> Result<Vec<(String, i64)>, StoreError> {
     if fired.is_empty() {
         return Ok(Vec::new());
     }
@@ -543,13 +543,15 @@ async fn record_fired(
             deleted: false,
         });
     }
+    let mut users = Vec::with_capacity(by_user.len());
     for (user_id, records) in &mut by_user {
         // One row per record in a statement (an upsert cannot touch a row twice).
         records.sort_unstable_by_key(|r| r.id);
         records.dedup_by_key(|r| r.id);
-        sync::append(tx, dialect, user_id, records).await?;
+        let seq = sync::append(tx, dialect, user_id, records).await?;
+        users.push(((*user_id).to_owned(), seq));
     }
-    Ok(by_user.into_keys().map(str::to_owned).collect())
+    Ok(users)
 }
 
 /// Most reminders one round of [`Store::run_reminder_scheduler`] fires.
@@ -615,8 +617,8 @@ impl Store {
         let users = record_fired(&mut tx, dialect, &fired).await?;
         tx.commit().await?;
         writer.done();
-        for user_id in &users {
-            self.hub.wake(user_id);
+        for (user_id, seq) in &users {
+            self.hub.committed(user_id, *seq);
         }
         Ok(fired)
     }

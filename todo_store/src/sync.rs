@@ -12,10 +12,19 @@
 //! count tasks, lists and deletions only.
 //!
 //! Wake-ups for live readers: after a commit the writing process wakes its own subscribers of
-//! that user; on PostgreSQL the log statement also sends `NOTIFY todo_changes, '<user>:<seq>'`,
-//! delivered on commit to every instance's listener (one `PgListener` per store, started by the
-//! first subscriber), which wakes its subscribers. A woken subscriber reads the log from its own
-//! position; it never trusts a payload, so a lost or duplicate wake-up costs nothing but a read.
+//! that user; on PostgreSQL it also queues `'<user>:<seq>'` for the store's announcer, which
+//! sends what has queued as `NOTIFY todo_changes` in one statement of its own connection,
+//! delivered to every instance's listener (one `PgListener` per store, started by the first
+//! subscriber), which wakes its subscribers. A woken subscriber reads the log from its own
+//! position; it never trusts a payload, so a lost or duplicate wake-up costs nothing but a read,
+//! and one lost with a crash between a commit and its announcement is made up by the
+//! subscribers' periodic re-read ([`SUBSCRIBE_FALLBACK`]).
+//!
+//! The announcement is not sent by the write's own transaction because PostgreSQL serialises
+//! the commits of notifying transactions (a database-wide lock held from before the commit
+//! record until after its flush): with `pg_notify` in every write, 32 writers of one-row
+//! updates ran at about 600 commits/s instead of 10,000 (pgbench on the 2-CPU machine of
+//! BENCHMARKS.md).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -329,8 +338,8 @@ const UPSERT_CHANGE: &str = " ON CONFLICT (user_id, kind, entity_id) DO UPDATE S
 
 /// PostgreSQL: appends the log CTEs and the final select to a statement that already starts
 /// `WITH <gate> AS (… RETURNING id)` (or to nothing, `gate` `None`): the user's next seq (only
-/// when the gate returned a row), the records at that seq, and the wake-up. The statement
-/// returns the seq, or no row when the gate returned none.
+/// when the gate returned a row) and the records at that seq. The statement returns the seq,
+/// or no row when the gate returned none.
 fn pg_log_tail(
     sql: &mut Sql,
     user_id: &str,
@@ -355,10 +364,7 @@ fn pg_log_tail(
              {UPSERT_CHANGE})"
         ));
     }
-    sql.push(&format!(
-        " SELECT s.seq FROM s CROSS JOIN LATERAL \
-         (SELECT pg_notify('{CHANNEL}', concat({u}::text, ':', s.seq))) AS n"
-    ));
+    sql.push(" SELECT s.seq FROM s");
     if gate.is_some() {
         // A single-statement write queues no webhook deliveries: for a user with webhooks the
         // guard fails the statement (nothing is written) and the store writes in a transaction.
@@ -366,8 +372,7 @@ fn pg_log_tail(
     }
 }
 
-/// The user's next seq, taken (and, on PostgreSQL, announced on commit) inside the write
-/// transaction.
+/// The user's next seq, taken inside the write transaction.
 fn next_seq(dialect: Dialect, user_id: &str) -> Sql {
     let mut sql = Sql::new();
     match dialect {
@@ -448,8 +453,8 @@ fn seq_of(row: Option<crate::backend::Int>) -> Result<i64, StoreError> {
 
 /// PostgreSQL, one statement without a transaction: `stmt` (an insert or update of one task,
 /// to which ` RETURNING "id"` is appended, plus `extra` CTEs that may use its values) and, when
-/// it wrote a row, the log records at the user's next seq and the wake-up. The statement
-/// returns the seq, or no row when `stmt` wrote nothing.
+/// it wrote a row, the log records at the user's next seq. The statement returns the seq, or
+/// no row when `stmt` wrote nothing.
 ///
 /// `lock_list`: the task's list, for an insert. Its foreign key is checked (taking a share
 /// lock on the list's row) only at the end of the statement, after the user's row was locked
@@ -812,6 +817,145 @@ pub(crate) struct Hub {
     live: AtomicUsize,
     #[cfg(feature = "postgres")]
     listener: Mutex<Option<sqlx::PgPool>>,
+    /// PostgreSQL: sends this process's commits to the other instances' listeners.
+    #[cfg(feature = "postgres")]
+    announcer: Option<Arc<Announcer>>,
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        #[cfg(feature = "postgres")]
+        if let Some(a) = &self.announcer {
+            a.stop();
+        }
+    }
+}
+
+/// PostgreSQL: the wake-ups this process owes the other instances, sent after the commits
+/// (see the module's documentation), coalesced to one `'<user>:<seq>'` per user and sent
+/// together in one statement on a connection of their own, so a burst of writes costs one
+/// notifying commit.
+#[cfg(feature = "postgres")]
+#[derive(Debug)]
+pub(crate) struct Announcer {
+    /// The newest seq to announce, by user.
+    pending: Mutex<HashMap<String, i64>>,
+    kick: tokio::sync::Notify,
+    /// One connection, opened when first needed.
+    pool: sqlx::PgPool,
+    /// The sending task was started.
+    running: std::sync::atomic::AtomicBool,
+    /// The store is closed or gone: send what is pending, then stop.
+    stopped: std::sync::atomic::AtomicBool,
+}
+
+/// Sends the announcements: `pg_notify` for each payload in one statement, committed
+/// asynchronously (it is only a wake-up: the data it points to was committed by its writer,
+/// and a lost wake-up is made up by the subscribers' periodic re-read).
+#[cfg(feature = "postgres")]
+const ANNOUNCE: &str = "SELECT count(pg_notify($1, p)) \
+     FROM (SELECT set_config('synchronous_commit', 'off', true)) AS c, unnest($2::text[]) AS p";
+
+#[cfg(feature = "postgres")]
+impl Announcer {
+    fn new(pool: &sqlx::PgPool) -> Announcer {
+        let opts = (*pool.connect_options()).clone();
+        Announcer {
+            pending: Mutex::default(),
+            kick: tokio::sync::Notify::new(),
+            pool: sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .connect_lazy_with(opts),
+            running: Default::default(),
+            stopped: Default::default(),
+        }
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, i64>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `user_id`'s commit at `seq` and makes sure the sender runs.
+    fn announce(self: &Arc<Self>, user_id: &str, seq: i64) {
+        {
+            let mut pending = self.pending();
+            match pending.get_mut(user_id) {
+                Some(s) => *s = (*s).max(seq),
+                None => {
+                    pending.insert(user_id.to_owned(), seq);
+                }
+            }
+        }
+        if !self.running.swap(true, Ordering::SeqCst) {
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    rt.spawn(Self::run(self.clone()));
+                }
+                Err(_) => self.running.store(false, Ordering::SeqCst),
+            }
+        }
+        self.kick.notify_one();
+    }
+
+    /// Sends what is pending (nothing when nothing is). On failure it is queued again.
+    async fn flush(&self) -> Result<(), sqlx::Error> {
+        let batch: Vec<(String, i64)> = self.pending().drain().collect();
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let payloads: Vec<String> = batch.iter().map(|(u, s)| format!("{u}:{s}")).collect();
+        let sent = sqlx::query(ANNOUNCE)
+            .bind(CHANNEL)
+            .bind(&payloads)
+            .execute(&self.pool)
+            .await;
+        if sent.is_err() {
+            let mut pending = self.pending();
+            for (u, s) in batch {
+                let e = pending.entry(u).or_insert(s);
+                *e = (*e).max(s);
+            }
+        }
+        sent.map(|_| ())
+    }
+
+    async fn run(self: Arc<Self>) {
+        loop {
+            self.kick.notified().await;
+            let stopping = self.stopped.load(Ordering::SeqCst);
+            match self.flush().await {
+                Ok(()) => {}
+                Err(_) if stopping => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "announcing commits to other instances failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    self.kick.notify_one();
+                }
+            }
+            if stopping {
+                self.pool.close().await;
+                return;
+            }
+        }
+    }
+
+    /// Sends what is pending, then stops the sender.
+    async fn close(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        if let Err(e) = self.flush().await {
+            tracing::warn!(error = %e, "announcing the last commits to other instances failed");
+        }
+        self.kick.notify_one();
+        self.pool.close().await;
+    }
+
+    /// Stops the sender after one last send of what is pending (the hub is dropped).
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        self.kick.notify_one();
+    }
 }
 
 /// The hubs of this process's SQLite stores, by database file: every store on one file shares
@@ -843,6 +987,29 @@ impl Hub {
 
     fn users(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Sender<u64>>> {
         self.users.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The hub of a PostgreSQL store on `pool`.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn for_postgres(pool: &sqlx::PgPool) -> Arc<Hub> {
+        Arc::new(Hub {
+            users: Mutex::default(),
+            live: AtomicUsize::new(0),
+            listener: Mutex::default(),
+            announcer: Some(Arc::new(Announcer::new(pool))),
+        })
+    }
+
+    /// After `user_id`'s commit at `seq`: wakes the user's subscribers of this process and, on
+    /// PostgreSQL, queues the announcement to the other instances.
+    pub(crate) fn committed(&self, user_id: &str, seq: i64) {
+        self.wake(user_id);
+        #[cfg(feature = "postgres")]
+        if let Some(a) = &self.announcer {
+            a.announce(user_id, seq);
+        }
+        #[cfg(not(feature = "postgres"))]
+        let _ = seq;
     }
 
     /// Wakes the subscribers of `user_id` of this process.
@@ -909,10 +1076,14 @@ impl Hub {
         rt.spawn(listen(Arc::downgrade(self), lpool));
     }
 
-    /// Stops the listener (on [`crate::Store::close`]).
+    /// Sends the pending announcements and stops the announcer and the listener (on
+    /// [`crate::Store::close`]).
     pub(crate) async fn close(&self) {
         #[cfg(feature = "postgres")]
         {
+            if let Some(a) = &self.announcer {
+                a.close().await;
+            }
             let pool = self
                 .listener
                 .lock()
@@ -1183,8 +1354,9 @@ mod tests {
     use super::*;
     use crate::query::Scope;
 
-    /// A PostgreSQL create is one statement: the task, its tags, the user's next seq, the log
-    /// records and the wake-up; every value is bound, the user id among them.
+    /// A PostgreSQL create is one statement: the task, its tags, the user's next seq and the
+    /// log records, with the webhook guard; every value is bound, the user id among them. It
+    /// sends no `NOTIFY`: that would serialise the commits of all writers.
     #[test]
     fn a_pg_create_and_its_log_are_one_statement() {
         let t = crate::query::tests::sample_task();
@@ -1209,10 +1381,11 @@ mod tests {
             "FOR KEY SHARE), s AS (INSERT INTO user_state (user_id, seq) SELECT",
             "FROM w CROSS JOIN l ON CONFLICT (user_id) DO UPDATE SET seq = user_state.seq + 1",
             "c AS (INSERT INTO changes",
-            "pg_notify('todo_changes'",
+            "SELECT s.seq FROM s WHERE todo_no_webhooks(",
         ] {
             assert!(text.contains(part), "{part}: {text}");
         }
+        assert!(!text.contains("notify"), "{text}");
         assert!(!text.contains("'alice'"), "values are bound: {text}");
         let n = values.0.0.len();
         assert!(text.contains(&format!("${n}")) && !text.contains(&format!("${}", n + 1)));

@@ -74,7 +74,7 @@ impl Touched {
         }
         tx.commit().await?;
         if seq > 0 {
-            u.hub.wake(&u.user_id);
+            u.hub.committed(&u.user_id, seq);
         }
         Ok(seq)
     }
@@ -427,8 +427,10 @@ impl UserTasks {
                     &touched.records(),
                 );
                 match self.pool.fetch_all_as::<Int, _>(&stmt).await {
-                    Ok(_) => {
-                        self.hub.wake(&self.user_id);
+                    Ok(rows) => {
+                        if let Some(Int(seq)) = rows.first() {
+                            self.hub.committed(&self.user_id, *seq);
+                        }
                         return Ok(t);
                     }
                     // The user has webhooks: write in a transaction, which queues them.

@@ -876,6 +876,32 @@ async fn subscribe_wakes_across_stores(db: &TestDb) {
             break;
         }
     }
+    // The writer's announcer (its own connection, sending the wake-ups after the commits)
+    // loses its connection: the next write's wake-up is sent again on a new one.
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND query LIKE '%pg_notify%' AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert!(!killed.is_empty(), "the announcer has a connection");
+    let t = ua
+        .create(TaskInput::titled("announcer lost"))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let c = tokio::time::timeout(Duration::from_secs(3), s.next())
+            .await
+            .expect("the announcement is retried on a new connection")
+            .unwrap()
+            .unwrap();
+        if matches!(&c.data, ChangeData::Task(x) if x.id == t.id) {
+            break;
+        }
+    }
+    assert!(started.elapsed() < Duration::from_secs(3));
     admin.close().await.unwrap();
     drop(s);
     assert_eq!(b.subscribers(), 0);
