@@ -435,8 +435,16 @@ enum Total {
 
 /// `ORDER BY <key>, id` on the columns of `table`, both in the query's direction; a due date
 /// sorts undated rows last in both directions.
+///
+/// A list's top level by position on `tasks` also orders by `parent_id` (null in every row)
+/// first: PostgreSQL does not take `parent_id IS NULL` as fixing the column, so without it the
+/// index `(user_id, list_id, parent_id, position, id)` does not give the order and every
+/// top-level task of the list is read and sorted.
 fn order_page(s: &mut SelectStatement, table: &'static str, q: &ValidQuery) {
     let dir = q.order.sql();
+    if table == TASKS && q.sort == SortKey::Position && matches!(q.parent, ParentFilter::TopLevel) {
+        s.order_by((TASKS, "parent_id"), dir.clone());
+    }
     if q.sort == SortKey::DueAt {
         s.order_by_with_nulls((table, "due_at"), dir.clone(), NullOrdering::Last);
     } else {
@@ -1378,21 +1386,45 @@ mod plan_tests {
                     .map(|r| r.get(0))
                     .collect();
                 let plan = plan.join("\n");
-                // The group is an index range (an ordered scan, or a bitmap and a sort of
-                // the group's rows when the planner finds that cheaper for a small group);
-                // never a scan of the user's other tasks.
+                // The group is an ordered range of the index: never a scan of the user's other
+                // tasks, nor a sort of the group's rows (a page of 50 does not read the list).
                 assert!(
                     plan.contains("Scan using tasks_user_position on tasks")
-                        || plan.contains("Scan Backward using tasks_user_position on tasks")
-                        || plan.contains("Bitmap Index Scan on tasks_user_position"),
+                        || plan.contains("Scan Backward using tasks_user_position on tasks"),
                     "{parent:?} {order:?}: {plan}"
                 );
+                assert!(!plan.contains("Sort"), "{parent:?} {order:?}: {plan}");
                 let range = match parent {
                     ParentFilter::TopLevel => "AND (parent_id IS NULL))",
                     _ => "AND (parent_id = ",
                 };
                 assert!(plan.contains(range), "{parent:?} {order:?}: {plan}");
                 assert!(!plan.contains("Seq Scan"), "{parent:?} {order:?}: {plan}");
+            }
+        }
+        // The ends of a group (where a create or a move puts a task) are the first index entry
+        // in one direction: no sort of the group's rows, whose cost grows with the list.
+        for parent_id in [None, Some(parent)] {
+            for last in [false, true] {
+                let g = crate::tree::Group {
+                    list_id: list,
+                    parent_id,
+                };
+                let sql = Scope::new("heavy", Dialect::Postgres)
+                    .group_end(g, last, None)
+                    .to_string(PostgresQueryBuilder);
+                let plan: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN {sql}")))
+                    .fetch_all(&mut conn)
+                    .await
+                    .expect("explain")
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+                let plan = plan.join("\n");
+                assert!(
+                    plan.contains("using tasks_user_position on tasks") && !plan.contains("Sort"),
+                    "{parent_id:?} last {last}: {plan}"
+                );
             }
         }
         conn.close().await.expect("close");

@@ -270,6 +270,17 @@ impl Scope<'_> {
             .to_owned()
     }
 
+    /// `ORDER BY parent_id, position, id`, all in `dir`. `parent_id` is the same in the whole
+    /// group, but PostgreSQL does not take `parent_id IS NULL` as fixing it: without it the
+    /// index `(user_id, list_id, parent_id, position, id)` does not give a top-level group's
+    /// order, and every sibling is read and sorted (0.19 ms instead of 0.03 for the end of a
+    /// list of 839 top-level tasks, growing with the list).
+    fn in_order(s: &mut SelectStatement, dir: SqlOrder) {
+        s.order_by((TASKS, "parent_id"), dir.clone())
+            .order_by((TASKS, "position"), dir.clone())
+            .order_by((TASKS, "id"), dir);
+    }
+
     fn in_group(s: &mut SelectStatement, g: Group) {
         s.and_where(col("list_id").eq(g.list_id));
         match g.parent_id {
@@ -288,9 +299,8 @@ impl Scope<'_> {
             s.and_where(col("id").ne(e));
         }
         let dir = if last { SqlOrder::Desc } else { SqlOrder::Asc };
-        s.order_by((TASKS, "position"), dir.clone())
-            .order_by((TASKS, "id"), dir)
-            .limit(1);
+        Self::in_order(&mut s, dir);
+        s.limit(1);
         s
     }
 
@@ -306,14 +316,12 @@ impl Scope<'_> {
         let mut s = self.tasks_from();
         s.columns([(TASKS, "id"), (TASKS, "position")]);
         Self::in_group(&mut s, g);
-        s.and_where(col("id").ne(except))
-            .and_where(
-                Expr::tuple([col("position"), col("id")])
-                    .gt(Expr::tuple([Expr::val(position), Expr::val(id)])),
-            )
-            .order_by((TASKS, "position"), SqlOrder::Asc)
-            .order_by((TASKS, "id"), SqlOrder::Asc)
-            .limit(1);
+        s.and_where(col("id").ne(except)).and_where(
+            Expr::tuple([col("position"), col("id")])
+                .gt(Expr::tuple([Expr::val(position), Expr::val(id)])),
+        );
+        Self::in_order(&mut s, SqlOrder::Asc);
+        s.limit(1);
         s
     }
 
@@ -325,8 +333,7 @@ impl Scope<'_> {
         if let Some(e) = except {
             s.and_where(col("id").ne(e));
         }
-        s.order_by((TASKS, "position"), SqlOrder::Asc)
-            .order_by((TASKS, "id"), SqlOrder::Asc);
+        Self::in_order(&mut s, SqlOrder::Asc);
         s
     }
 
