@@ -1237,7 +1237,10 @@ impl UserTasks {
                 }
                 // Seen before reading: a wake-up that arrives during the read is not lost.
                 rx.borrow_and_update();
-                match s.user.read_after(s.pos, SUBSCRIBE_BATCH, true).await {
+                // Boxed: the stream's future is as large as its largest state, and an idle
+                // subscription (most of them, most of the time) should not carry the space of
+                // a read in flight.
+                match Box::pin(s.user.read_after(s.pos, SUBSCRIBE_BATCH, true)).await {
                     Ok(read) => {
                         let reader = s.pos.seq;
                         for (row, kind, token, data) in read.rows {
