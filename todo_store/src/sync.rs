@@ -18,7 +18,7 @@
 //! subscriber), which wakes its subscribers. A woken subscriber reads the log from its own
 //! position; it never trusts a payload, so a lost or duplicate wake-up costs nothing but a read,
 //! and one lost with a crash between a commit and its announcement is made up by the
-//! subscribers' periodic re-read ([`SUBSCRIBE_FALLBACK`]).
+//! subscribers' re-read of the log every 15 s.
 //!
 //! The announcement is not sent by the write's own transaction because PostgreSQL serialises
 //! the commits of notifying transactions (a database-wide lock held from before the commit
