@@ -1345,6 +1345,18 @@ mod plan_tests {
         .expect("seed");
     }
 
+    /// The plan PostgreSQL chooses for `sql`, one line per node.
+    async fn explain(conn: &mut sqlx::PgConnection, sql: &str) -> String {
+        let lines: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN {sql}")))
+            .fetch_all(conn)
+            .await
+            .expect("explain")
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        lines.join("\n")
+    }
+
     /// `sort=position` within a list's top level, or within one task's subtasks, is a range of
     /// tasks_user_position (both directions), and counts from it.
     #[tokio::test]
@@ -1378,14 +1390,7 @@ mod plan_tests {
                 let sql = Scope::new("heavy", Dialect::Postgres)
                     .page(&q.validate().expect("valid"))
                     .to_string(PostgresQueryBuilder);
-                let plan: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN {sql}")))
-                    .fetch_all(&mut conn)
-                    .await
-                    .expect("explain")
-                    .iter()
-                    .map(|r| r.get(0))
-                    .collect();
-                let plan = plan.join("\n");
+                let plan = explain(&mut conn, &sql).await;
                 // The group is an ordered range of the index: never a scan of the user's other
                 // tasks, nor a sort of the group's rows (a page of 50 does not read the list).
                 assert!(
@@ -1413,14 +1418,7 @@ mod plan_tests {
                 let sql = Scope::new("heavy", Dialect::Postgres)
                     .group_end(g, last, None)
                     .to_string(PostgresQueryBuilder);
-                let plan: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN {sql}")))
-                    .fetch_all(&mut conn)
-                    .await
-                    .expect("explain")
-                    .iter()
-                    .map(|r| r.get(0))
-                    .collect();
-                let plan = plan.join("\n");
+                let plan = explain(&mut conn, &sql).await;
                 assert!(
                     plan.contains("using tasks_user_position on tasks") && !plan.contains("Sort"),
                     "{parent_id:?} last {last}: {plan}"
@@ -1465,14 +1463,7 @@ mod plan_tests {
                 let sql = Scope::new("heavy", Dialect::Postgres)
                     .page(&q.validate().expect("valid"))
                     .to_string(PostgresQueryBuilder);
-                let plan: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN {sql}")))
-                    .fetch_all(&mut conn)
-                    .await
-                    .expect("explain")
-                    .iter()
-                    .map(|r| r.get(0))
-                    .collect();
-                let plan = plan.join("\n");
+                let plan = explain(&mut conn, &sql).await;
                 assert!(
                     plan.contains("Index Only Scan using tasks_user_list on tasks"),
                     "{sort:?} {order:?}: {plan}"

@@ -856,18 +856,35 @@ pub(crate) struct Announcer {
 const ANNOUNCE: &str = "SELECT count(pg_notify($1, p)) \
      FROM (SELECT set_config('synchronous_commit', 'off', true)) AS c, unnest($2::text[]) AS p";
 
+/// A pool of one connection, opened when first needed and kept, to the database of `pool`
+/// (the listener's and the announcer's own).
+#[cfg(feature = "postgres")]
+fn own_connection(pool: &sqlx::PgPool) -> sqlx::PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .connect_lazy_with((*pool.connect_options()).clone())
+}
+
+/// Records `user_id`'s commit at `seq` in `pending`, keeping the newest seq per user.
+#[cfg(feature = "postgres")]
+fn keep_newest(pending: &mut HashMap<String, i64>, user_id: &str, seq: i64) {
+    match pending.get_mut(user_id) {
+        Some(s) => *s = (*s).max(seq),
+        None => {
+            pending.insert(user_id.to_owned(), seq);
+        }
+    }
+}
+
 #[cfg(feature = "postgres")]
 impl Announcer {
     fn new(pool: &sqlx::PgPool) -> Announcer {
-        let opts = (*pool.connect_options()).clone();
         Announcer {
             pending: Mutex::default(),
             kick: tokio::sync::Notify::new(),
-            pool: sqlx::postgres::PgPoolOptions::new()
-                .max_connections(1)
-                .idle_timeout(None)
-                .max_lifetime(None)
-                .connect_lazy_with(opts),
+            pool: own_connection(pool),
             running: Default::default(),
             stopped: Default::default(),
         }
@@ -879,15 +896,7 @@ impl Announcer {
 
     /// Queues `user_id`'s commit at `seq` and makes sure the sender runs.
     fn announce(self: &Arc<Self>, user_id: &str, seq: i64) {
-        {
-            let mut pending = self.pending();
-            match pending.get_mut(user_id) {
-                Some(s) => *s = (*s).max(seq),
-                None => {
-                    pending.insert(user_id.to_owned(), seq);
-                }
-            }
-        }
+        keep_newest(&mut self.pending(), user_id, seq);
         if !self.running.swap(true, Ordering::SeqCst) {
             match tokio::runtime::Handle::try_current() {
                 Ok(rt) => {
@@ -913,9 +922,8 @@ impl Announcer {
             .await;
         if sent.is_err() {
             let mut pending = self.pending();
-            for (u, s) in batch {
-                let e = pending.entry(u).or_insert(s);
-                *e = (*e).max(s);
+            for (u, s) in &batch {
+                keep_newest(&mut pending, u, *s);
             }
         }
         sent.map(|_| ())
@@ -1066,12 +1074,7 @@ impl Hub {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let opts = (*conns.pool.connect_options()).clone();
-        let lpool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_lazy_with(opts);
+        let lpool = own_connection(&conns.pool);
         *slot = Some(lpool.clone());
         rt.spawn(listen(Arc::downgrade(self), lpool));
     }
