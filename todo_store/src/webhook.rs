@@ -454,6 +454,9 @@ fn check_description(c: &mut Checker, d: Option<String>) -> Option<String> {
             "description",
             format!("must be at most {DESCRIPTION_MAX} characters"),
         );
+    } else if t.contains('\0') {
+        // PostgreSQL text cannot hold NUL; refuse it on both backends alike.
+        c.fail("description", "must not contain NUL characters");
     }
     Some(t.to_owned())
 }

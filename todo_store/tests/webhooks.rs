@@ -191,6 +191,15 @@ both_backends! {
             .await
             .unwrap_err();
         assert_eq!(fields(e), vec!["events"]);
+        let e = u
+            .create_webhook(WebhookInput {
+                url: "https://example.com/h".into(),
+                events: None,
+                description: Some("a\0b".into()),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(fields(e), vec!["description"]);
         assert!(u.webhooks().await.unwrap().is_empty(), "refused creates wrote nothing");
 
         let c = u
@@ -257,6 +266,18 @@ both_backends! {
             .unwrap_err();
         assert_eq!(fields(e), vec!["url"]);
         assert_eq!(u.get_webhook(c.webhook.id).await.unwrap().url, "https://example.com/h");
+        let e = u
+            .update_webhook(
+                c.webhook.id,
+                WebhookPatch {
+                    description: Patch::Set("\0".into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(fields(e), vec!["description"]);
+        assert_eq!(u.get_webhook(c.webhook.id).await.unwrap().description, None);
 
         for i in 2..WEBHOOKS_MAX {
             u.create_webhook(hook(&format!("https://example.com/{i}"), None))
