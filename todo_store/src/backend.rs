@@ -618,6 +618,8 @@ pub(crate) struct DueReminder(pub Uuid, pub String, pub Uuid, pub Option<DateTim
 pub(crate) struct FiredRow(pub Uuid, pub Uuid, pub Option<DateTime<Utc>>);
 /// Two integers.
 pub(crate) struct IntPair(pub i64, pub i64);
+/// An integer and a flag (a seq, and whether the user has an enabled webhook).
+pub(crate) struct IntBool(pub i64, pub bool);
 /// An id and a second id.
 pub(crate) struct IdId(pub Uuid, pub Uuid);
 /// A row of the change log: kind, entity id, seq, created seq, op, at.
@@ -670,6 +672,7 @@ decoded!(crate::reminder::Row, |r| Ok(crate::reminder::Row {
     state: r.try_get(2)?,
 }));
 decoded!(IntPair, |r| Ok(IntPair(r.try_get(0)?, r.try_get(1)?)));
+decoded!(IntBool, |r| Ok(IntBool(r.try_get(0)?, r.try_get(1)?)));
 decoded!(IdId, |r| Ok(IdId(r.try_get(0)?, r.try_get(1)?)));
 decoded!(Task, |r| decode_task(r));
 decoded!(LogRow, |r| Ok(LogRow {

@@ -364,7 +364,12 @@ fn pg_log_tail(
              {UPSERT_CHANGE})"
         ));
     }
-    sql.push(" SELECT s.seq FROM s");
+    if gate.is_some() {
+        sql.push(" SELECT s.seq FROM s");
+    } else {
+        let hooks = has_hooks(sql, &u);
+        sql.push(&format!(" SELECT s.seq, {hooks} FROM s"));
+    }
     if gate.is_some() {
         // A single-statement write queues no webhook deliveries: for a user with webhooks the
         // guard fails the statement (nothing is written) and the store writes in a transaction.
@@ -399,6 +404,20 @@ fn insert_records(
     let mut sql = Sql::new();
     let u = sql.bind(user_id);
     let s = sql.bind(seq);
+    push_records(&mut sql, &u, &s, now, dialect, records);
+    sql
+}
+
+/// Appends the upsert of `records` at the seq `seq` (a placeholder or an expression) of the
+/// user bound as `u`.
+fn push_records(
+    sql: &mut Sql,
+    u: &str,
+    seq: &str,
+    now: DateTime<Utc>,
+    dialect: Dialect,
+    records: &[Record],
+) {
     let at = sql.bind(dialect.ts(now));
     let zero = sql.bind(0i64);
     let mut rows = String::new();
@@ -409,16 +428,44 @@ fn insert_records(
         let k = sql.bind(r.kind.as_str());
         let id = sql.bind(r.id);
         let op = sql.bind(if r.deleted { "delete" } else { "upsert" });
-        let created = if r.created { &s } else { &zero };
-        rows.push_str(&format!("({u}, {k}, {id}, {s}, {created}, {op}, {at})"));
+        let created = if r.created { seq } else { &zero };
+        rows.push_str(&format!("({u}, {k}, {id}, {seq}, {created}, {op}, {at})"));
     }
     sql.push(&format!(
         "INSERT INTO changes (user_id, kind, entity_id, seq, created_seq, op, at) VALUES {rows}{UPSERT_CHANGE}"
     ));
+}
+
+/// `EXISTS` of an enabled webhook of the user bound as `u`: whether a write must look for
+/// deliveries to queue.
+fn has_hooks(sql: &mut Sql, u: &str) -> String {
+    let t = sql.bind(true);
+    format!("EXISTS (SELECT 1 FROM webhooks WHERE user_id = {u} AND enabled = {t})")
+}
+
+/// SQLite: the user's next seq, `records` at it, and whether the user has an enabled webhook,
+/// as one text of three statements (sqlx runs them in order and binds `$n` across them), so
+/// the single writer's transaction waits on one exchange with the connection's thread
+/// instead of three.
+fn sqlite_log(user_id: &str, now: DateTime<Utc>, records: &[Record]) -> Sql {
+    let mut sql = Sql::new();
+    let u = sql.bind(user_id);
+    sql.push(&format!(
+        "INSERT INTO user_state (user_id, seq) VALUES ({u}, 1) \
+         ON CONFLICT (user_id) DO UPDATE SET seq = seq + 1; "
+    ));
+    let seq = format!("(SELECT seq FROM user_state WHERE user_id = {u})");
+    push_records(&mut sql, &u, &seq, now, Dialect::Sqlite, records);
+    let hooks = has_hooks(&mut sql, &u);
+    sql.push(&format!(
+        "; SELECT seq, {hooks} FROM user_state WHERE user_id = {u}"
+    ));
     sql
 }
 
-/// Appends `records` to the user's log inside `tx`; returns the write's seq.
+/// Appends `records` (at least one) to the user's log inside `tx`; returns the write's seq.
+/// The seq, the records and whether the user has a webhook take one statement (or, on SQLite,
+/// one exchange); only a write of more than [`LOG_CHUNK`] records takes more.
 pub(crate) async fn append(
     tx: &mut Tx<'_>,
     dialect: Dialect,
@@ -426,10 +473,18 @@ pub(crate) async fn append(
     records: &[Record],
 ) -> Result<i64, StoreError> {
     let now = task::now_ms();
-    let seq = if dialect == Dialect::Postgres && records.len() <= LOG_CHUNK {
-        let mut sql = Sql::new();
-        pg_log_tail(&mut sql, user_id, now, records, None);
-        seq_of(tx.fetch_one_as::<crate::backend::Int, _>(&sql).await?)?
+    let (seq, hooks) = if records.len() <= LOG_CHUNK {
+        let sql = match dialect {
+            Dialect::Postgres => {
+                let mut sql = Sql::new();
+                pg_log_tail(&mut sql, user_id, now, records, None);
+                sql
+            }
+            Dialect::Sqlite => sqlite_log(user_id, now, records),
+        };
+        let row: Option<crate::backend::IntBool> = tx.fetch_one_as(&sql).await?;
+        let row = row.ok_or(StoreError::Database(sqlx::Error::RowNotFound))?;
+        (row.0, row.1)
     } else {
         let seq = seq_of(
             tx.fetch_one_as::<crate::backend::Int, _>(&next_seq(dialect, user_id))
@@ -439,10 +494,12 @@ pub(crate) async fn append(
             tx.execute(&insert_records(user_id, seq, now, dialect, chunk))
                 .await?;
         }
-        seq
+        (seq, true)
     };
     // The webhooks' deliveries of these records, in the same transaction.
-    crate::webhook::enqueue(tx, dialect, user_id, records, now).await?;
+    if hooks {
+        crate::webhook::enqueue(tx, dialect, user_id, records, now).await?;
+    }
     Ok(seq)
 }
 

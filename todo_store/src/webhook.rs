@@ -599,7 +599,8 @@ fn event_type(r: &Record) -> &'static str {
 
 /// Queues, inside a write's transaction, one delivery per (enabled webhook of the user, record
 /// of the write whose event type it asked for), with the record's state in that transaction.
-/// Costs one indexed read when the user has no webhook.
+/// Called only when the user has an enabled webhook (the log append reads that in its own
+/// statement).
 pub(crate) async fn enqueue(
     tx: &mut Tx<'_>,
     dialect: Dialect,
