@@ -199,7 +199,12 @@ impl Store {
                     o.journal_mode(SqliteJournalMode::Wal)
                         .synchronous(SqliteSynchronous::Normal)
                 };
-                let mut po = SqlitePoolOptions::new().acquire_timeout(opts.acquire_timeout);
+                // A connection to a file does not go stale: sqlx's ping before each acquire
+                // would only add a round trip to the connection's thread to every request,
+                // and to every write while it holds the write lock.
+                let mut po = SqlitePoolOptions::new()
+                    .acquire_timeout(opts.acquire_timeout)
+                    .test_before_acquire(false);
                 if memory {
                     // Each connection to ":memory:" is its own database: keep exactly one.
                     po = po
@@ -734,7 +739,7 @@ impl UserTasks {
         cascade: bool,
         change: impl FnOnce(&mut Task, chrono::DateTime<chrono::Utc>),
     ) -> Result<Task, StoreError> {
-        let mut touched = write::Touched::default();
+        let mut touched = write::Touched::single();
         let mut writer = self.pool.writer().await?;
         let mut tx = writer.begin().await?;
         let t = self
@@ -768,18 +773,26 @@ impl UserTasks {
         change(&mut t, now);
         let advanced = t.settle(Some(&before), now)?;
         t.bump(now);
-        tx.execute(&scope.update(&t)).await?;
+        // The statements below may be held back to the log's exchange (SQLite) when nothing
+        // after them reads: no reminder rows to rewrite and no cascade to run.
+        let rows_change = reminder::rows_change(&before, &t);
+        let cascades = cascade && (advanced || t.completed || t.parent_id.is_some());
+        let last = !rows_change && !cascades;
+        let d = self.pool.dialect();
+        touched.send(tx, d, &scope.update(&t), last).await?;
         touched.task(id);
         if t.completed != was_completed {
             touched.lists.push(t.list_id);
         }
         if t.tags != old_tags {
-            tx.execute(&scope.delete_tags(id)).await?;
+            touched.send(tx, d, &scope.delete_tags(id), last).await?;
             if !t.tags.is_empty() {
-                tx.execute(&scope.insert_tags(id, &t.tags)).await?;
+                touched
+                    .send(tx, d, &scope.insert_tags(id, &t.tags), last)
+                    .await?;
             }
         }
-        if reminder::rows_change(&before, &t) {
+        if rows_change {
             self.write_reminder_rows(tx, &t, now).await?;
         }
         if cascade {

@@ -548,7 +548,7 @@ async fn record_fired(
         // One row per record in a statement (an upsert cannot touch a row twice).
         records.sort_unstable_by_key(|r| r.id);
         records.dedup_by_key(|r| r.id);
-        let seq = sync::append(tx, dialect, user_id, records).await?;
+        let seq = sync::append(tx, dialect, user_id, records, None).await?;
         users.push(((*user_id).to_owned(), seq));
     }
     Ok(users)

@@ -304,6 +304,21 @@ impl Sql {
         self
     }
 
+    /// Appends a statement built by sea-query as SQLite text (positional `?` placeholders)
+    /// followed by `;`, with its values. sqlx binds positional placeholders in the order of
+    /// the values, statement after statement, and `$n` by number, so every such statement
+    /// must come before the first [`bind`](Self::bind).
+    pub(crate) fn push_sqlite<S: SqlxBinder>(&mut self, stmt: &S) {
+        debug_assert!(
+            !self.text.contains('$'),
+            "positional statements go before numbered placeholders"
+        );
+        let (text, values) = stmt.build_sqlx(sea_query::SqliteQueryBuilder);
+        self.text.push_str(&text);
+        self.text.push_str("; ");
+        self.values.extend(values.0.0);
+    }
+
     /// Binds a value; returns its placeholder.
     pub(crate) fn bind(&mut self, v: impl Into<Value>) -> String {
         self.values.push(v.into());
@@ -443,12 +458,12 @@ fn has_hooks(sql: &mut Sql, u: &str) -> String {
     format!("EXISTS (SELECT 1 FROM webhooks WHERE user_id = {u} AND enabled = {t})")
 }
 
-/// SQLite: the user's next seq, `records` at it, and whether the user has an enabled webhook,
-/// as one text of three statements (sqlx runs them in order and binds `$n` across them), so
-/// the single writer's transaction waits on one exchange with the connection's thread
-/// instead of three.
-fn sqlite_log(user_id: &str, now: DateTime<Utc>, records: &[Record]) -> Sql {
-    let mut sql = Sql::new();
+/// SQLite: after the statements already in `sql` (the write's own last ones, deferred to
+/// this exchange), the user's next seq, `records` at it, and whether the user has an enabled
+/// webhook, as one text of several statements (sqlx runs them in order and binds the values
+/// across them), so the single writer's transaction waits on one exchange with the
+/// connection's thread instead of one per statement.
+fn sqlite_log(mut sql: Sql, user_id: &str, now: DateTime<Utc>, records: &[Record]) -> Sql {
     let u = sql.bind(user_id);
     sql.push(&format!(
         "INSERT INTO user_state (user_id, seq) VALUES ({u}, 1) \
@@ -465,14 +480,23 @@ fn sqlite_log(user_id: &str, now: DateTime<Utc>, records: &[Record]) -> Sql {
 
 /// Appends `records` (at least one) to the user's log inside `tx`; returns the write's seq.
 /// The seq, the records and whether the user has a webhook take one statement (or, on SQLite,
-/// one exchange); only a write of more than [`LOG_CHUNK`] records takes more.
+/// one exchange, which also carries `first`: statements of the write not sent yet, built
+/// with [`Sql::push_sqlite`]); only a write of more than [`LOG_CHUNK`] records takes more.
 pub(crate) async fn append(
     tx: &mut Tx<'_>,
     dialect: Dialect,
     user_id: &str,
     records: &[Record],
+    first: Option<Sql>,
 ) -> Result<i64, StoreError> {
     let now = task::now_ms();
+    let first = match first {
+        Some(f) if dialect == Dialect::Postgres || records.len() > LOG_CHUNK => {
+            tx.execute(&f).await?;
+            None
+        }
+        f => f,
+    };
     let (seq, hooks) = if records.len() <= LOG_CHUNK {
         let sql = match dialect {
             Dialect::Postgres => {
@@ -480,7 +504,7 @@ pub(crate) async fn append(
                 pg_log_tail(&mut sql, user_id, now, records, None);
                 sql
             }
-            Dialect::Sqlite => sqlite_log(user_id, now, records),
+            Dialect::Sqlite => sqlite_log(first.unwrap_or_else(Sql::new), user_id, now, records),
         };
         let row: Option<crate::backend::IntBool> = tx.fetch_one_as(&sql).await?;
         let row = row.ok_or(StoreError::Database(sqlx::Error::RowNotFound))?;

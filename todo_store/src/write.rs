@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
+use sea_query_sqlx::SqlxBinder;
 use uuid::Uuid;
 
 use crate::backend::{Id, IdInt, IdPos, Int, TaskRow, Tx};
@@ -39,11 +40,46 @@ pub(crate) struct Touched {
     pub created: Vec<Uuid>,
     /// The idempotency record to complete with this write (see [`crate::idem`]).
     pub response: Option<crate::idem::Completion>,
+    /// The write may hold back its last statements (see [`Touched::send`]): set by a write
+    /// of one operation, never by a batch, whose later operations read what earlier ones
+    /// wrote.
+    pub may_defer: bool,
+    /// SQLite statements held back, sent with the change log's in one exchange.
+    deferred: Option<sync::Sql>,
 }
 
 impl Touched {
     pub(crate) fn task(&mut self, id: Uuid) {
         self.tasks.push(id);
+    }
+
+    /// A write of one operation: its last statements may be held back (see [`Touched::send`]).
+    pub(crate) fn single() -> Self {
+        Touched {
+            may_defer: true,
+            ..Touched::default()
+        }
+    }
+
+    /// Runs `stmt` in `tx`, or, when `defer` is true and the write may hold back statements
+    /// on SQLite, keeps it to go first in the exchange that appends to the change log: the
+    /// single writer then waits on one round trip to the connection's thread for both. Only
+    /// for a write's last statements, which nothing in the write reads back.
+    pub(crate) async fn send<S: SqlxBinder>(
+        &mut self,
+        tx: &mut Tx<'_>,
+        dialect: Dialect,
+        stmt: &S,
+        defer: bool,
+    ) -> Result<(), StoreError> {
+        if defer && self.may_defer && dialect == Dialect::Sqlite {
+            self.deferred
+                .get_or_insert_with(sync::Sql::new)
+                .push_sqlite(stmt);
+            Ok(())
+        } else {
+            tx.execute(stmt).await.map(drop)
+        }
     }
 
     /// The change-log records of this write, one per record.
@@ -62,12 +98,16 @@ impl Touched {
     /// completes its idempotency record if it has one, all inside the transaction; then
     /// wakes this process's subscribers of the user. Returns the seq (0 when nothing was
     /// touched).
-    pub(crate) async fn commit(self, u: &UserTasks, mut tx: Tx<'_>) -> Result<i64, StoreError> {
+    pub(crate) async fn commit(mut self, u: &UserTasks, mut tx: Tx<'_>) -> Result<i64, StoreError> {
         let records = self.records();
+        let deferred = self.deferred.take();
         let seq = if records.is_empty() {
+            if let Some(d) = deferred {
+                tx.execute(&d).await?;
+            }
             0
         } else {
-            sync::append(&mut tx, u.pool.dialect(), &u.user_id, &records).await?
+            sync::append(&mut tx, u.pool.dialect(), &u.user_id, &records, deferred).await?
         };
         if let Some(c) = &self.response {
             crate::idem::complete(&mut tx, u.pool.dialect(), &u.user_id, c).await?;
@@ -450,7 +490,7 @@ impl UserTasks {
         list_id: Option<Uuid>,
         parent_id: Option<Uuid>,
     ) -> Result<Task, StoreError> {
-        let mut touched = Touched::default();
+        let mut touched = Touched::single();
         let mut writer = self.pool.writer().await?;
         let mut tx = writer.begin().await?;
         let t = self
@@ -573,11 +613,16 @@ impl UserTasks {
         t.position = self
             .task_position(tx, g, None, None, t.created_at, touched)
             .await?;
-        tx.execute(&scope.insert(&t)).await?;
+        // Held back to the log's exchange on SQLite unless reminder rows follow (they read).
+        let last = t.reminders.is_empty();
+        let d = self.pool.dialect();
+        touched.send(tx, d, &scope.insert(&t), last).await?;
         if !t.tags.is_empty() {
-            tx.execute(&scope.insert_tags(t.id, &t.tags)).await?;
+            touched
+                .send(tx, d, &scope.insert_tags(t.id, &t.tags), last)
+                .await?;
         }
-        if !t.reminders.is_empty() {
+        if !last {
             self.write_reminder_rows(tx, &t, t.created_at).await?;
         }
         touched.task(t.id);
