@@ -709,20 +709,23 @@ impl UserTasks {
                 if t.completed != was_completed {
                     touched.lists.push(t.list_id);
                 }
+                let records = touched.records();
                 let stmt = sync::pg_write_and_log(
                     &scope.update_at(&t, read),
                     |_| String::new(),
                     None,
                     &self.user_id,
                     now,
-                    &touched.records(),
+                    &records,
                 );
                 let applied: Vec<backend::Int> = match self.pool.fetch_all_as(&stmt).await {
                     Err(e) if webhook::is_guard_refusal(&e) => break,
                     other => other?,
                 };
-                if let Some(backend::Int(seq)) = applied.first() {
-                    self.hub.committed(&self.user_id, *seq);
+                if let Some(&backend::Int(seq)) = applied.first() {
+                    self.hub.committed(&self.user_id, seq, || {
+                        sync::Commit::new(seq, &records, std::slice::from_ref(&t))
+                    });
                     return Ok(t);
                 }
             }
@@ -746,7 +749,9 @@ impl UserTasks {
             .write_in(&mut tx, &mut touched, id, expected_version, cascade, change)
             .await?;
         self.respond(&mut touched, idem::Outcome::Task(&t));
-        touched.commit(self, tx).await?;
+        touched
+            .commit_with(self, tx, std::slice::from_ref(&t))
+            .await?;
         writer.done();
         Ok(t)
     }

@@ -618,7 +618,7 @@ impl Store {
         tx.commit().await?;
         writer.done();
         for (user_id, seq) in &users {
-            self.hub.committed(user_id, *seq);
+            self.hub.committed(user_id, *seq, || None);
         }
         Ok(fired)
     }

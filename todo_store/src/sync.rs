@@ -15,10 +15,16 @@
 //! that user; on PostgreSQL it also queues `'<user>:<seq>'` for the store's announcer, which
 //! sends what has queued as `NOTIFY todo_changes` in one statement of its own connection,
 //! delivered to every instance's listener (one `PgListener` per store, started by the first
-//! subscriber), which wakes its subscribers. A woken subscriber reads the log from its own
-//! position; it never trusts a payload, so a lost or duplicate wake-up costs nothing but a read,
-//! and one lost with a crash between a commit and its announcement is made up by the
-//! subscribers' re-read of the log every 15 s.
+//! subscriber), which wakes its subscribers, unless they were already woken for that seq or a
+//! later one (an instance hears its own announcements too). A woken subscriber reads the log
+//! from its own position; it never trusts a notification's payload, so a lost or duplicate
+//! wake-up costs nothing but a read, and one lost with a crash between a commit and its
+//! announcement is made up by the subscribers' re-read of the log every 15 s. The one thing it
+//! takes without reading is a commit of its own process right after its position, handed over
+//! in memory with the wake-up (`Commit`): the records the write appended, in log order, and
+//! the tasks as the write returned them; it reads the rest by id. With one stream per user and
+//! writes spread over instances, that spares the log read (and for a patch every read) of the
+//! events written through the stream's own instance.
 //!
 //! The announcement is not sent by the write's own transaction because PostgreSQL serialises
 //! the commits of notifying transactions (a database-wide lock held from before the commit
@@ -667,12 +673,47 @@ impl UserTasks {
         } else {
             None
         };
+        self.resolve(from, rows, next_seq, &[]).await
+    }
+
+    /// The records of this process's commit right after `from` (see [`Commit`]), as
+    /// [`Self::read_after`] would read them: the tasks the write returned as they are, the
+    /// other records read by id.
+    async fn read_commit(&self, from: Token, c: &Commit) -> Result<Read, StoreError> {
+        let rows = c
+            .records
+            .iter()
+            .map(|r| LogRow {
+                kind: r.kind.as_str().to_owned(),
+                id: r.id,
+                seq: c.seq,
+                created_seq: if r.created { c.seq } else { 0 },
+                op: if r.deleted { "delete" } else { "upsert" }.to_owned(),
+                at: c.at,
+            })
+            .collect();
+        self.resolve(from, rows, None, &c.tasks).await
+    }
+
+    /// The current state of the records of `rows` (log rows after `from`, in log order;
+    /// `next_seq`: the seq of the row that follows them, when more follow), except the tasks
+    /// in `known`, taken as they are.
+    async fn resolve(
+        &self,
+        from: Token,
+        rows: Vec<LogRow>,
+        next_seq: Option<i64>,
+        known: &[Task],
+    ) -> Result<Read, StoreError> {
+        let more = next_seq.is_some();
         let mut task_ids = Vec::new();
         let mut list_ids = Vec::new();
         let mut reminder_ids = Vec::new();
         for r in &rows {
             match (EntityKind::parse(&r.kind), r.op.as_str()) {
-                (Some(EntityKind::Task), "upsert") => task_ids.push(r.id),
+                (Some(EntityKind::Task), "upsert") if !known.iter().any(|t| t.id == r.id) => {
+                    task_ids.push(r.id)
+                }
                 (Some(EntityKind::List), "upsert") => list_ids.push(r.id),
                 (Some(EntityKind::Reminder), "upsert") => reminder_ids.push(r.id),
                 _ => {}
@@ -696,7 +737,7 @@ impl UserTasks {
             task_ids.sort_unstable();
             task_ids.dedup();
         }
-        let mut tasks: HashMap<Uuid, Task> = HashMap::new();
+        let mut tasks: HashMap<Uuid, Task> = known.iter().map(|t| (t.id, t.clone())).collect();
         if !task_ids.is_empty() {
             let found: Vec<Task> = self.pool.fetch_all_as(&scope.get_many(&task_ids)).await?;
             tasks.extend(found.into_iter().map(|t| (t.id, t)));
@@ -891,10 +932,47 @@ fn rows_take(r: &LogRow) -> LogRow {
 
 // ---- live subscribers ------------------------------------------------------------------------
 
+/// A commit of this process, handed to the user's subscribers here with its wake-up: a
+/// subscriber whose position is the seq just before takes the commit's records from it, in log
+/// order, instead of reading the log, and the tasks the write returned as they were committed
+/// (any other record it reads by id). Subscribers further behind, or on other instances, read
+/// the log.
+#[derive(Debug)]
+pub(crate) struct Commit {
+    seq: i64,
+    at: DateTime<Utc>,
+    /// In the log's order within a seq: `(kind, id)`.
+    records: Vec<Record>,
+    tasks: Vec<Task>,
+}
+
+impl Commit {
+    /// The commit at `seq` of `records`, with the state of `tasks` it committed.
+    pub(crate) fn new(seq: i64, records: &[Record], tasks: &[Task]) -> Option<Commit> {
+        let mut records = records.to_vec();
+        records.sort_by(|a, b| (a.kind.as_str(), a.id).cmp(&(b.kind.as_str(), b.id)));
+        Some(Commit {
+            seq,
+            at: Utc::now(),
+            records,
+            tasks: tasks.to_vec(),
+        })
+    }
+}
+
+/// What a user's subscribers are woken with.
+#[derive(Debug, Default)]
+struct Beat {
+    /// The newest seq of the user that this process knows has committed (0: none yet).
+    seq: i64,
+    /// That commit, when this process made it and the write could tell it.
+    commit: Option<Arc<Commit>>,
+}
+
 /// Wake-ups of a store's live subscribers, by user.
 #[derive(Debug, Default)]
 pub(crate) struct Hub {
-    users: Mutex<HashMap<String, watch::Sender<u64>>>,
+    users: Mutex<HashMap<String, watch::Sender<Beat>>>,
     live: AtomicUsize,
     #[cfg(feature = "postgres")]
     listener: Mutex<Option<sqlx::PgPool>>,
@@ -1074,7 +1152,7 @@ impl Hub {
         h
     }
 
-    fn users(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Sender<u64>>> {
+    fn users(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Sender<Beat>>> {
         self.users.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -1089,29 +1167,53 @@ impl Hub {
         })
     }
 
-    /// After `user_id`'s commit at `seq`: wakes the user's subscribers of this process and, on
-    /// PostgreSQL, queues the announcement to the other instances.
-    pub(crate) fn committed(&self, user_id: &str, seq: i64) {
-        self.wake(user_id);
+    /// After `user_id`'s commit at `seq`: wakes the user's subscribers of this process, handing
+    /// them the commit (`commit`, called only when the user has a subscriber here; see
+    /// [`Commit`]), and, on PostgreSQL, queues the announcement to the other instances.
+    pub(crate) fn committed(
+        &self,
+        user_id: &str,
+        seq: i64,
+        commit: impl FnOnce() -> Option<Commit>,
+    ) {
+        if let Some(tx) = self.users().get(user_id) {
+            let commit = commit().map(Arc::new);
+            tx.send_modify(|b| {
+                if seq > b.seq {
+                    b.seq = seq;
+                    b.commit = commit;
+                }
+            });
+        }
         #[cfg(feature = "postgres")]
         if let Some(a) = &self.announcer {
             a.announce(user_id, seq);
         }
-        #[cfg(not(feature = "postgres"))]
-        let _ = seq;
     }
 
-    /// Wakes the subscribers of `user_id` of this process.
-    pub(crate) fn wake(&self, user_id: &str) {
+    /// Wakes the subscribers of `user_id` of this process for a commit at `seq` announced by
+    /// an instance (this one's own announcements come back too): not when they were already
+    /// woken for that seq or a later one, since reading up to a later seq reads this one.
+    /// `None` (a payload without a seq) always wakes them.
+    #[cfg(feature = "postgres")]
+    fn announced(&self, user_id: &str, seq: Option<i64>) {
         if let Some(tx) = self.users().get(user_id) {
-            tx.send_modify(|v| *v = v.wrapping_add(1));
+            tx.send_if_modified(|b| match seq {
+                Some(s) if s <= b.seq => false,
+                Some(s) => {
+                    b.seq = s;
+                    b.commit = None;
+                    true
+                }
+                None => true,
+            });
         }
     }
 
     /// Wakes every subscriber (after wake-ups may have been lost).
     pub(crate) fn wake_all(&self) {
         for tx in self.users().values() {
-            tx.send_modify(|v| *v = v.wrapping_add(1));
+            tx.send_modify(|b| b.commit = None);
         }
     }
 
@@ -1132,7 +1234,7 @@ impl Hub {
             let mut users = self.users();
             users
                 .entry(user_id.to_owned())
-                .or_insert_with(|| watch::channel(0).0)
+                .or_insert_with(|| watch::channel(Beat::default()).0)
                 .subscribe()
         };
         self.live.fetch_add(1, Ordering::SeqCst);
@@ -1210,8 +1312,8 @@ async fn listen(hub: std::sync::Weak<Hub>, pool: sqlx::PgPool) {
             match listener.try_recv().await {
                 Ok(Some(n)) => {
                     let Some(h) = hub.upgrade() else { return };
-                    if let Some((user, _seq)) = n.payload().rsplit_once(':') {
-                        h.wake(user);
+                    if let Some((user, seq)) = n.payload().rsplit_once(':') {
+                        h.announced(user, seq.parse().ok());
                     }
                 }
                 // The connection was lost and is back (eager reconnect): notifications in
@@ -1235,7 +1337,7 @@ async fn listen(hub: std::sync::Weak<Hub>, pool: sqlx::PgPool) {
 struct Registration {
     hub: Arc<Hub>,
     user_id: String,
-    rx: Option<watch::Receiver<u64>>,
+    rx: Option<watch::Receiver<Beat>>,
 }
 
 impl Drop for Registration {
@@ -1320,11 +1422,19 @@ impl UserTasks {
                     }
                 }
                 // Seen before reading: a wake-up that arrives during the read is not lost.
-                rx.borrow_and_update();
+                let next = rx
+                    .borrow_and_update()
+                    .commit
+                    .clone()
+                    .filter(|c| s.pos.pos == Pos::Plain && c.seq == s.pos.seq + 1);
                 // Boxed: the stream's future is as large as its largest state, and an idle
                 // subscription (most of them, most of the time) should not carry the space of
                 // a read in flight.
-                match Box::pin(s.user.read_after(s.pos, SUBSCRIBE_BATCH, true)).await {
+                let read = match next {
+                    Some(c) => Box::pin(s.user.read_commit(s.pos, &c)).await,
+                    None => Box::pin(s.user.read_after(s.pos, SUBSCRIBE_BATCH, true)).await,
+                };
+                match read {
                     Ok(read) => {
                         let reader = s.pos.seq;
                         for (row, kind, token, data) in read.rows {

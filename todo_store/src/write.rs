@@ -98,7 +98,18 @@ impl Touched {
     /// completes its idempotency record if it has one, all inside the transaction; then
     /// wakes this process's subscribers of the user. Returns the seq (0 when nothing was
     /// touched).
-    pub(crate) async fn commit(mut self, u: &UserTasks, mut tx: Tx<'_>) -> Result<i64, StoreError> {
+    pub(crate) async fn commit(self, u: &UserTasks, tx: Tx<'_>) -> Result<i64, StoreError> {
+        self.commit_with(u, tx, &[]).await
+    }
+
+    /// [`Touched::commit`], handing the user's subscribers in this process the state of
+    /// `tasks` as the write leaves them (see [`sync::Commit`]).
+    pub(crate) async fn commit_with(
+        mut self,
+        u: &UserTasks,
+        mut tx: Tx<'_>,
+        tasks: &[Task],
+    ) -> Result<i64, StoreError> {
         let records = self.records();
         let deferred = self.deferred.take();
         let seq = if records.is_empty() {
@@ -114,7 +125,8 @@ impl Touched {
         }
         tx.commit().await?;
         if seq > 0 {
-            u.hub.committed(&u.user_id, seq);
+            u.hub
+                .committed(&u.user_id, seq, || sync::Commit::new(seq, &records, tasks));
         }
         Ok(seq)
     }
@@ -458,18 +470,21 @@ impl UserTasks {
                 if !t.completed {
                     touched.lists.push(t.list_id);
                 }
+                let records = touched.records();
                 let stmt = sync::pg_write_and_log(
                     &scope.insert(&t),
                     |sql| sync::pg_tags_cte(sql, &self.user_id, t.id, &t.tags),
                     Some(t.list_id),
                     &self.user_id,
                     t.created_at,
-                    &touched.records(),
+                    &records,
                 );
                 match self.pool.fetch_all_as::<Int, _>(&stmt).await {
                     Ok(rows) => {
-                        if let Some(Int(seq)) = rows.first() {
-                            self.hub.committed(&self.user_id, *seq);
+                        if let Some(&Int(seq)) = rows.first() {
+                            self.hub.committed(&self.user_id, seq, || {
+                                sync::Commit::new(seq, &records, std::slice::from_ref(&t))
+                            });
                         }
                         return Ok(t);
                     }
@@ -497,7 +512,9 @@ impl UserTasks {
             .create_in(&mut tx, &mut touched, t, list_id, parent_id)
             .await?;
         self.respond(&mut touched, crate::idem::Outcome::Task(&t));
-        touched.commit(self, tx).await?;
+        touched
+            .commit_with(self, tx, std::slice::from_ref(&t))
+            .await?;
         writer.done();
         Ok(t)
     }
@@ -674,7 +691,9 @@ impl UserTasks {
             .move_in(&mut tx, &mut touched, id, to, expected_version)
             .await?;
         self.respond(&mut touched, crate::idem::Outcome::Task(&t));
-        touched.commit(self, tx).await?;
+        touched
+            .commit_with(self, tx, std::slice::from_ref(&t))
+            .await?;
         writer.done();
         Ok(t)
     }

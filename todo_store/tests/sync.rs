@@ -13,8 +13,8 @@ use sqlx::Connection;
 use test_support::TestDb;
 use todo_store::{
     BatchMove, BatchOp, BatchResult, Begun, Change, ChangeData, ChangeType, Changes, EntityKind,
-    IdempotentRequest, List, ListInput, MoveTask, Outcome, Recurrence, ReminderInput, Store,
-    StoreError, StoredResponse, Task, TaskInput, TaskPatch, TaskQuery, TaskRef, UserTasks,
+    IdempotentRequest, List, ListInput, ListPatch, MoveTask, Outcome, Recurrence, ReminderInput,
+    Store, StoreError, StoredResponse, Task, TaskInput, TaskPatch, TaskQuery, TaskRef, UserTasks,
 };
 use uuid::Uuid;
 
@@ -53,6 +53,7 @@ with_db!(
     replica_matches_after_random_writes,
     subscribe_replays_then_follows,
     subscribe_wakes_across_stores,
+    live_events_match_the_log,
     idempotency_keys,
     batches_are_all_or_nothing,
     reminder_firings_are_events,
@@ -907,6 +908,258 @@ async fn subscribe_wakes_across_stores(db: &TestDb) {
     assert_eq!(b.subscribers(), 0);
     b.close().await;
     a.close().await;
+}
+
+/// Checks the live events of one step of writes against the log: `changes` from the step's
+/// start, one record a page, gives each record's id (its page's `next`) and state, which the
+/// stream must give in the same order, under the same ids, with the same data; `created` names
+/// the records the step created (`*.created`). Moves `pos` to the step's end; adds the events
+/// to `seen`.
+async fn step_matches_the_log(
+    u: &UserTasks,
+    s: &mut (impl futures_util::Stream<Item = Result<Change, StoreError>> + Unpin),
+    pos: &mut String,
+    created: &[Uuid],
+    step: &str,
+    seen: &mut Vec<Change>,
+) {
+    let mut since = pos.clone();
+    let mut pages = Vec::new();
+    loop {
+        let page = u.changes(Some(&since), 1).await.unwrap();
+        if page.tasks.is_empty() && page.lists.is_empty() && page.deleted.is_empty() {
+            break;
+        }
+        since = page.next.clone();
+        let more = page.has_more;
+        pages.push(page);
+        if !more {
+            break;
+        }
+    }
+    assert!(!pages.is_empty(), "{step}: the step wrote to the log");
+    for (i, page) in pages.iter().enumerate() {
+        let c = next_change(s).await;
+        assert_eq!(c.id, page.next, "{step}: id of record {i}");
+        match (&c.data, c.kind) {
+            (ChangeData::Task(t), kind) => {
+                assert_eq!(
+                    page.tasks.as_slice(),
+                    std::slice::from_ref(t),
+                    "{step}: task"
+                );
+                let new = created.contains(&t.id);
+                let want = if new {
+                    ChangeType::TaskCreated
+                } else {
+                    ChangeType::TaskUpdated
+                };
+                assert_eq!(kind, want, "{step}: {}", t.title);
+            }
+            (ChangeData::List(l), kind) => {
+                assert_eq!(
+                    page.lists.as_slice(),
+                    std::slice::from_ref(l),
+                    "{step}: list"
+                );
+                let want = if created.contains(&l.id) {
+                    ChangeType::ListCreated
+                } else {
+                    ChangeType::ListUpdated
+                };
+                assert_eq!(kind, want, "{step}: {}", l.name);
+            }
+            (ChangeData::Deleted(id), kind) => {
+                assert_eq!(page.deleted.len(), 1, "{step}");
+                assert_eq!(page.deleted[0].id, *id, "{step}: deleted");
+                let want = match page.deleted[0].kind {
+                    EntityKind::Task => ChangeType::TaskDeleted,
+                    _ => ChangeType::ListDeleted,
+                };
+                assert_eq!(kind, want, "{step}");
+            }
+            (other, _) => panic!("{step}: unexpected {other:?}"),
+        }
+        seen.push(c);
+    }
+    *pos = since;
+}
+
+/// A subscriber right behind a write of its own process takes the write's records from the
+/// write instead of reading the log; subscribers on other instances, or behind, read the log.
+/// Whichever way, the stream is the same: step by step through creates, subtasks, patches,
+/// cascading completions, a move, list writes, a batch and a cascading delete, each event is
+/// checked against what the log gives for it. On PostgreSQL a second store (another
+/// instance, woken by `NOTIFY`, reading the log) streams the same events.
+async fn live_events_match_the_log(db: &TestDb) {
+    let store = db.store().await;
+    let other = Store::connect(&db.url).await.unwrap();
+    let u = store.for_user("alice").unwrap();
+    let inbox = u.inbox().await.unwrap();
+    let mut pos = u.changes(None, 1000).await.unwrap().next;
+    let mut s = Box::pin(u.subscribe(Some(&pos)).await.unwrap());
+    let mut far = Box::pin(
+        other
+            .for_user("alice")
+            .unwrap()
+            .subscribe(Some(&pos))
+            .await
+            .unwrap(),
+    );
+    let mut seen = Vec::new();
+
+    let a = u
+        .create(TaskInput {
+            tags: vec!["home".into(), "Errand".into()],
+            description: Some("with a description".into()),
+            ..TaskInput::titled("a")
+        })
+        .await
+        .unwrap();
+    step_matches_the_log(&u, &mut s, &mut pos, &[a.id], "create", &mut seen).await;
+    let b = u
+        .create(TaskInput {
+            parent_id: Some(a.id),
+            ..TaskInput::titled("b")
+        })
+        .await
+        .unwrap();
+    step_matches_the_log(&u, &mut s, &mut pos, &[b.id], "subtask b", &mut seen).await;
+    let c = u
+        .create(TaskInput {
+            parent_id: Some(b.id),
+            ..TaskInput::titled("c")
+        })
+        .await
+        .unwrap();
+    step_matches_the_log(&u, &mut s, &mut pos, &[c.id], "subtask c", &mut seen).await;
+    u.patch(
+        a.id,
+        TaskPatch {
+            title: Some("a, renamed".into()),
+            ..TaskPatch::default()
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    step_matches_the_log(&u, &mut s, &mut pos, &[], "patch", &mut seen).await;
+    u.set_completed(a.id, Some(true), None).await.unwrap();
+    step_matches_the_log(
+        &u,
+        &mut s,
+        &mut pos,
+        &[],
+        "complete with descendants",
+        &mut seen,
+    )
+    .await;
+    u.set_completed(c.id, Some(false), None).await.unwrap();
+    step_matches_the_log(
+        &u,
+        &mut s,
+        &mut pos,
+        &[],
+        "reopen with ancestors",
+        &mut seen,
+    )
+    .await;
+    let due = todo_store::task::truncate_ms(chrono::Utc::now() + chrono::Duration::days(2));
+    let r = u
+        .create(TaskInput {
+            due_at: Some(due),
+            recurrence: Some(Recurrence::new("FREQ=DAILY")),
+            reminders: vec![ReminderInput::BeforeDue("PT1H".into())],
+            ..TaskInput::titled("recurring")
+        })
+        .await
+        .unwrap();
+    step_matches_the_log(&u, &mut s, &mut pos, &[r.id], "recurring create", &mut seen).await;
+    u.set_completed(r.id, Some(true), None).await.unwrap();
+    step_matches_the_log(&u, &mut s, &mut pos, &[], "recurring advance", &mut seen).await;
+    let l = u.create_list(ListInput::named("elsewhere")).await.unwrap();
+    step_matches_the_log(&u, &mut s, &mut pos, &[l.id], "list create", &mut seen).await;
+    u.move_task(
+        a.id,
+        MoveTask {
+            list_id: Some(l.id),
+            ..MoveTask::default()
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    step_matches_the_log(&u, &mut s, &mut pos, &[], "move a subtree", &mut seen).await;
+    u.update_list(
+        l.id,
+        ListPatch {
+            name: Some("renamed".into()),
+            ..ListPatch::default()
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    step_matches_the_log(&u, &mut s, &mut pos, &[], "list update", &mut seen).await;
+    let done = u
+        .batch(vec![
+            BatchOp::Create {
+                reference: Some("p".into()),
+                task: TaskInput::titled("batched"),
+                parent: None,
+            },
+            BatchOp::Create {
+                reference: None,
+                task: TaskInput::titled("batched kid"),
+                parent: Some(TaskRef::Ref("p".into())),
+            },
+            BatchOp::Update {
+                id: TaskRef::Id(r.id),
+                patch: TaskPatch {
+                    title: Some("recurring, renamed".into()),
+                    ..TaskPatch::default()
+                },
+                if_match: None,
+            },
+        ])
+        .await
+        .unwrap();
+    let new: Vec<Uuid> = done
+        .iter()
+        .filter_map(|d| match d {
+            BatchResult::Created(t) => Some(t.id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(new.len(), 2);
+    step_matches_the_log(&u, &mut s, &mut pos, &new, "batch", &mut seen).await;
+    u.delete(a.id, None).await.unwrap();
+    step_matches_the_log(&u, &mut s, &mut pos, &[], "delete a subtree", &mut seen).await;
+    assert_ne!(inbox.id, l.id);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), s.next())
+            .await
+            .is_err(),
+        "nothing more"
+    );
+
+    // The other store's subscriber (on SQLite, the same process's wake-ups; on PostgreSQL
+    // `NOTIFY` and the log) ends at the same event. It may have read some steps late, when
+    // later writes had moved their records on, so it can have fewer events.
+    let mut far_seen = Vec::new();
+    loop {
+        let c = next_change(&mut far).await;
+        let end = c.id == pos;
+        far_seen.push(c);
+        if end {
+            break;
+        }
+    }
+    assert_eq!(far_seen.last(), seen.last());
+    assert!(seen.len() >= 20, "{}", seen.len());
+    drop((s, far));
+    other.close().await;
+    store.close().await;
 }
 
 fn responder() -> todo_store::Responder {
