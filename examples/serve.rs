@@ -167,7 +167,7 @@ fn check_config(cfg: &ServerConfig, s: &Settings) {
     );
     println!(
         "database pool: {} connections, acquire timeout {} ms, statement timeout {}",
-        cfg.store.max_connections,
+        cfg.store.pool_size(&cfg.database_url),
         cfg.store.acquire_timeout.as_millis(),
         cfg.store
             .statement_timeout

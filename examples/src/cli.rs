@@ -71,8 +71,8 @@ settings! {
     jwt_leeway_secs: "TODO_JWT_LEEWAY_SECS";
     /// Comma-separated browser origins allowed by CORS (`*` for any); preflight allows `Authorization`, `If-Match`, `Content-Type`, `Last-Event-ID`; responses expose `ETag`, `Location`.
     cors_origins: "TODO_CORS_ORIGINS";
-    /// Database pool size. PostgreSQL connections go back to the pool after 1 s idle; each SQLite connection caches 512 KiB of pages.
-    db_max_connections: "TODO_DB_MAX_CONNECTIONS" = "16";
+    /// Database pool size: 16 on PostgreSQL and 4 on SQLite when unset. PostgreSQL connections go back to the pool after 1 s idle; each SQLite connection runs one query at a time on a thread of its own and caches 512 KiB of pages.
+    db_max_connections: "TODO_DB_MAX_CONNECTIONS";
     /// How long a request waits for a pooled connection before it is answered 503, in milliseconds.
     db_acquire_timeout_ms: "TODO_DB_ACQUIRE_TIMEOUT_MS" = "5000";
     /// PostgreSQL `statement_timeout` in milliseconds (`0` disables).

@@ -35,7 +35,7 @@ pub struct ServerConfig {
     /// Connection limits: `TODO_HEADER_READ_TIMEOUT_SECS` (30), `TODO_WRITE_TIMEOUT_SECS` (30),
     /// `TODO_MAX_CONNECTIONS` (10000); its `shutdown_grace` is `TODO_SHUTDOWN_GRACE_SECS` (10).
     pub serve: ServeOptions,
-    /// `TODO_DB_MAX_CONNECTIONS` (16), `TODO_DB_ACQUIRE_TIMEOUT_MS` (5000),
+    /// `TODO_DB_MAX_CONNECTIONS` (16 on PostgreSQL, 4 on SQLite), `TODO_DB_ACQUIRE_TIMEOUT_MS` (5000),
     /// `TODO_DB_STATEMENT_TIMEOUT_MS` (10000; 0 disables).
     pub store: StoreOptions,
     /// JWT settings (`TODO_JWT_SECRET`, `BETTER_AUTH_SECRET`, `TODO_JWKS_URL`, …); `None` when
@@ -78,13 +78,22 @@ fn parse<T: std::str::FromStr>(
     name: &str,
     default: T,
 ) -> Result<T, String> {
+    Ok(parse_opt(lookup, name)?.unwrap_or(default))
+}
+
+/// [`parse`] of a setting whose absence means a default chosen elsewhere (`None`).
+fn parse_opt<T: std::str::FromStr>(
+    lookup: &impl Fn(&str) -> Option<String>,
+    name: &str,
+) -> Result<Option<T>, String> {
     match lookup(name)
         .map(|v| v.trim().to_owned())
         .filter(|v| !v.is_empty())
     {
-        None => Ok(default),
+        None => Ok(None),
         Some(v) => v
             .parse()
+            .map(Some)
             .map_err(|_| invalid(name, &v, "a whole number such as 30")),
     }
 }
@@ -186,11 +195,8 @@ impl ServerConfig {
                 ..ServeOptions::default()
             },
             store: StoreOptions {
-                max_connections: parse(
-                    &lookup,
-                    "TODO_DB_MAX_CONNECTIONS",
-                    defaults.max_connections,
-                )?,
+                max_connections: parse_opt(&lookup, "TODO_DB_MAX_CONNECTIONS")?
+                    .or(defaults.max_connections),
                 acquire_timeout: Duration::from_millis(parse(
                     &lookup,
                     "TODO_DB_ACQUIRE_TIMEOUT_MS",
@@ -533,4 +539,42 @@ pub async fn run_until(
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ServerConfig;
+
+    fn config(vars: &[(&str, &str)]) -> Result<ServerConfig, String> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        ServerConfig::from_lookup(move |name| {
+            vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        })
+    }
+
+    #[test]
+    fn the_pool_size_is_the_backends_unless_set() {
+        let c = config(&[]).expect("defaults");
+        assert_eq!(c.store.max_connections, None);
+        assert_eq!(
+            c.store.pool_size(&c.database_url),
+            todo_store::SQLITE_POOL_DEFAULT
+        );
+        let c = config(&[
+            ("DATABASE_URL", "postgres://h/db"),
+            ("TODO_DB_MAX_CONNECTIONS", " "),
+        ])
+        .expect("blank is unset");
+        assert_eq!(
+            c.store.pool_size(&c.database_url),
+            todo_store::PG_POOL_DEFAULT
+        );
+        let c = config(&[("TODO_DB_MAX_CONNECTIONS", "9")]).expect("set");
+        assert_eq!(c.store.max_connections, Some(9));
+        let e = config(&[("TODO_DB_MAX_CONNECTIONS", "many")]).expect_err("refused");
+        assert!(e.contains("TODO_DB_MAX_CONNECTIONS"), "{e}");
+    }
 }

@@ -96,7 +96,7 @@ async fn postgres_outage_is_503_and_recovers() {
         &StoreOptions {
             acquire_timeout: acquire,
             statement_timeout: Some(Duration::from_secs(2)),
-            max_connections: 4,
+            max_connections: Some(4),
             ..Default::default()
         },
     )

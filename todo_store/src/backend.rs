@@ -892,7 +892,7 @@ mod tests {
     async fn leased_connections_are_bounded_kept_and_returned_when_idle() {
         let db = test_support::TestDb::postgres().await;
         let opts = StoreOptions {
-            max_connections: 3,
+            max_connections: Some(3),
             ..StoreOptions::default()
         };
         let store = Store::connect_with(&db.url, &opts).await.expect("connect");

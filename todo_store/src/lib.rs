@@ -92,11 +92,24 @@ pub use webhook::{
 #[cfg(feature = "postgres")]
 const PING_IF_IDLE_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// The PostgreSQL pool's default size.
+pub const PG_POOL_DEFAULT: u32 = 16;
+
+/// The SQLite pool's default size. SQLite runs each query on its connection's thread, so the
+/// pool is the number of queries that run at once, and each connection keeps a page cache of
+/// its own (512 KiB): past the CPUs' count more connections add memory, not throughput.
+/// `cargo xtask bench --only list,create,patch --backend sqlite` on 2 CPUs (BENCHMARKS.md,
+/// sixth run) served as many lists and writes with 4 connections as with 16, with a peak
+/// resident memory at 1,000 connections 19 MiB lower.
+pub const SQLITE_POOL_DEFAULT: u32 = 4;
+
 /// Connection settings beyond the URL.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
-    /// Most pooled connections (SQLite in-memory databases always use one).
-    pub max_connections: u32,
+    /// Most pooled connections; `None`: the backend's default, [`PG_POOL_DEFAULT`] on
+    /// PostgreSQL and [`SQLITE_POOL_DEFAULT`] on SQLite (SQLite in-memory databases always use
+    /// one).
+    pub max_connections: Option<u32>,
     /// How long a request waits for a pooled connection before [`StoreError::Unavailable`].
     pub acquire_timeout: Duration,
     /// Longest a single statement may run (PostgreSQL `statement_timeout`); `None` for no limit.
@@ -105,10 +118,23 @@ pub struct StoreOptions {
     pub sqlite_busy_timeout: Duration,
 }
 
+impl StoreOptions {
+    /// The pool size used for a database at `url`: [`Self::max_connections`], else the
+    /// backend's default (at least 1).
+    pub fn pool_size(&self, url: &str) -> u32 {
+        let default = if url.starts_with("sqlite") {
+            SQLITE_POOL_DEFAULT
+        } else {
+            PG_POOL_DEFAULT
+        };
+        self.max_connections.unwrap_or(default).max(1)
+    }
+}
+
 impl Default for StoreOptions {
     fn default() -> Self {
         Self {
-            max_connections: 16,
+            max_connections: None,
             acquire_timeout: Duration::from_secs(5),
             statement_timeout: Some(Duration::from_secs(10)),
             sqlite_busy_timeout: Duration::from_secs(5),
@@ -164,7 +190,7 @@ impl Store {
                 // idle (where the server or a proxy such as Neon's may have closed it) is pinged
                 // before use, and replaced if dead.
                 let pool = PgPoolOptions::new()
-                    .max_connections(opts.max_connections.max(1))
+                    .max_connections(opts.pool_size(url))
                     .acquire_timeout(opts.acquire_timeout)
                     .test_before_acquire(false)
                     .before_acquire(|conn, meta| {
@@ -213,7 +239,7 @@ impl Store {
                         .idle_timeout(None)
                         .max_lifetime(None);
                 } else {
-                    po = po.max_connections(opts.max_connections.max(1));
+                    po = po.max_connections(opts.pool_size(url));
                 }
                 // Two processes opening a new file at once can both try to switch it to WAL;
                 // SQLite answers that race with an immediate SQLITE_BUSY, so retry within the
@@ -871,6 +897,35 @@ mod tests {
         );
         assert_eq!(redact_url("sqlite://todo.db"), "sqlite://todo.db");
         assert_eq!(redact_url("postgres://me@h/db"), "postgres://me@h/db");
+    }
+
+    #[tokio::test]
+    async fn pool_size_defaults_per_backend() {
+        let opts = super::StoreOptions::default();
+        assert_eq!(opts.pool_size("postgres://h/db"), super::PG_POOL_DEFAULT);
+        assert_eq!(
+            opts.pool_size("sqlite://todo.db"),
+            super::SQLITE_POOL_DEFAULT
+        );
+        let set = |n| super::StoreOptions {
+            max_connections: Some(n),
+            ..super::StoreOptions::default()
+        };
+        assert_eq!(set(7).pool_size("sqlite://todo.db"), 7);
+        assert_eq!(set(0).pool_size("postgres://h/db"), 1);
+        // The pool a SQLite file store opens is that size.
+        let dir = std::env::temp_dir().join(format!("pool-size-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let url = format!("sqlite://{}", dir.join("t.db").display());
+        let store = super::Store::connect(&url).await.expect("store");
+        assert_eq!(store.pool_stats().max, super::SQLITE_POOL_DEFAULT);
+        store.close().await;
+        let store = super::Store::connect_with(&url, &set(3))
+            .await
+            .expect("store");
+        assert_eq!(store.pool_stats().max, 3);
+        store.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 

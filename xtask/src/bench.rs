@@ -80,6 +80,15 @@ const OPEN_RATE: f64 = 2_000.0;
 /// shared host, by a quarter over minutes) moves both sides of their ratio alike.
 const PAIRED_ROUNDS: u32 = 3;
 
+/// The server's pool setting: `TODO_DB_MAX_CONNECTIONS` when `--db-max-connections` was given,
+/// else nothing (the backend's default).
+fn pool_env(o: &Options) -> Vec<(&'static str, String)> {
+    o.db_max_connections
+        .map(|n| ("TODO_DB_MAX_CONNECTIONS", n.to_string()))
+        .into_iter()
+        .collect()
+}
+
 /// Options of one run.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -89,8 +98,9 @@ pub struct Options {
     pub backends: Vec<String>,
     /// Report file.
     pub out: Option<PathBuf>,
-    /// Pool size of the server and of the direct baseline (`TODO_DB_MAX_CONNECTIONS`).
-    pub db_max_connections: u32,
+    /// Pool size of the server and of the direct baseline (`TODO_DB_MAX_CONNECTIONS`); `None`:
+    /// each backend's default.
+    pub db_max_connections: Option<u32>,
     /// Overrides the connection counts (`--connections 64,1000`).
     pub connections: Option<Vec<usize>>,
     /// A server binary to measure instead of building `target/release/examples/serve`
@@ -162,7 +172,7 @@ impl Options {
             quick: false,
             backends: Vec::new(),
             out: None,
-            db_max_connections: StoreOptions::default().max_connections,
+            db_max_connections: None,
             connections: None,
             server: None,
             only: Vec::new(),
@@ -202,7 +212,7 @@ impl Options {
                 }
                 "--db-max-connections" => {
                     o.db_max_connections =
-                        value()?.parse().map_err(|_| "bad --db-max-connections")?
+                        Some(value()?.parse().map_err(|_| "bad --db-max-connections")?)
                 }
                 other => return Err(format!("unknown bench argument {other:?}")),
             }
@@ -920,7 +930,7 @@ fn run_backend(
         &binary,
         url,
         secret,
-        &[("TODO_DB_MAX_CONNECTIONS", o.db_max_connections.to_string())],
+        &pool_env(o),
         &logs.join(format!("server-{backend}.log")),
     )?;
     report.nofile.0 = open_files_limit(&server.pid().to_string());
@@ -1179,7 +1189,11 @@ fn webhooks_part(
 ) -> webhooks::Report {
     let sizes = &plan.live.webhooks;
     let mut report = webhooks::Report {
-        pool: o.db_max_connections,
+        pool: StoreOptions {
+            max_connections: o.db_max_connections,
+            ..StoreOptions::default()
+        }
+        .pool_size(url),
         ..Default::default()
     };
     let receiver = match webhooks::Receiver::start() {
@@ -1471,10 +1485,8 @@ fn instances_part(
     // The default cap of 10,000 connections would leave none for reading the metrics beside
     // 10,000 streams; the fan-out needs its streams and its writer's connections.
     let max_conns = k.max(l.fanout.users + live::FANOUT_CONNECTIONS) + 1_000;
-    let mut env = vec![
-        ("TODO_DB_MAX_CONNECTIONS", o.db_max_connections.to_string()),
-        ("TODO_MAX_CONNECTIONS", max_conns.to_string()),
-    ];
+    let mut env = pool_env(o);
+    env.push(("TODO_MAX_CONNECTIONS", max_conns.to_string()));
     let sse_cap = todo_http::events::DEFAULT_MAX_STREAMS;
     if k > sse_cap {
         env.push(("TODO_SSE_MAX_STREAMS", k.to_string()));
@@ -1825,13 +1837,20 @@ fn render(
     );
     let _ = writeln!(
         w,
-        "| server | `{}`, `TODO_DB_MAX_CONNECTIONS={}`, `TODO_LOG=warn`, other settings at their defaults (`TODO_MAX_ACTIVE=64`, `TODO_MAX_IN_FLIGHT=4096`), `ulimit -n 65536` (or the hard limit where raising it is not permitted), tokio default runtime (one worker per CPU), mimalloc (no transparent huge pages, purge delay 0) |",
+        "| server | `{}`, {}, `TODO_LOG=warn`, other settings at their defaults (`TODO_MAX_ACTIVE=64`, `TODO_MAX_IN_FLIGHT=4096`), `ulimit -n 65536` (or the hard limit where raising it is not permitted), tokio default runtime (one worker per CPU), mimalloc (no transparent huge pages, purge delay 0) |",
         o.server
             .as_ref()
             .map_or("target/release/examples/serve".into(), |p| p
                 .display()
                 .to_string()),
-        o.db_max_connections
+        o.db_max_connections.map_or(
+            format!(
+                "`TODO_DB_MAX_CONNECTIONS` at its default ({} on PostgreSQL, {} on SQLite)",
+                todo_store::PG_POOL_DEFAULT,
+                todo_store::SQLITE_POOL_DEFAULT
+            ),
+            |n| format!("`TODO_DB_MAX_CONNECTIONS={n}`")
+        )
     );
     let _ = writeln!(
         w,
