@@ -750,7 +750,7 @@ impl UserTasks {
                 };
                 if let Some(&backend::Int(seq)) = applied.first() {
                     self.hub.committed(&self.user_id, seq, || {
-                        sync::Commit::new(seq, &records, std::slice::from_ref(&t))
+                        Some(sync::Commit::new(seq, &records, std::slice::from_ref(&t)))
                     });
                     return Ok(t);
                 }

@@ -948,15 +948,15 @@ pub(crate) struct Commit {
 
 impl Commit {
     /// The commit at `seq` of `records`, with the state of `tasks` it committed.
-    pub(crate) fn new(seq: i64, records: &[Record], tasks: &[Task]) -> Option<Commit> {
+    pub(crate) fn new(seq: i64, records: &[Record], tasks: &[Task]) -> Commit {
         let mut records = records.to_vec();
         records.sort_by(|a, b| (a.kind.as_str(), a.id).cmp(&(b.kind.as_str(), b.id)));
-        Some(Commit {
+        Commit {
             seq,
             at: Utc::now(),
             records,
             tasks: tasks.to_vec(),
-        })
+        }
     }
 }
 

@@ -125,8 +125,9 @@ impl Touched {
         }
         tx.commit().await?;
         if seq > 0 {
-            u.hub
-                .committed(&u.user_id, seq, || sync::Commit::new(seq, &records, tasks));
+            u.hub.committed(&u.user_id, seq, || {
+                Some(sync::Commit::new(seq, &records, tasks))
+            });
         }
         Ok(seq)
     }
@@ -483,7 +484,7 @@ impl UserTasks {
                     Ok(rows) => {
                         if let Some(&Int(seq)) = rows.first() {
                             self.hub.committed(&self.user_id, seq, || {
-                                sync::Commit::new(seq, &records, std::slice::from_ref(&t))
+                                Some(sync::Commit::new(seq, &records, std::slice::from_ref(&t)))
                             });
                         }
                         return Ok(t);
