@@ -4,7 +4,7 @@
 //! another build of the server (to compare two under the same conditions); `--only` runs only
 //! some parts (`direct`, `list`, `filtered`, `get`, `position`, `subtasks`, `heavy`, `open`,
 //! `create`, `patch`, `toggle`, `move`, `mix`, `sync`, `recurring`, `events`, `reminders`,
-//! `webhooks`).
+//! `webhooks`, `fastapi`).
 //!
 //! 1. Builds the server (`--example serve`) and xtask itself in release, then re-runs itself from
 //!    the release binary under `sh -c 'ulimit -n 65536; exec …'` (the loader holds 1,000 sockets;
@@ -49,11 +49,17 @@
 //!    arrive exactly once; then creates at 500/s with the sender running, and each delivery's
 //!    lag from the write's timestamp to its receipt.
 //!
+//! 7. With `list` on PostgreSQL, `fastapi` (`fastapi.rs`): a FastAPI + SQLModel app of the same
+//!    listing (`xtask/fastapi/app.py`, in a virtual environment made from its pinned
+//!    requirements when missing) on the same database, its list at 64 connections measured in
+//!    slices alternating with this server's.
+//!
 //! The full run writes `BENCHMARKS.md` at the repository root; `--quick` writes
 //! `target/bench/BENCHMARKS-quick.md` (so a development run never replaces the recorded numbers)
 //! unless `--out` says otherwise.
 
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -79,6 +85,10 @@ const OPEN_RATE: f64 = 2_000.0;
 /// measuring a third of the window, so that the machine's speed drifting during the run (on a
 /// shared host, by a quarter over minutes) moves both sides of their ratio alike.
 const PAIRED_ROUNDS: u32 = 3;
+/// The FastAPI app is measured at these connection counts and below: the serving issue's
+/// comparison is at 64, and 1,000 connections to a thread-pooled Python server measure its
+/// queue, not its speed.
+const FASTAPI_MAX_CONNS: usize = 64;
 
 /// The server's pool setting: `TODO_DB_MAX_CONNECTIONS` when `--db-max-connections` was given,
 /// else nothing (the backend's default).
@@ -111,9 +121,10 @@ pub struct Options {
 }
 
 /// The parts of a run `--only` can pick.
-pub const PARTS: [&str; 18] = [
+pub const PARTS: [&str; 19] = [
     "direct",
     "list",
+    "fastapi",
     "filtered",
     "get",
     "position",
@@ -656,6 +667,8 @@ struct BackendReport {
     seeded: String,
     direct: Vec<Measured>,
     http: Vec<Measured>,
+    /// The `fastapi` part: the FastAPI + SQLModel app's list rows.
+    fastapi: Vec<Measured>,
     open: Vec<Measured>,
     /// The `sync` part's rows and notes.
     sync: Vec<SyncRow>,
@@ -908,6 +921,7 @@ fn run_backend(
         seeded: seeded_text,
         direct: Vec::new(),
         http: Vec::new(),
+        fastapi: Vec::new(),
         open: Vec::new(),
         sync: Vec::new(),
         sync_notes: Vec::new(),
@@ -958,13 +972,16 @@ fn run_backend(
             peak_reset: false,
         }
     };
-    let measure_users = |users: &[Arc<User>], mode: Mode, timing: Timing| {
-        let pid = server.pid();
-        let peak_reset = reset_peak_rss(pid);
-        let server0 = cpu_time(&pid.to_string());
+    // The load against `addr`, with the CPU time of the server there read by `server_cpu`.
+    let measure_on = |addr: SocketAddr,
+                      server_cpu: &dyn Fn() -> Option<Duration>,
+                      users: &[Arc<User>],
+                      mode: Mode,
+                      timing: Timing| {
+        let server0 = server_cpu();
         let db0 = store_rt.block_on(backend_cpu(url));
         let (own0, t0) = (cpu_time("self"), Instant::now());
-        let rec = loader_rt.block_on(load::run(server.addr, users, mode, timing));
+        let rec = loader_rt.block_on(load::run(addr, users, mode, timing));
         let wall = t0.elapsed();
         let db_cpu = db0.and_then(|before| {
             let after = store_rt.block_on(backend_cpu(url))?;
@@ -978,11 +995,27 @@ fn run_backend(
         Sample {
             rec,
             wall,
-            server_cpu: used(server0, cpu_time(&pid.to_string())),
+            server_cpu: used(server0, server_cpu()),
             db_cpu,
             own_cpu: used(own0, cpu_time("self")),
+            peak_rss_kib: None,
+            peak_reset: false,
+        }
+    };
+    let measure_users = |users: &[Arc<User>], mode: Mode, timing: Timing| {
+        let pid = server.pid();
+        let peak_reset = reset_peak_rss(pid);
+        let s = measure_on(
+            server.addr,
+            &|| cpu_time(&pid.to_string()),
+            users,
+            mode,
+            timing,
+        );
+        Sample {
             peak_rss_kib: proc_status_kib(pid, "VmHWM"),
             peak_reset,
+            ..s
         }
     };
     let measure =
@@ -1015,23 +1048,63 @@ fn run_backend(
             report.direct.push(direct_row(op, conns, s));
         }
     }
-    for &op in plan
-        .reads
-        .iter()
-        .filter(|&&op| o.wants(part_of(Scenario::Only(op))))
-    {
+    // The FastAPI + SQLModel app of the same listing, measured beside list (PostgreSQL only:
+    // it reads PostgreSQL's column types).
+    let fastapi = if o.wants("fastapi") && backend == "postgres" {
+        match crate::fastapi::FastApiProcess::start(root, url, secret, &logs.join("fastapi.log")) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                report.errors.push(format!("fastapi: {e}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let measure_fastapi = |f: &crate::fastapi::FastApiProcess, conns: usize, timing: Timing| {
+        let s = measure_on(
+            f.addr,
+            &|| f.cpu_time(),
+            &users[..conns],
+            closed(Op::List),
+            timing,
+        );
+        Sample {
+            peak_rss_kib: f.rss_kib(),
+            ..s
+        }
+    };
+    for &op in plan.reads.iter().filter(|&&op| {
+        o.wants(part_of(Scenario::Only(op))) || (op == Op::List && fastapi.is_some())
+    }) {
         for &conns in &plan.conns {
             let what = Scenario::Only(op).name().to_owned();
-            if paired && op == Op::List {
+            // The comparison app at the contract's 64 connections (and below).
+            let versus = fastapi
+                .as_ref()
+                .filter(|_| op == Op::List && conns <= FASTAPI_MAX_CONNS);
+            if (paired || versus.is_some()) && op == Op::List {
                 let slice = plan.paired_slice();
-                let (mut d, mut h) = (None::<Sample>, None::<Sample>);
+                let (mut d, mut h, mut f) = (None::<Sample>, None::<Sample>, None::<Sample>);
                 for _ in 0..PAIRED_ROUNDS {
-                    Sample::add_to(&mut d, measure_direct(op, conns, slice));
+                    if paired {
+                        Sample::add_to(&mut d, measure_direct(op, conns, slice));
+                    }
                     Sample::add_to(&mut h, measure(closed(op), conns, slice));
+                    if let Some(app) = versus {
+                        Sample::add_to(&mut f, measure_fastapi(app, conns, slice));
+                    }
                 }
-                if let (Some(d), Some(h)) = (d, h) {
+                if let Some(d) = d {
                     report.direct.push(direct_row(op, conns, d));
-                    report.http.push(http_row(what, conns, None, h));
+                }
+                if let Some(h) = h {
+                    report.http.push(http_row(what.clone(), conns, None, h));
+                }
+                if let Some(f) = f {
+                    let m = f.into_measured(what, conns, None);
+                    print_row("fastapi", &m);
+                    report.fastapi.push(m);
                 }
             } else {
                 let s = measure(closed(op), conns, plan.closed);
@@ -1039,6 +1112,7 @@ fn run_backend(
             }
         }
     }
+    drop(fastapi);
     store_rt.block_on(store.close());
     // The heavy user's listings on their own (one connection, no queueing behind other
     // users): the latency of a 10,000-task user's page itself.
@@ -1975,6 +2049,9 @@ fn render(
                 pct(d.own_cpu),
             );
         }
+        if !r.fastapi.is_empty() {
+            render_fastapi(w, plan, &r.http, &r.fastapi);
+        }
         if !r.sync.is_empty() || !r.sync_notes.is_empty() {
             live::render_sync(w, &r.sync, &r.sync_notes);
         }
@@ -2020,6 +2097,61 @@ fn render(
         }
     }
     md
+}
+
+/// The `fastapi` part's section: the comparison app's list rows beside ours.
+fn render_fastapi(w: &mut String, plan: &Plan, http: &[Measured], fastapi: &[Measured]) {
+    let slice = plan.paired_slice();
+    let pins: Vec<String> = include_str!("../fastapi/requirements.txt")
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| format!("`{}`", l.trim()))
+        .collect();
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let _ = writeln!(w, "\n### FastAPI + SQLModel, the same listing\n");
+    let _ = writeln!(
+        w,
+        "`xtask/fastapi/app.py`: `GET /api/{{user_id}}/tasks` of the contract (the default \
+         listing: the same JSON body, `meta.total` and `meta.next_cursor`, HS256 tokens checked \
+         with PyJWT) written as a FastAPI + SQLModel app usually is (a synchronous endpoint, a \
+         session per request, the ORM's select and count, pydantic response models), on the same \
+         database, under uvicorn with {workers} worker processes (one per CPU) and a pool of 16 \
+         connections each; {}. Same users, tokens and load generator; measured in {PAIRED_ROUNDS} \
+         slices of {:.1} s alternating with this server's list row above (same times, same \
+         machine). `server CPU` is uvicorn and its workers; `RSS` their resident memory at the \
+         end.\n",
+        pins.join(", "),
+        slice.measure.as_secs_f64(),
+    );
+    let _ = writeln!(
+        w,
+        "| server | conns | req/s | p50 ms | p95 ms | p99 ms | max ms | errors | heavy p50 ms | server CPU | db CPU | RSS MiB | this server's req/s over FastAPI's |"
+    );
+    let _ = writeln!(w, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+    for f in fastapi {
+        let ours = http
+            .iter()
+            .find(|h| h.what == f.what && h.conns == f.conns && h.rate.is_none());
+        for (name, m) in [("this server", ours), ("FastAPI + SQLModel", Some(f))] {
+            let Some(m) = m else { continue };
+            let times = match ours {
+                Some(o) if name == "FastAPI + SQLModel" && f.stats.rps > 0.0 => {
+                    format!("**{:.1}x**", o.stats.rps / f.stats.rps)
+                }
+                _ => "-".into(),
+            };
+            let _ = writeln!(
+                w,
+                "{} {} | {} | {} | {times} |",
+                stats_cells(name, m.conns, &m.stats),
+                pct(m.server_cpu),
+                pct(m.db_cpu),
+                m.peak_rss_kib
+                    .map(|k| format!("{:.0}", k as f64 / 1024.0))
+                    .unwrap_or_else(|| "-".into()),
+            );
+        }
+    }
 }
 
 fn rss(m: &Measured) -> String {

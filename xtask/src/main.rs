@@ -17,6 +17,7 @@
 
 mod bench;
 mod e2e;
+mod fastapi;
 mod live;
 mod load;
 mod seed;
