@@ -2010,44 +2010,46 @@ fn render(
                 );
             }
         }
-        let _ = writeln!(w, "\n### Direct store baseline (no HTTP, JSON or JWT)\n");
-        let slice = plan.paired_slice();
-        let _ = writeln!(
-            w,
-            "The same queries through `todo_store` in-process (`UserTasks::list` with the \
-             default query, `UserTasks::get`), one task per user at the same concurrency, same \
-             pool size, on a 2-worker tokio runtime, with the server's allocator. `HTTP / \
-             direct` compares throughput (req/s over ops/s: the share of the store's throughput \
-             left once HTTP, JSON, JWT and the load generator take their part) and the medians. \
-             When both run, list is measured in {PAIRED_ROUNDS} alternating slices, direct then \
-             HTTP, each {:.1} s after {:.1} s of warm-up, and each list row adds up its slices: \
-             both sides of the ratio see the machine at the same times.\n",
-            slice.measure.as_secs_f64(),
-            slice.warmup.as_secs_f64(),
-        );
-        let _ = writeln!(
-            w,
-            "| query | concurrency | ops/s | p50 ms | p95 ms | p99 ms | max ms | errors | heavy p50 ms | CPU | HTTP req/s / direct ops/s | HTTP p50 / direct p50 |"
-        );
-        let _ = writeln!(w, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
-        for d in &r.direct {
-            let http = r
-                .http
-                .iter()
-                .find(|h| h.what == d.what && h.conns == d.conns);
-            let (tput, lat) = match http {
-                Some(h) if d.stats.rps > 0.0 && d.stats.p50 > 0 => (
-                    format!("{:.2}", h.stats.rps / d.stats.rps),
-                    format!("{:.1}x", h.stats.p50 as f64 / d.stats.p50 as f64),
-                ),
-                _ => ("-".into(), "-".into()),
-            };
+        if !r.direct.is_empty() {
+            let _ = writeln!(w, "\n### Direct store baseline (no HTTP, JSON or JWT)\n");
+            let slice = plan.paired_slice();
             let _ = writeln!(
                 w,
-                "{} {} | {tput} | {lat} |",
-                stats_cells(&d.what, d.conns, &d.stats),
-                pct(d.own_cpu),
+                "The same queries through `todo_store` in-process (`UserTasks::list` with the \
+                 default query, `UserTasks::get`), one task per user at the same concurrency, same \
+                 pool size, on a 2-worker tokio runtime, with the server's allocator. `HTTP / \
+                 direct` compares throughput (req/s over ops/s: the share of the store's throughput \
+                 left once HTTP, JSON, JWT and the load generator take their part) and the medians. \
+                 When both run, list is measured in {PAIRED_ROUNDS} alternating slices, direct then \
+                 HTTP, each {:.1} s after {:.1} s of warm-up, and each list row adds up its slices: \
+                 both sides of the ratio see the machine at the same times.\n",
+                slice.measure.as_secs_f64(),
+                slice.warmup.as_secs_f64(),
             );
+            let _ = writeln!(
+                w,
+                "| query | concurrency | ops/s | p50 ms | p95 ms | p99 ms | max ms | errors | heavy p50 ms | CPU | HTTP req/s / direct ops/s | HTTP p50 / direct p50 |"
+            );
+            let _ = writeln!(w, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+            for d in &r.direct {
+                let http = r
+                    .http
+                    .iter()
+                    .find(|h| h.what == d.what && h.conns == d.conns);
+                let (tput, lat) = match http {
+                    Some(h) if d.stats.rps > 0.0 && d.stats.p50 > 0 => (
+                        format!("{:.2}", h.stats.rps / d.stats.rps),
+                        format!("{:.1}x", h.stats.p50 as f64 / d.stats.p50 as f64),
+                    ),
+                    _ => ("-".into(), "-".into()),
+                };
+                let _ = writeln!(
+                    w,
+                    "{} {} | {tput} | {lat} |",
+                    stats_cells(&d.what, d.conns, &d.stats),
+                    pct(d.own_cpu),
+                );
+            }
         }
         if !r.fastapi.is_empty() {
             render_fastapi(w, plan, &r.http, &r.fastapi);
@@ -2125,7 +2127,7 @@ fn render_fastapi(w: &mut String, plan: &Plan, http: &[Measured], fastapi: &[Mea
     );
     let _ = writeln!(
         w,
-        "| server | conns | req/s | p50 ms | p95 ms | p99 ms | max ms | errors | heavy p50 ms | server CPU | db CPU | RSS MiB | this server's req/s over FastAPI's |"
+        "| server | conns | req/s | p50 ms | p95 ms | p99 ms | max ms | errors | heavy p50 ms | server CPU | db CPU | RSS MiB (this server: peak) | this server's req/s over FastAPI's |"
     );
     let _ = writeln!(w, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
     for f in fastapi {
