@@ -6,6 +6,8 @@
 //! tasks that doubled the allocations of a request. The spec still comes from `T`'s
 //! poem-openapi `Type`, and a test checks both paths give the same JSON.
 
+use std::cell::RefCell;
+
 use poem::http::{HeaderValue, header};
 use poem::{IntoResponse, Response};
 use poem_openapi::payload::Payload;
@@ -32,10 +34,32 @@ impl<T: Type> Payload for JsonOut<T> {
     }
 }
 
+thread_local! {
+    /// This thread's serialisation buffer: a body is written here, into capacity that has
+    /// grown to the largest recent body, and copied out once at its exact size. Serialising
+    /// into a fresh `Vec` instead grows it by doubling: for a page of 50 tasks (about 30 KB)
+    /// a dozen reallocations that copy twice the page between them.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A thread's buffer keeps at most this much capacity between bodies.
+const SCRATCH_KEEP: usize = 1 << 20;
+
 impl<T: serde::Serialize> JsonOut<T> {
     /// The body bytes this payload is sent as (and stored as, under an idempotency key).
     pub fn to_bytes(&self) -> Result<Vec<u8>, serde_json::Error> {
-        serde_json::to_vec(&self.0)
+        SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut buf) => {
+                buf.clear();
+                let body = serde_json::to_writer(&mut *buf, &self.0).map(|()| buf.to_vec());
+                if buf.capacity() > SCRATCH_KEEP {
+                    *buf = Vec::new();
+                }
+                body
+            }
+            // Only if a `Serialize` impl serialised another `JsonOut` inside this one.
+            Err(_) => serde_json::to_vec(&self.0),
+        })
     }
 }
 
@@ -78,6 +102,35 @@ mod tests {
         let spec_path = v.to_json().expect("ToJSON gives a value");
         let serde_path = serde_json::to_value(v).expect("serialises");
         assert_eq!(serde_path, spec_path, "serde and ToJSON disagree");
+    }
+
+    /// Bodies written through the thread's buffer, one after another and of different sizes,
+    /// are each exactly serde_json's bytes: nothing of a longer earlier body is left over.
+    #[test]
+    fn bodies_from_the_shared_buffer_are_exact() {
+        let page = |n: u128| TaskListEnvelope {
+            data: (0..n).map(|i| task(i, i % 2 == 0)).collect(),
+            meta: ListMeta {
+                limit: 100,
+                next_cursor: None,
+                total: n as i64,
+            },
+        };
+        for n in [40, 1, 0, 7, 100, 2] {
+            let body = super::JsonOut(page(n)).to_bytes().expect("serialises");
+            assert_eq!(
+                body,
+                serde_json::to_vec(&page(n)).expect("serialises"),
+                "{n} tasks"
+            );
+        }
+        let one = super::JsonOut(TaskEnvelope {
+            data: task(3, true),
+        });
+        assert_eq!(
+            one.to_bytes().expect("serialises"),
+            serde_json::to_vec(&one.0).expect("serialises")
+        );
     }
 
     fn t(s: i64, ms: u32) -> Timestamp {
